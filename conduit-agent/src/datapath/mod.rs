@@ -1,0 +1,128 @@
+//! The kernel side as seen from userspace: load the embedded XDP object, attach it, read its
+//! maps.
+use aya::{
+    Ebpf,
+    maps::PerCpuArray,
+    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+};
+use conduit_common::{Counter, MAP_TOTALS, PROGRAM_NAME, Verdict};
+
+/// The XDP object built by `build.rs`, embedded in the binary.
+pub fn object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/conduit"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error(
+        "this conduit binary was built without its XDP program (bpf-linker was missing); \
+         run ./xtask/bootstrap.sh and rebuild"
+    )]
+    NoObject,
+    #[error("loading the XDP program into the kernel failed: {0} (are you root, with bpffs?)")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel rejected the XDP program: {0}")]
+    Program(#[source] aya::programs::ProgramError),
+    #[error("map {0} is missing from the XDP object (ABI mismatch: rebuild conduit)")]
+    MissingMap(&'static str),
+    #[error("reading map {0}: {1}")]
+    Map(&'static str, #[source] aya::maps::MapError),
+    #[error("{0:?} is not an interface name (it contains a NUL byte)")]
+    BadInterfaceName(String),
+    #[error("attaching to interface {iface:?} ({mode}): {source}")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// How the program is attached to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) XDP where the driver supports it, generic (skb) otherwise.
+    Auto,
+    /// Driver mode only; fails where the driver has no XDP support.
+    Native,
+    /// Generic mode (`skb`): works on every interface, slower.
+    Skb,
+}
+
+/// A loaded program and its maps.
+pub struct Datapath {
+    ebpf: Ebpf,
+}
+
+impl Datapath {
+    /// Loads the embedded object and the program into the kernel (nothing is attached yet).
+    pub fn load() -> Result<Self, DatapathError> {
+        let obj = object();
+        if obj.is_empty() {
+            return Err(DatapathError::NoObject);
+        }
+        let mut ebpf = Ebpf::load(obj).map_err(DatapathError::Load)?;
+        let prog: &mut Xdp = program(&mut ebpf)?;
+        prog.load().map_err(DatapathError::Program)?;
+        Ok(Self { ebpf })
+    }
+
+    /// The loaded XDP program, for attaching or for BPF_PROG_TEST_RUN.
+    pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        program(&mut self.ebpf)
+    }
+
+    /// Attaches to `iface` (in the caller's network namespace). Returns the mode used.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: AttachMode,
+    ) -> Result<(XdpLinkId, &'static str), DatapathError> {
+        let name = std::ffi::CString::new(iface)
+            .map_err(|_| DatapathError::BadInterfaceName(iface.to_owned()))?;
+        let prog = self.program()?;
+        let try_mode = |prog: &mut Xdp, flags, mode_name| {
+            prog.attach(name.as_c_str(), flags)
+                .map(|id| (id, mode_name))
+                .map_err(|source| DatapathError::Attach {
+                    iface: iface.to_owned(),
+                    mode: mode_name,
+                    source,
+                })
+        };
+        match mode {
+            AttachMode::Native => try_mode(prog, XdpMode::Driver, "native"),
+            AttachMode::Skb => try_mode(prog, XdpMode::Skb, "skb"),
+            AttachMode::Auto => try_mode(prog, XdpMode::Driver, "native")
+                .or_else(|_| try_mode(prog, XdpMode::Skb, "skb")),
+        }
+    }
+
+    /// Frames and bytes per verdict, summed over CPUs.
+    pub fn totals(&self) -> Result<[(Verdict, Counter); 3], DatapathError> {
+        let map = self
+            .ebpf
+            .map(MAP_TOTALS)
+            .ok_or(DatapathError::MissingMap(MAP_TOTALS))?;
+        let arr = PerCpuArray::<_, Counter>::try_from(map)
+            .map_err(|e| DatapathError::Map(MAP_TOTALS, e))?;
+        let mut out = Verdict::ALL.map(|v| (v, Counter::default()));
+        for (v, sum) in out.iter_mut() {
+            let per_cpu = arr
+                .get(&(*v as u32), 0)
+                .map_err(|e| DatapathError::Map(MAP_TOTALS, e))?;
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DatapathError> {
+    ebpf.program_mut(PROGRAM_NAME)
+        .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?
+        .try_into()
+        .map_err(DatapathError::Program)
+}

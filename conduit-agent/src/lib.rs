@@ -1,0 +1,4 @@
+//! The `conduit` agent as a library: the binary (`main.rs`) is a thin shell around it, and the
+//! integration tests in `tests/` drive the same code.
+pub mod cli;
+pub mod datapath;

@@ -1,0 +1,10 @@
+//! Conduit's kernel/user ABI and the pure logic shared by the XDP program and userspace.
+//!
+//! Everything here is `#![no_std]` with no runtime dependency, so the eBPF crate and the agent
+//! compile the very same code. Shared types follow the ABI rules of `DESIGN.md`: `#[repr(C)]`,
+//! fixed-width integers and byte arrays only, explicit padding, and a compile-time size check.
+#![no_std]
+
+pub mod abi;
+
+pub use abi::*;

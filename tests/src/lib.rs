@@ -1,0 +1,20 @@
+//! Harness for Conduit's root integration tests: network namespaces and veth pairs that the
+//! test itself creates (unique names, removed on drop, so also when a test panics), running
+//! code inside a namespace, and hand-built frames.
+//!
+//! Tests that need root call [`require_root`] first: it fails loudly, never skips.
+pub mod frames;
+pub mod netns;
+
+pub use netns::{Netns, VethPair, in_netns, ip, unique_name};
+
+/// Panics with an explanation unless the process can load BPF programs (root).
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "this test needs root (BPF, network namespaces); run it through `cargo xtask test` \
+         as root. It fails rather than skips so that CI can never pass without running it."
+    );
+}

@@ -1,0 +1,118 @@
+use std::{
+    fs::File,
+    os::fd::AsRawFd as _,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+/// A name no other test run uses: prefix, this process's id and a counter, at most 15 bytes
+/// (the limit for interface names).
+pub fn unique_name(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = format!("{prefix}{}x{n}", std::process::id() % 1_000_000);
+    assert!(name.len() <= 15, "name {name} too long for an interface");
+    name
+}
+
+/// Runs `ip ARGS`, panicking with its stderr on failure.
+pub fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .expect("running ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace created by the test; deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        ip(&["netns", "add", &name]);
+        let ns = Self { name };
+        ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, program]);
+        c
+    }
+
+    /// Runs a command inside the namespace and returns its output, panicking if it fails.
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let out = self
+            .command(argv[0])
+            .args(&argv[1..])
+            .output()
+            .expect("spawn");
+        assert!(
+            out.status.success(),
+            "in netns {}: {} failed: {}{}",
+            self.name,
+            argv.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Deleting the namespace also removes every interface inside it.
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A veth pair with one end in each namespace, addressed and up.
+pub struct VethPair {
+    pub a: String,
+    pub b: String,
+}
+
+impl VethPair {
+    /// Creates `a` in `ns_a` with `addr_a` (CIDR notation) and `b` in `ns_b` with `addr_b`.
+    pub fn new(ns_a: &Netns, addr_a: &str, ns_b: &Netns, addr_b: &str) -> Self {
+        let a = unique_name("cdta");
+        let b = unique_name("cdtb");
+        ip(&[
+            "link", "add", &a, "netns", &ns_a.name, "type", "veth", "peer", "name", &b, "netns",
+            &ns_b.name,
+        ]);
+        for (ns, dev, addr) in [(ns_a, &a, addr_a), (ns_b, &b, addr_b)] {
+            ns.exec_ok(&["ip", "addr", "add", addr, "dev", dev]);
+            ns.exec_ok(&["ip", "link", "set", dev, "up"]);
+        }
+        Self { a, b }
+    }
+}
+
+/// Runs `f` on a thread that has entered the network namespace `ns` (interface names and
+/// netlink then resolve there). BPF objects created or used in `f` are process-wide.
+pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let file = File::open(format!("/var/run/netns/{}", ns.name)).expect("open netns");
+            // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    })
+}

@@ -1,0 +1,89 @@
+//! Build, test and demo orchestration for Conduit (`cargo xtask --help`).
+//!
+//! Run `./xtask/bootstrap.sh` first on a fresh machine: it installs the pinned toolchain,
+//! bpf-linker and the Debian packages that these commands use.
+mod demo;
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Conduit's build, test and demo tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// The whole test suite: formatting, clippy (host crates and the eBPF crate), every test.
+    /// Needs root: the kernel tests load BPF and create network namespaces.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Formatting and clippy only.
+    Lint,
+    /// The demo: Conduit enforcing a policy between network namespaces it creates.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().task {
+        Task::Test { cargo_test_args } => {
+            lint()?;
+            let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+            args.extend(cargo_test_args.iter().map(String::as_str));
+            cargo(&args)
+        }
+        Task::Lint => lint(),
+        Task::Demo => demo::run(),
+    }
+}
+
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--", "--check"]).context("formatting differs: run `cargo fmt`")?;
+    cargo(&[
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ])?;
+    // The eBPF crate for its real target, as aya-template does.
+    cargo(&[
+        "clippy",
+        "--package",
+        "conduit-ebpf",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
+        "--",
+        "-D",
+        "warnings",
+    ])
+}
+
+/// Runs cargo with `args` from the workspace root.
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("[xtask] cargo {}", args.join(" "));
+    let status = Command::new(cargo)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .context("running cargo")?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
