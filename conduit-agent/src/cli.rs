@@ -1,9 +1,9 @@
 //! The command line (SPEC §2). Exit status: 0 success, 1 input rejected, 2 operation failed.
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::datapath::{AttachMode, Datapath};
+use crate::{datapath::AttachMode, explain, run};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,8 +21,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Validate a policy: every error with its line and column, and IEC 62443 lint warnings.
+    ///
+    /// Errors are printed as `POLICY:LINE:COL: error: MESSAGE`, warnings as
+    /// `POLICY:LINE:COL: warning: MESSAGE`, one per line. Exit status 0 when the policy is valid
+    /// (warnings allowed unless --strict), 1 when it is not.
+    Check {
+        /// The policy file (YAML).
+        policy: PathBuf,
+        /// Treat lint warnings as errors (for CI and config-management `validate:` hooks).
+        #[arg(long)]
+        strict: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Judge the first packet of a new flow against a policy, without any kernel, and say why.
+    Explain(explain::ExplainArgs),
     /// Run the agent: load the XDP program, attach it to every --iface, report counters.
     Run(RunArgs),
 }
@@ -50,54 +72,56 @@ pub fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Check {
+            policy,
+            strict,
+            format,
+        } => check(&policy, strict, format),
+        Command::Explain(args) => explain::main(args),
+        Command::Run(args) => run::main(args),
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+fn check(path: &std::path::Path, strict: bool, format: Format) -> ExitCode {
+    let shown = path.display().to_string();
+    let (loaded, d) = match crate::policy::load::load_file(path, 0) {
+        Ok(x) => x,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            eprintln!("{shown}: error: cannot read the policy: {e}");
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run_async(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
-    }
-}
-
-async fn run_async(args: RunArgs) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut dp = Datapath::load()?;
-    for iface in &args.ifaces {
-        let (_, mode) = dp.attach(iface, args.xdp_mode)?;
-        eprintln!("conduit: attached to {iface} ({mode})");
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let period = Duration::from_secs(args.report_every.max(1));
-    let mut tick = tokio::time::interval(period);
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => if args.report_every > 0 {
-                let t = dp.totals()?;
-                let line: Vec<String> = t.iter()
-                    .map(|(v, c)| format!("{}={} pkts/{} B", v.as_str(), c.packets, c.bytes))
-                    .collect();
-                println!("conduit: {}", line.join(" "));
+    let warnings = d.warnings().count();
+    let valid = loaded.is_some() && !(strict && warnings > 0);
+    match format {
+        Format::Text => {
+            for item in &d.items {
+                println!("{}", item.render(&shown));
+            }
+            match &loaded {
+                Some(l) if valid => eprintln!(
+                    "{shown}: valid: site \"{}\", {} zones, {} assets, {} conduits; {warnings} warning(s)",
+                    l.policy.site,
+                    l.policy.zones.len(),
+                    l.policy.zones.iter().map(|z| z.assets.len()).sum::<usize>(),
+                    l.policy.conduits.len()
+                ),
+                Some(_) => eprintln!("{shown}: invalid with --strict: {warnings} warning(s)"),
+                None => eprintln!("{shown}: invalid: {} error(s)", d.errors().count()),
             }
         }
+        Format::Json => {
+            let v = serde_json::json!({
+                "valid": valid,
+                "errors": d.errors().collect::<Vec<_>>(),
+                "warnings": d.warnings().collect::<Vec<_>>(),
+            });
+            println!("{v}");
+        }
     }
-    eprintln!("conduit: detaching");
-    Ok(())
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -2,3 +2,6 @@
 //! integration tests in `tests/` drive the same code.
 pub mod cli;
 pub mod datapath;
+pub mod explain;
+pub mod policy;
+pub mod run;

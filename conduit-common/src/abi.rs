@@ -80,10 +80,16 @@ pub enum Reason {
     Fragment = 7,
     Malformed = 8,
     L2Denied = 9,
+    /// A non-IP frame allowed by `defaults.l2` (extension of SPEC §2's list).
+    L2Allowed = 10,
+    /// An ARP frame that is not spoofed (SPEC §1 "Other ARP frames pass").
+    Arp = 11,
+    /// IPv6 neighbour discovery (ICMPv6 133..=137), kept working whatever the conduits say.
+    NeighborDiscovery = 12,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 13] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -94,6 +100,9 @@ impl Reason {
         Reason::Fragment,
         Reason::Malformed,
         Reason::L2Denied,
+        Reason::L2Allowed,
+        Reason::Arp,
+        Reason::NeighborDiscovery,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -108,6 +117,9 @@ impl Reason {
             Reason::Fragment => "fragment",
             Reason::Malformed => "malformed",
             Reason::L2Denied => "l2_denied",
+            Reason::L2Allowed => "l2_allowed",
+            Reason::Arp => "arp",
+            Reason::NeighborDiscovery => "neighbor_discovery",
         }
     }
 }
@@ -136,9 +148,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(10));
-        // The names are part of SPEC §2 and must never change.
-        let names: [&str; 10] = Reason::ALL.map(Reason::as_str);
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(13));
+        // The names are part of SPEC §2 (and the README's extensions) and must never change.
+        let names: [&str; 13] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -151,7 +163,10 @@ mod tests {
                 "arp_spoof",
                 "fragment",
                 "malformed",
-                "l2_denied"
+                "l2_denied",
+                "l2_allowed",
+                "arp",
+                "neighbor_discovery"
             ]
         );
     }
@@ -163,4 +178,212 @@ mod tests {
         }
         assert_eq!(Verdict::try_from(TOTALS_LEN), Err(TOTALS_LEN));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy maps. Every key starts with the policy slot (0 or 1): the agent fills the inactive
+// slot, then flips `Active::slot`, so a packet is judged wholly by one policy (see README).
+
+/// Exact addresses (`ip` assets): [`IpKey`] → [`Identity`].
+pub const MAP_ID_EXACT: &str = "CDT_ID_EXACT";
+/// CIDR assets, longest prefix wins: LPM key over [`LpmIpData`] → [`Identity`].
+pub const MAP_ID_CIDR: &str = "CDT_ID_CIDR";
+/// MAC bindings, MAC → bound address: [`MacKey`] → [`MacBinding`].
+pub const MAP_MAC: &str = "CDT_MAC";
+/// Conduit rules: LPM key over [`LpmConduitData`] → [`ConduitHit`].
+pub const MAP_CONDUITS: &str = "CDT_CONDUITS";
+/// Per-zone settings: [`ZoneKey`] → [`ZoneCfg`].
+pub const MAP_ZONES: &str = "CDT_ZONES";
+/// Conduits that exist in a slot (a reply passes only while its conduit is live):
+/// [`ConduitKey`] → [`ConduitInfo`].
+pub const MAP_LIVE: &str = "CDT_LIVE";
+/// Per-slot settings, array indexed by slot: [`Settings`].
+pub const MAP_SETTINGS: &str = "CDT_SETTINGS";
+/// Allowed EtherTypes for non-IP frames: [`EtherTypeKey`] → `u32` (1).
+pub const MAP_L2: &str = "CDT_L2";
+
+/// Capacities, per slot (the maps hold two slots, hence twice these). The compiler checks a
+/// policy against them and says which limit a policy exceeds.
+pub const MAX_EXACT_IDENTITIES: u32 = 1 << 21; // 2,097,152
+pub const MAX_CIDR_IDENTITIES: u32 = 1 << 16;
+pub const MAX_MAC_BINDINGS: u32 = 1 << 20;
+pub const MAX_CONDUIT_ENTRIES: u32 = 1 << 18;
+pub const MAX_ZONES: u32 = 4096;
+pub const MAX_CONDUITS: u32 = 1 << 15;
+pub const MAX_L2_ETHERTYPES: u32 = 64;
+/// Number of policy slots.
+pub const SLOTS: u32 = 2;
+
+/// Zone id of the reserved zone `unknown` (addresses that match no asset).
+pub const ZONE_UNKNOWN: u32 = 0;
+/// Conduit id meaning "no conduit".
+pub const NO_CONDUIT: u32 = 0;
+/// Asset principals have this bit set; zone ids never do.
+pub const ASSET_PRINCIPAL_BIT: u32 = 0x8000_0000;
+
+/// Address families in keys.
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// An address in a key: IPv4 uses the first 4 bytes of `addr`, the rest zero.
+/// `addr` is in network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpKey {
+    pub slot: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    pub _pad: [u8; 2],
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<IpKey>() == 20);
+
+/// LPM data for CIDR identities: slot, family, then the address (network order). The prefix
+/// length of an entry is `16 + CIDR prefix length`.
+pub type LpmIpData = [u8; 18];
+/// Bits of [`LpmIpData`] before the address.
+pub const LPM_IP_HEADER_BITS: u32 = 16;
+
+/// What an address resolves to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Zone id (never [`ZONE_UNKNOWN`] in a map entry).
+    pub zone: u32,
+    /// Asset principal (with [`ASSET_PRINCIPAL_BIT`]) when a conduit's `sources` or
+    /// `destinations` names this asset, else 0.
+    pub principal: u32,
+    /// The bound MAC when `flags & IDENT_MAC_BOUND`.
+    pub mac: [u8; 6],
+    pub flags: u16,
+}
+const _: () = assert!(core::mem::size_of::<Identity>() == 16);
+/// [`Identity::flags`]: the asset binds `mac` to this address.
+pub const IDENT_MAC_BOUND: u16 = 1;
+
+/// A bound MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MacKey {
+    pub slot: u8,
+    pub _pad: u8,
+    pub mac: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<MacKey>() == 8);
+
+/// The address a MAC is bound to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MacBinding {
+    pub family: u8,
+    pub _pad: [u8; 3],
+    /// Network order; IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<MacBinding>() == 20);
+
+/// LPM data for conduit rules, all big-endian: slot (1), source principal (4), destination
+/// principal (4), IP protocol (1), port (2: TCP/UDP destination port; ICMP type << 8 | code).
+/// A rule for every protocol ends its prefix after the principals (72 bits), a rule for every
+/// port after the protocol (80 bits); port ranges become several prefixes.
+pub type LpmConduitData = [u8; 12];
+pub const LPM_CONDUIT_ANY_PROTO_BITS: u32 = 72;
+pub const LPM_CONDUIT_ANY_PORT_BITS: u32 = 80;
+pub const LPM_CONDUIT_FULL_BITS: u32 = 96;
+
+/// The conduit a rule belongs to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConduitHit {
+    pub conduit: u32,
+    /// [`LOG_NONE`], [`LOG_DENY`] or [`LOG_ALL`]: the conduit's `log`.
+    pub log: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConduitHit>() == 8);
+
+pub const LOG_NONE: u32 = 0;
+pub const LOG_DENY: u32 = 1;
+pub const LOG_ALL: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneKey {
+    pub slot: u32,
+    pub zone: u32,
+}
+const _: () = assert!(core::mem::size_of::<ZoneKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ZoneCfg {
+    /// [`MODE_ENFORCE`] or [`MODE_MONITOR`] for traffic into this zone.
+    pub mode: u8,
+    /// [`INTRA_ALLOW`] or [`INTRA_DENY`] (never allow for `unknown`).
+    pub intra: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<ZoneCfg>() == 4);
+pub const MODE_ENFORCE: u8 = 0;
+pub const MODE_MONITOR: u8 = 1;
+pub const INTRA_DENY: u8 = 0;
+pub const INTRA_ALLOW: u8 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConduitKey {
+    pub slot: u32,
+    pub conduit: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConduitKey>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConduitInfo {
+    pub log: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConduitInfo>() == 8);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EtherTypeKey {
+    pub slot: u16,
+    /// Host byte order.
+    pub ethertype: u16,
+}
+const _: () = assert!(core::mem::size_of::<EtherTypeKey>() == 4);
+
+/// Settings of one policy slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// 1 when the slot holds a policy.
+    pub valid: u8,
+    /// 1: non-first IP fragments pass (`defaults.fragments: allow`).
+    pub fragments_allow: u8,
+    /// 1: non-IP frames not in the EtherType list pass (`defaults.l2.default: allow`).
+    pub l2_allow: u8,
+    /// [`MODE_ENFORCE`] or [`MODE_MONITOR`] for the `unknown` zone (`defaults.mode`).
+    pub unknown_mode: u8,
+    /// `defaults.log` for denials that no conduit is involved in.
+    pub log: u32,
+}
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+
+#[cfg(feature = "user")]
+mod pod_policy {
+    use super::*;
+    // SAFETY (all below): `#[repr(C)]` structs of integers and byte arrays whose padding is
+    // explicit, so every bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for IpKey {}
+    unsafe impl aya::Pod for Identity {}
+    unsafe impl aya::Pod for MacKey {}
+    unsafe impl aya::Pod for MacBinding {}
+    unsafe impl aya::Pod for ConduitHit {}
+    unsafe impl aya::Pod for ZoneKey {}
+    unsafe impl aya::Pod for ZoneCfg {}
+    unsafe impl aya::Pod for ConduitKey {}
+    unsafe impl aya::Pod for ConduitInfo {}
+    unsafe impl aya::Pod for EtherTypeKey {}
+    unsafe impl aya::Pod for Settings {}
 }

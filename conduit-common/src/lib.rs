@@ -6,5 +6,6 @@
 #![no_std]
 
 pub mod abi;
+pub mod verdict;
 
 pub use abi::*;

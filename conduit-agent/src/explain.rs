@@ -1,0 +1,206 @@
+//! `conduit explain`: the verdict on the first packet of a new flow, from the compiled policy
+//! and the very `decide` function the XDP program runs.
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use conduit_common::{
+    Reason, Verdict,
+    verdict::{self, KIND_IP, Packet},
+};
+
+use crate::{
+    cli::Format,
+    policy::{
+        addr,
+        load::load_file,
+        model::{ICMP, ICMPV6, Proto, TCP, UDP},
+        validate::fmt_mac,
+    },
+};
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    /// The policy file (YAML).
+    pub policy: PathBuf,
+    /// Source IP address of the packet.
+    #[arg(long)]
+    pub src: IpAddr,
+    /// Destination IP address of the packet.
+    #[arg(long)]
+    pub dst: IpAddr,
+    /// Protocol: tcp, udp, icmp, icmpv6, or an IP protocol number.
+    #[arg(long)]
+    pub proto: String,
+    /// Source port (tcp/udp); informative only, conduits match destination ports.
+    #[arg(long)]
+    pub sport: Option<u16>,
+    /// Destination port (required for tcp and udp).
+    #[arg(long)]
+    pub dport: Option<u16>,
+    /// ICMP or ICMPv6 type, by number or name (e.g. 8 or echo-request).
+    #[arg(long)]
+    pub icmp_type: Option<String>,
+    /// Source MAC of the frame. Default: the MAC the source's asset is bound to, if any (so the
+    /// answer is about the policy, not about spoofing).
+    #[arg(long)]
+    pub src_mac: Option<String>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+fn reject(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+fn bytes(ip: IpAddr) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
+        IpAddr::V6(v) => a = v.octets(),
+    }
+    a
+}
+
+/// One sentence per reason, for people.
+fn why(reason: Reason, verdict: Verdict) -> &'static str {
+    match (reason, verdict) {
+        (Reason::Conduit, _) => "a rule of this conduit allows the flow",
+        (Reason::IntraZone, _) => {
+            "both ends are in the same zone, and that zone allows intra-zone traffic"
+        }
+        (Reason::NoConduit, _) => {
+            "no conduit allows this flow between these zones, and everything not allowed is denied"
+        }
+        (Reason::Spoofed, _) => "the source address and source MAC do not match an asset's binding",
+        (Reason::Fragment, Verdict::Allow) => {
+            "a non-first IP fragment, and the policy allows fragments"
+        }
+        (Reason::Fragment, _) => "a non-first IP fragment, and the policy denies fragments",
+        (Reason::NeighborDiscovery, _) => "IPv6 neighbour discovery always passes",
+        _ => "",
+    }
+}
+
+pub fn main(a: ExplainArgs) -> ExitCode {
+    let (loaded, d) = match load_file(&a.policy, 0) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{}: error: cannot read the policy: {e}", a.policy.display());
+            return ExitCode::from(2);
+        }
+    };
+    let Some(l) = loaded else {
+        for item in d.errors() {
+            eprintln!("{}", item.render(&a.policy.display().to_string()));
+        }
+        return reject(format!(
+            "{} is not a valid policy (see `conduit check`)",
+            a.policy.display()
+        ));
+    };
+    if a.src.is_ipv4() != a.dst.is_ipv4() {
+        return reject("--src and --dst must both be IPv4 or both IPv6");
+    }
+    let proto = match addr::proto(&a.proto) {
+        Ok(Proto::Number(n)) => n,
+        Ok(Proto::Any) => return reject("--proto any: a packet has one protocol; name it"),
+        Err(e) => return reject(e),
+    };
+    let v6 = a.src.is_ipv6();
+    let dport = match proto {
+        TCP | UDP => match a.dport {
+            Some(p) => p,
+            None => return reject("--dport is required for tcp and udp"),
+        },
+        ICMP | ICMPV6 => {
+            if (proto == ICMPV6) != v6 {
+                return reject("icmp goes with IPv4 addresses and icmpv6 with IPv6");
+            }
+            match a
+                .icmp_type
+                .as_deref()
+                .map(|t| addr::icmp_type(t, proto == ICMPV6))
+            {
+                Some(Ok(t)) => u16::from(t) << 8,
+                Some(Err(e)) => return reject(e),
+                None => {
+                    return reject(
+                        "--icmp-type is required for icmp and icmpv6 (e.g. echo-request)",
+                    );
+                }
+            }
+        }
+        _ => 0,
+    };
+    let src_asset = l.policy.asset_of(a.src);
+    let src_mac = match &a.src_mac {
+        Some(m) => match addr::mac(m) {
+            Ok(m) => m,
+            Err(e) => return reject(e),
+        },
+        None => src_asset.and_then(|(_, asset)| asset.mac).unwrap_or([0; 6]),
+    };
+    let packet = Packet {
+        kind: KIND_IP,
+        family: if v6 {
+            conduit_common::FAMILY_V6
+        } else {
+            conduit_common::FAMILY_V4
+        },
+        ethertype: if v6 { 0x86dd } else { 0x0800 },
+        src_mac,
+        arp_sha: [0; 6],
+        src: bytes(a.src),
+        dst: bytes(a.dst),
+        proto,
+        fragment: 0,
+        sport: a.sport.unwrap_or(0),
+        dport,
+    };
+    let c = &l.compiled;
+    let dec = verdict::decide(c, c.slot, &packet);
+    let conduit = c.conduit_name(dec.conduit);
+    let dst_asset = l.policy.asset_of(a.dst);
+    let (src_zone, dst_zone) = (c.zone_name(dec.src_zone), c.zone_name(dec.dst_zone));
+    match a.format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "verdict": dec.verdict.as_str(),
+                "reason": dec.reason.as_str(),
+                "conduit": conduit,
+                "src_zone": src_zone,
+                "dst_zone": dst_zone,
+                "src_asset": src_asset.map(|(_, x)| x.name.as_str()),
+                "dst_asset": dst_asset.map(|(_, x)| x.name.as_str()),
+            });
+            println!("{v}");
+        }
+        Format::Text => {
+            let end = |ip: IpAddr,
+                       zone: &str,
+                       asset: Option<(
+                &crate::policy::model::Zone,
+                &crate::policy::model::Asset,
+            )>| {
+                match asset {
+                    Some((_, x)) => format!("{ip} (asset {}, zone {zone})", x.name),
+                    None => format!("{ip} (no asset: zone {zone})"),
+                }
+            };
+            println!("verdict:     {}", dec.verdict.as_str());
+            println!("reason:      {}", dec.reason.as_str());
+            println!("conduit:     {}", conduit.unwrap_or("-"));
+            println!("source:      {}", end(a.src, src_zone, src_asset));
+            println!("destination: {}", end(a.dst, dst_zone, dst_asset));
+            println!("source MAC:  {}", fmt_mac(&src_mac));
+            let mut why = why(dec.reason, dec.verdict).to_owned();
+            if dec.verdict == Verdict::WouldDeny {
+                why.push_str("; the destination zone is in monitor mode, so it passes and is counted as would-deny");
+            }
+            if !why.is_empty() {
+                println!("why:         {why}");
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

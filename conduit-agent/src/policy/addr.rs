@@ -1,0 +1,236 @@
+//! Parsing of the address-like values of a policy: IPs, CIDRs, MACs, ports, protocols,
+//! ICMP types and EtherTypes. Each returns a message that quotes the bad value and says what
+//! would be right.
+use std::net::IpAddr;
+
+use super::model::{ICMP, ICMPV6, Proto, TCP, UDP};
+
+pub fn ip(s: &str) -> Result<IpAddr, String> {
+    s.trim().parse::<IpAddr>().map_err(|_| {
+        format!("`{s}` is not an IP address (expected IPv4 like 10.2.0.10 or IPv6 like fd00::10)")
+    })
+}
+
+pub fn cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let Some((a, l)) = s.trim().split_once('/') else {
+        return Err(format!(
+            "`{s}` is not a CIDR: expected ADDRESS/PREFIX like 10.4.0.0/16 (use `ip:` for one address)"
+        ));
+    };
+    let addr: IpAddr = a
+        .parse()
+        .map_err(|_| format!("`{s}` is not a CIDR: `{a}` is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 =
+        l.parse().ok().filter(|&n: &u8| n <= max).ok_or_else(|| {
+            format!("`{s}` is not a CIDR: the prefix length `{l}` must be 0..{max}")
+        })?;
+    let net = mask(addr, len);
+    if net != addr {
+        return Err(format!(
+            "`{s}` has host bits set; did you mean {net}/{len}?"
+        ));
+    }
+    Ok((addr, len))
+}
+
+/// `addr` with every bit past the first `len` cleared.
+pub fn mask(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+pub fn contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+    net.is_ipv4() == ip.is_ipv4() && mask(ip, len) == net
+}
+
+pub fn mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.trim().split([':', '-']).collect();
+    let bad =
+        || format!("`{s}` is not a MAC address (expected six hex octets like 02:00:00:02:00:10)");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 6];
+    for (o, p) in out.iter_mut().zip(&parts) {
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *o = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if out[0] & 1 == 1 {
+        return Err(format!(
+            "`{s}` is a multicast or broadcast MAC; a device's own MAC is unicast"
+        ));
+    }
+    if out == [0; 6] {
+        return Err(format!("`{s}` is the all-zero MAC, which no device has"));
+    }
+    Ok(out)
+}
+
+pub fn proto(s: &str) -> Result<Proto, String> {
+    Ok(match s.trim() {
+        "any" => Proto::Any,
+        "tcp" => Proto::Number(TCP),
+        "udp" => Proto::Number(UDP),
+        "icmp" => Proto::Number(ICMP),
+        "icmpv6" => Proto::Number(ICMPV6),
+        other => match other.parse::<u16>() {
+            Ok(n) if n <= 255 => Proto::Number(n as u8),
+            _ => {
+                let hint =
+                    super::diag::did_you_mean(other, ["tcp", "udp", "icmp", "icmpv6", "any"])
+                        .map(|h| format!("; did you mean `{h}`?"))
+                        .unwrap_or_default();
+                return Err(format!(
+                    "`{s}` is not a protocol{hint} (expected tcp, udp, icmp, icmpv6, any, or an IP protocol number 0..255)"
+                ));
+            }
+        },
+    })
+}
+
+/// A destination port or an inclusive `"lo-hi"` range.
+pub fn port_range(s: &str) -> Result<(u16, u16), String> {
+    let one = |p: &str| -> Result<u16, String> {
+        match p.trim().parse::<u32>() {
+            Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
+            Ok(n) => Err(format!("port `{n}` is out of range: ports are 1..65535")),
+            Err(_) => Err(format!(
+                "`{s}` is not a port: expected a number 1..65535 or a range like \"20000-20010\""
+            )),
+        }
+    };
+    match s.split_once('-') {
+        Some((lo, hi)) => {
+            let (lo, hi) = (one(lo)?, one(hi)?);
+            if lo > hi {
+                return Err(format!(
+                    "port range `{s}` is backwards: {lo} > {hi}; write \"{hi}-{lo}\""
+                ));
+            }
+            Ok((lo, hi))
+        }
+        None => one(s).map(|p| (p, p)),
+    }
+}
+
+const ICMP_NAMES: &[(&str, u8)] = &[
+    ("echo-reply", 0),
+    ("destination-unreachable", 3),
+    ("source-quench", 4),
+    ("redirect", 5),
+    ("echo-request", 8),
+    ("router-advertisement", 9),
+    ("router-solicitation", 10),
+    ("time-exceeded", 11),
+    ("parameter-problem", 12),
+    ("timestamp-request", 13),
+    ("timestamp-reply", 14),
+];
+const ICMPV6_NAMES: &[(&str, u8)] = &[
+    ("destination-unreachable", 1),
+    ("packet-too-big", 2),
+    ("time-exceeded", 3),
+    ("parameter-problem", 4),
+    ("echo-request", 128),
+    ("echo-reply", 129),
+    ("router-solicitation", 133),
+    ("router-advertisement", 134),
+    ("neighbor-solicitation", 135),
+    ("neighbor-advertisement", 136),
+    ("redirect", 137),
+];
+
+/// An ICMP (`v6 == false`) or ICMPv6 type by name or number.
+pub fn icmp_type(s: &str, v6: bool) -> Result<u8, String> {
+    let table = if v6 { ICMPV6_NAMES } else { ICMP_NAMES };
+    let s = s.trim();
+    if let Some(&(_, n)) = table.iter().find(|(name, _)| *name == s) {
+        return Ok(n);
+    }
+    match s.parse::<u16>() {
+        Ok(n) if n <= 255 => Ok(n as u8),
+        Ok(n) => Err(format!("ICMP type `{n}` is out of range: types are 0..255")),
+        Err(_) => {
+            let hint = super::diag::did_you_mean(s, table.iter().map(|(n, _)| *n))
+                .map(|h| format!("did you mean `{h}`? "))
+                .unwrap_or_default();
+            Err(format!(
+                "`{s}` is not an {} type; {hint}known names: {}",
+                if v6 { "ICMPv6" } else { "ICMP" },
+                table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ))
+        }
+    }
+}
+
+const ETHERTYPE_NAMES: &[(&str, u16)] = &[
+    ("lldp", 0x88cc),
+    ("ptp", 0x88f7),
+    ("profinet", 0x8892),
+    ("ethercat", 0x88a4),
+    ("goose", 0x88b8),
+    ("sv", 0x88ba),
+    ("mrp", 0x88e3),
+    ("lacp", 0x8809),
+    ("macsec", 0x88e5),
+    ("eapol", 0x888e),
+    ("powerlink", 0x88ab),
+    ("sercos", 0x88cd),
+    ("hsr", 0x892f),
+    ("prp", 0x88fb),
+];
+
+pub fn ethertype(s: &str) -> Result<u16, String> {
+    let s = s.trim();
+    let n = if let Some(&(_, n)) = ETHERTYPE_NAMES.iter().find(|(name, _)| *name == s) {
+        n
+    } else {
+        let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+            Some(hex) => u32::from_str_radix(hex, 16).ok(),
+            None => s.parse::<u32>().ok(),
+        };
+        match parsed {
+            Some(n) if (0x0600..=0xffff).contains(&n) => n as u16,
+            Some(_) => {
+                return Err(format!(
+                    "EtherType `{s}` is out of range: EtherTypes are 0x0600..0xffff"
+                ));
+            }
+            None => {
+                return Err(format!(
+                    "`{s}` is not an EtherType; use a number like 0x88f7 or a name: {}",
+                    ETHERTYPE_NAMES
+                        .iter()
+                        .map(|(n, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    };
+    match n {
+        0x0800 | 0x86dd | 0x0806 | 0x8100 | 0x88a8 => Err(format!(
+            "EtherType `{s}` is IPv4, IPv6, ARP or a VLAN tag, which conduits and the ARP rules govern; l2 lists other EtherTypes"
+        )),
+        n => Ok(n),
+    }
+}

@@ -1,0 +1,439 @@
+//! The compiler: a pure, deterministic function from a validated [`Policy`] to the exact
+//! contents of the datapath's maps for one policy slot. No I/O; ordered maps only.
+//!
+//! IDs are stable across edits: a zone's, asset's or conduit's ID is a hash of its name, so
+//! adding or removing one conduit renumbers no other (dashboards and counters rely on it).
+//! Two names whose hashes collide are separated by probing in name order; that is the only
+//! case where an edit can move another ID, and it is vanishingly rare with 31-bit IDs.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use conduit_common::{verdict::Tables, *};
+
+use super::{
+    diag::Pos,
+    model::{Addr, LogLevel, Mode, Policy, Proto, Rule},
+};
+
+/// A policy compiled for one slot: the map contents, and the names behind the IDs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub slot: u8,
+    pub id_exact: BTreeMap<IpKey, Identity>,
+    /// (prefix length in bits, data) → identity.
+    pub id_cidr: BTreeMap<(u32, LpmIpData), Identity>,
+    pub mac: BTreeMap<MacKey, MacBinding>,
+    /// (prefix length in bits, data) → conduit.
+    pub conduits: BTreeMap<(u32, LpmConduitData), ConduitHit>,
+    pub zones: BTreeMap<ZoneKey, ZoneCfg>,
+    pub live: BTreeMap<ConduitKey, ConduitInfo>,
+    pub l2: BTreeSet<EtherTypeKey>,
+    pub settings: Settings,
+    pub zone_ids: BTreeMap<String, u32>,
+    pub asset_principals: BTreeMap<String, u32>,
+    pub conduit_ids: BTreeMap<String, u32>,
+    /// Rules every entry of which an earlier conduit already claims: (conduit, rule position).
+    pub shadowed: Vec<(String, Pos)>,
+    cidr_lens: BTreeSet<u32>,
+    conduit_lens: BTreeSet<u32>,
+}
+
+/// A limit of the datapath that the policy exceeds.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the policy needs {needed} {what}; the datapath holds at most {limit}")]
+pub struct CapacityError {
+    pub what: &'static str,
+    pub needed: usize,
+    pub limit: u32,
+}
+
+fn fnv1a(salt: &str, name: &str) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in salt.bytes().chain(name.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// Stable IDs for `names`: a hash of the name in `mask`, `or`-ed with `set`, never 0, probing
+/// upwards (in name order) on a collision.
+fn stable_ids<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    salt: &str,
+    mask: u32,
+    set: u32,
+) -> BTreeMap<String, u32> {
+    let sorted: BTreeSet<&str> = names.into_iter().collect();
+    let mut used = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for name in sorted {
+        let mut h = fnv1a(salt, name) & mask;
+        while h == 0 || used.contains(&h) {
+            h = h.wrapping_add(1) & mask;
+        }
+        used.insert(h);
+        out.insert(name.to_owned(), h | set);
+    }
+    out
+}
+
+fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+    let mut a = [0u8; 16];
+    match ip {
+        IpAddr::V4(v4) => {
+            a[..4].copy_from_slice(&v4.octets());
+            (FAMILY_V4, a)
+        }
+        IpAddr::V6(v6) => (FAMILY_V6, v6.octets()),
+    }
+}
+
+/// Splits an inclusive port range into (value, prefix bits) blocks, as few as possible.
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u32)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (u32::from(lo), u32::from(hi));
+    while lo <= hi {
+        // The largest aligned block starting at lo that stays within hi.
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1u32 << lo.trailing_zeros().min(16)
+        };
+        while lo + size - 1 > hi {
+            size >>= 1;
+        }
+        out.push((lo as u16, 16 - size.trailing_zeros()));
+        lo += size;
+    }
+    out
+}
+
+/// The (prefix length, data) entries of one rule between two principals.
+fn rule_entries(slot: u8, src: u32, dst: u32, rule: &Rule) -> Vec<(u32, LpmConduitData)> {
+    let key = |proto: u8, port: u16| verdict::lpm_conduit_data(slot, src, dst, proto, port);
+    match rule.proto {
+        Proto::Any => vec![(LPM_CONDUIT_ANY_PROTO_BITS, key(0, 0))],
+        Proto::Number(p) => match (&rule.ports, &rule.icmp_types) {
+            (Some(ranges), _) => ranges
+                .iter()
+                .flat_map(|&(lo, hi)| port_prefixes(lo, hi))
+                .map(|(v, bits)| (LPM_CONDUIT_ANY_PORT_BITS + bits, key(p, v)))
+                .collect(),
+            (None, Some(types)) => types
+                .iter()
+                .map(|&t| (LPM_CONDUIT_ANY_PORT_BITS + 8, key(p, u16::from(t) << 8)))
+                .collect(),
+            (None, None) => vec![(LPM_CONDUIT_ANY_PORT_BITS, key(p, 0))],
+        },
+    }
+}
+
+fn log_code(l: LogLevel) -> u32 {
+    match l {
+        LogLevel::None => LOG_NONE,
+        LogLevel::Deny => LOG_DENY,
+        LogLevel::All => LOG_ALL,
+    }
+}
+
+fn mode_code(m: Mode) -> u8 {
+    match m {
+        Mode::Enforce => MODE_ENFORCE,
+        Mode::Monitor => MODE_MONITOR,
+    }
+}
+
+/// Compiles `p` for policy slot `slot` (0 or 1).
+pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
+    let mut c = Compiled {
+        slot,
+        ..Default::default()
+    };
+    c.zone_ids = stable_ids(
+        p.zones.iter().map(|z| z.name.as_str()),
+        "zone:",
+        0x7fff_ffff,
+        0,
+    );
+    c.conduit_ids = stable_ids(
+        p.conduits.iter().map(|x| x.name.as_str()),
+        "conduit:",
+        u32::MAX,
+        0,
+    );
+    // Only assets that a conduit narrows to get a principal of their own.
+    let referenced = p.conduits.iter().flat_map(|x| {
+        x.sources
+            .iter()
+            .flatten()
+            .chain(x.destinations.iter().flatten())
+            .map(String::as_str)
+    });
+    c.asset_principals = stable_ids(referenced, "asset:", 0x7fff_ffff, ASSET_PRINCIPAL_BIT);
+
+    c.settings = Settings {
+        valid: 1,
+        fragments_allow: u8::from(p.defaults.fragments_allow),
+        l2_allow: u8::from(p.defaults.l2_default_allow),
+        unknown_mode: mode_code(p.defaults.mode),
+        log: log_code(p.defaults.log),
+    };
+    for &e in &p.defaults.l2_ethertypes {
+        c.l2.insert(EtherTypeKey {
+            slot: u16::from(slot),
+            ethertype: e,
+        });
+    }
+
+    for z in &p.zones {
+        let zid = c.zone_ids[&z.name];
+        let mode = z.mode.map_or(p.defaults.mode, |(m, _)| m);
+        let intra = z.intra_zone_allow.unwrap_or(p.defaults.intra_zone_allow);
+        c.zones.insert(
+            ZoneKey {
+                slot: u32::from(slot),
+                zone: zid,
+            },
+            ZoneCfg {
+                mode: mode_code(mode),
+                intra: if intra { INTRA_ALLOW } else { INTRA_DENY },
+                _pad: [0; 2],
+            },
+        );
+        for a in &z.assets {
+            let mut id = Identity {
+                zone: zid,
+                principal: c.asset_principals.get(&a.name).copied().unwrap_or(0),
+                ..Default::default()
+            };
+            match a.addr {
+                Addr::Ip(ip) => {
+                    let (family, addr) = addr_bytes(ip);
+                    if let Some(mac) = a.mac {
+                        id.mac = mac;
+                        id.flags |= IDENT_MAC_BOUND;
+                        c.mac.insert(
+                            MacKey { slot, _pad: 0, mac },
+                            MacBinding {
+                                family,
+                                _pad: [0; 3],
+                                addr,
+                            },
+                        );
+                    }
+                    c.id_exact.insert(
+                        IpKey {
+                            slot,
+                            family,
+                            _pad: [0; 2],
+                            addr,
+                        },
+                        id,
+                    );
+                }
+                Addr::Cidr(net, len) => {
+                    let (family, addr) = addr_bytes(net);
+                    let plen = LPM_IP_HEADER_BITS + u32::from(len);
+                    c.cidr_lens.insert(plen);
+                    c.id_cidr
+                        .insert((plen, verdict::lpm_ip_data(slot, family, &addr)), id);
+                }
+            }
+        }
+    }
+
+    // Conduit entries, in file order: where two conduits claim the same entry, the first wins
+    // (and the lint reports a rule that never wins anywhere).
+    let zone_id = |name: &str| {
+        if name == "unknown" {
+            ZONE_UNKNOWN
+        } else {
+            c.zone_ids[name]
+        }
+    };
+    let mut entries: BTreeMap<(u32, LpmConduitData), ConduitHit> = BTreeMap::new();
+    for x in &p.conduits {
+        let cid = c.conduit_ids[&x.name];
+        let log = log_code(x.log.unwrap_or(p.defaults.log));
+        c.live.insert(
+            ConduitKey {
+                slot: u32::from(slot),
+                conduit: cid,
+            },
+            ConduitInfo { log, _pad: 0 },
+        );
+        let principals = |zones: &[String], assets: &Option<Vec<String>>| -> Vec<u32> {
+            match assets {
+                Some(a) => a.iter().map(|n| c.asset_principals[n]).collect(),
+                None => zones.iter().map(|z| zone_id(z)).collect(),
+            }
+        };
+        let srcs = principals(&x.from, &x.sources);
+        let dsts = principals(&x.to, &x.destinations);
+        let mut pairs: Vec<(u32, u32)> = srcs
+            .iter()
+            .flat_map(|&s| dsts.iter().map(move |&d| (s, d)))
+            .collect();
+        if x.bidirectional.is_some() {
+            pairs.extend(dsts.iter().flat_map(|&d| srcs.iter().map(move |&s| (d, s))));
+        }
+        for rule in &x.rules {
+            let mut won_any = false;
+            for &(s, d) in &pairs {
+                for (plen, data) in rule_entries(slot, s, d, rule) {
+                    let hit = ConduitHit { conduit: cid, log };
+                    let e = entries.entry((plen, data)).or_insert(hit);
+                    won_any |= e.conduit == cid;
+                    c.conduit_lens.insert(plen);
+                }
+            }
+            if !won_any {
+                c.shadowed.push((x.name.clone(), rule.pos));
+            }
+        }
+    }
+    c.conduits = entries;
+
+    let checks = [
+        (
+            "exact addresses (`ip` assets)",
+            c.id_exact.len(),
+            MAX_EXACT_IDENTITIES,
+        ),
+        ("CIDR assets", c.id_cidr.len(), MAX_CIDR_IDENTITIES),
+        ("MAC bindings", c.mac.len(), MAX_MAC_BINDINGS),
+        (
+            "conduit rule entries (zone pairs x rules x port blocks)",
+            c.conduits.len(),
+            MAX_CONDUIT_ENTRIES,
+        ),
+        ("zones", c.zones.len(), MAX_ZONES),
+        ("conduits", c.live.len(), MAX_CONDUITS),
+        ("allowed EtherTypes", c.l2.len(), MAX_L2_ETHERTYPES),
+    ];
+    let errors: Vec<CapacityError> = checks
+        .into_iter()
+        .filter(|&(_, n, max)| n > max as usize)
+        .map(|(what, needed, limit)| CapacityError {
+            what,
+            needed,
+            limit,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(c)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Clears every bit of `data` past the first `plen`.
+fn masked<const N: usize>(data: &[u8; N], plen: u32) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (i, (o, d)) in out.iter_mut().zip(data).enumerate() {
+        let bit = i as u32 * 8;
+        if bit + 8 <= plen {
+            *o = *d;
+        } else if bit < plen {
+            *o = d & (0xffu8 << (8 - (plen - bit)));
+        }
+    }
+    out
+}
+
+/// Longest-prefix match over `(plen, data)` entries, trying only the lengths present.
+fn lpm<const N: usize, V: Copy>(
+    map: &BTreeMap<(u32, [u8; N]), V>,
+    lens: &BTreeSet<u32>,
+    key: &[u8; N],
+) -> Option<V> {
+    lens.iter()
+        .rev()
+        .find_map(|&plen| map.get(&(plen, masked(key, plen))).copied())
+}
+
+impl Compiled {
+    /// The name of a zone id (`unknown` for 0).
+    pub fn zone_name(&self, id: u32) -> &str {
+        if id == ZONE_UNKNOWN {
+            return "unknown";
+        }
+        self.zone_ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map_or("?", |(k, _)| k.as_str())
+    }
+
+    pub fn conduit_name(&self, id: u32) -> Option<&str> {
+        self.conduit_ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.as_str())
+    }
+}
+
+impl Tables for Compiled {
+    fn id_exact(&self, key: &IpKey) -> Option<Identity> {
+        self.id_exact.get(key).copied()
+    }
+    fn id_cidr(&self, key: &LpmIpData) -> Option<Identity> {
+        lpm(&self.id_cidr, &self.cidr_lens, key)
+    }
+    fn mac(&self, key: &MacKey) -> Option<MacBinding> {
+        self.mac.get(key).copied()
+    }
+    fn conduit(&self, key: &LpmConduitData) -> Option<ConduitHit> {
+        lpm(&self.conduits, &self.conduit_lens, key)
+    }
+    fn zone(&self, key: &ZoneKey) -> Option<ZoneCfg> {
+        self.zones.get(key).copied()
+    }
+    fn l2_allowed(&self, key: &EtherTypeKey) -> bool {
+        self.l2.contains(key)
+    }
+    fn settings(&self, slot: u32) -> Option<Settings> {
+        (slot == u32::from(self.slot)).then_some(self.settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_prefixes_cover_exactly() {
+        for &(lo, hi) in &[
+            (1u16, 65535u16),
+            (502, 502),
+            (20000, 20010),
+            (1, 1),
+            (1024, 2047),
+            (65535, 65535),
+            (3, 70),
+        ] {
+            let blocks = port_prefixes(lo, hi);
+            let mut covered = Vec::new();
+            for (v, bits) in &blocks {
+                let size = 1u32 << (16 - bits);
+                assert_eq!(u32::from(*v) % size, 0, "aligned");
+                covered.extend(u32::from(*v)..u32::from(*v) + size);
+            }
+            assert_eq!(
+                covered,
+                (u32::from(lo)..=u32::from(hi)).collect::<Vec<_>>(),
+                "{lo}-{hi}"
+            );
+        }
+        assert_eq!(port_prefixes(1, 65535).len(), 16);
+    }
+
+    #[test]
+    fn masking() {
+        assert_eq!(masked(&[0xff, 0xff], 9), [0xff, 0x80]);
+        assert_eq!(masked(&[0xff, 0xff], 0), [0, 0]);
+        assert_eq!(masked(&[0xab, 0xcd], 16), [0xab, 0xcd]);
+    }
+}

@@ -1,0 +1,110 @@
+//! IEC 62443 lints: warnings (errors with `check --strict`) about policies that are valid but
+//! weaker than the zones they protect deserve.
+use super::{
+    compile::Compiled,
+    diag::Diagnostics,
+    model::{Addr, Policy},
+};
+
+/// SL-T of a zone by name; `unknown` (the outside world) counts as SL 1.
+fn sl(p: &Policy, zone: &str) -> u8 {
+    p.zone(zone).map_or(1, |z| z.security_level)
+}
+
+pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
+    for z in &p.zones {
+        // 2. Assets of high-SL zones must be MAC-bound.
+        if z.security_level >= 3 {
+            for a in &z.assets {
+                match a.addr {
+                    Addr::Ip(_) if a.mac.is_none() => d.warning(a.pos, format!(
+                        "[L2] asset \"{}\" is in zone \"{}\" (SL-T {}) without a `mac` binding: bind it so a spoofed address is dropped",
+                        a.name, z.name, z.security_level)),
+                    Addr::Cidr(..) => d.warning(a.pos, format!(
+                        "[L2] asset \"{}\" in zone \"{}\" (SL-T {}) is a network and cannot be MAC-bound: list the devices with `ip` and `mac`",
+                        a.name, z.name, z.security_level)),
+                    _ => {}
+                }
+            }
+        }
+        // 6. Monitor mode on an SL 4 zone leaves the most critical zone unprotected.
+        if let Some((super::model::Mode::Monitor, pos)) = z.mode
+            && z.security_level == 4
+        {
+            d.warning(pos, format!(
+                "[L6] zone \"{}\" has SL-T 4 but `mode: monitor`: nothing into it is dropped; use monitor only for a short observation period",
+                z.name));
+        }
+        // 7a. A zone with no assets holds nothing.
+        if z.assets.is_empty() {
+            d.warning(z.pos, format!("[L7] zone \"{}\" has no assets: no address belongs to it and its conduits never match", z.name));
+        }
+    }
+    for x in &p.conduits {
+        let zones: Vec<&str> = x.from.iter().chain(&x.to).map(String::as_str).collect();
+        let into: Vec<&str> = if x.bidirectional.is_some() {
+            zones.clone()
+        } else {
+            x.to.iter().map(String::as_str).collect()
+        };
+        let high_into: Vec<&str> = into.iter().copied().filter(|z| sl(p, z) >= 3).collect();
+        // 1. Wide-open rules into high-SL zones.
+        if let Some(target) = high_into.first() {
+            for r in x.rules.iter().filter(|r| r.is_wide_open()) {
+                d.warning(r.pos, format!(
+                    "[L1] conduit \"{}\" allows {} into zone \"{target}\" (SL-T {}): list only the ports it needs (least privilege)",
+                    x.name,
+                    if r.proto == super::model::Proto::Any { "every protocol".to_owned() } else { format!("every {} port", r.proto.name()) },
+                    sl(p, target)));
+            }
+        }
+        // 3. The conduit's own SL-T must reach the highest of the zones it joins.
+        let max = zones.iter().map(|z| sl(p, z)).max().unwrap_or(1);
+        if let Some((csl, pos)) = x.security_level
+            && csl < max
+        {
+            d.warning(pos, format!(
+                "[L3] conduit \"{}\" has security_level {csl}, below SL-T {max} of a zone it joins: a conduit must be as strong as its strongest zone",
+                x.name));
+        }
+        // 4. Zones far apart in SL-T should meet through a DMZ.
+        'pairs: for f in &x.from {
+            for t in &x.to {
+                let (a, b) = (sl(p, f), sl(p, t));
+                if a.abs_diff(b) >= 2 {
+                    d.warning(x.pos, format!(
+                        "[L4] conduit \"{}\" joins zone \"{f}\" (SL-T {a}) and zone \"{t}\" (SL-T {b}) directly: put a DMZ zone between them",
+                        x.name));
+                    break 'pairs;
+                }
+            }
+        }
+        // 5. Bidirectional conduits let the lower zone initiate into the higher one.
+        if let Some(pos) = x.bidirectional
+            && let Some(z) = zones.iter().find(|z| sl(p, z) >= 3)
+        {
+            d.warning(pos, format!(
+                "[L5] conduit \"{}\" is bidirectional and joins zone \"{z}\" (SL-T {}): use two one-way conduits so each direction is explicit",
+                x.name, sl(p, z)));
+        }
+        // 7b. A conduit that can never match.
+        let empty = |side: &[String]| {
+            side.iter()
+                .all(|z| z != "unknown" && p.zone(z).is_some_and(|z| z.assets.is_empty()))
+        };
+        if empty(&x.from) || empty(&x.to) {
+            d.warning(
+                x.pos,
+                format!(
+                    "[L7] conduit \"{}\" can never match: its `from` or `to` zones have no assets",
+                    x.name
+                ),
+            );
+        }
+    }
+    for (name, pos) in &c.shadowed {
+        d.warning(*pos, format!(
+            "[L7] this rule of conduit \"{name}\" never matches: earlier conduits already allow everything it allows, so its traffic is counted there"));
+    }
+    d.sort();
+}

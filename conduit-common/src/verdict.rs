@@ -1,0 +1,313 @@
+//! The one verdict function. The XDP program calls [`decide`] with map lookups; `conduit
+//! explain` and the tests call it with the compiler's in-memory tables. Same code, same
+//! lookup order, same answer.
+use crate::abi::*;
+
+/// Lookups into the compiled policy. The kernel implements them with BPF map lookups (LPM
+/// lookups with the full prefix length), userspace with ordered maps.
+pub trait Tables {
+    fn id_exact(&self, key: &IpKey) -> Option<Identity>;
+    /// Longest-prefix lookup of a full-length key.
+    fn id_cidr(&self, key: &LpmIpData) -> Option<Identity>;
+    fn mac(&self, key: &MacKey) -> Option<MacBinding>;
+    /// Longest-prefix lookup of a full-length key.
+    fn conduit(&self, key: &LpmConduitData) -> Option<ConduitHit>;
+    fn zone(&self, key: &ZoneKey) -> Option<ZoneCfg>;
+    fn l2_allowed(&self, key: &EtherTypeKey) -> bool;
+    fn settings(&self, slot: u32) -> Option<Settings>;
+}
+
+/// What the parser found in a frame (or what `explain` was told).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Packet {
+    /// [`KIND_IP`], [`KIND_ARP`] or [`KIND_OTHER`].
+    pub kind: u8,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] for IP and ARP (ARP: always v4).
+    pub family: u8,
+    /// EtherType after any VLAN tags, host order.
+    pub ethertype: u16,
+    /// Source MAC of the Ethernet header.
+    pub src_mac: [u8; 6],
+    /// ARP: sender hardware address from the ARP body.
+    pub arp_sha: [u8; 6],
+    /// Source and destination address, network order, IPv4 in the first 4 bytes. ARP: sender
+    /// and target protocol address.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// IP protocol (after IPv6 extension headers).
+    pub proto: u8,
+    /// 1 for a non-first IP fragment (no transport header to look at).
+    pub fragment: u8,
+    pub sport: u16,
+    /// TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code.
+    pub dport: u16,
+}
+
+pub const KIND_IP: u8 = 0;
+pub const KIND_ARP: u8 = 1;
+pub const KIND_OTHER: u8 = 2;
+
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// The verdict on one frame and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// The conduit that allowed the frame, or [`NO_CONDUIT`].
+    pub conduit: u32,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    /// Whether the frame is worth an audit event (`log` of the conduit or of `defaults`).
+    pub log: bool,
+}
+
+/// Resolves an address: exact `ip` assets first, then the longest CIDR, else `unknown`.
+#[inline(always)]
+pub fn resolve<T: Tables>(t: &T, slot: u8, family: u8, addr: &[u8; 16]) -> Identity {
+    let key = IpKey {
+        slot,
+        family,
+        _pad: [0; 2],
+        addr: *addr,
+    };
+    if let Some(id) = t.id_exact(&key) {
+        return id;
+    }
+    if let Some(id) = t.id_cidr(&lpm_ip_data(slot, family, addr)) {
+        return id;
+    }
+    Identity::default()
+}
+
+/// The LPM data of an address (all bits; entries carry shorter prefixes).
+#[inline(always)]
+pub fn lpm_ip_data(slot: u8, family: u8, addr: &[u8; 16]) -> LpmIpData {
+    let mut d = [0u8; 18];
+    d[0] = slot;
+    d[1] = family;
+    let mut i = 0;
+    while i < 16 {
+        d[2 + i] = addr[i];
+        i += 1;
+    }
+    d
+}
+
+/// The LPM data of a conduit lookup.
+#[inline(always)]
+pub fn lpm_conduit_data(slot: u8, src: u32, dst: u32, proto: u8, port: u16) -> LpmConduitData {
+    let s = src.to_be_bytes();
+    let d = dst.to_be_bytes();
+    let p = port.to_be_bytes();
+    [
+        slot, s[0], s[1], s[2], s[3], d[0], d[1], d[2], d[3], proto, p[0], p[1],
+    ]
+}
+
+/// The conduit whose rule matches, trying the narrowest principals first: asset to asset,
+/// asset to zone, zone to asset, zone to zone. At most four lookups, whatever the policy size.
+#[inline(always)]
+pub fn find_conduit<T: Tables>(
+    t: &T,
+    slot: u8,
+    src: &Identity,
+    dst: &Identity,
+    proto: u8,
+    port: u16,
+) -> Option<ConduitHit> {
+    let look = |s: u32, d: u32| t.conduit(&lpm_conduit_data(slot, s, d, proto, port));
+    if src.principal != 0 {
+        if dst.principal != 0
+            && let Some(h) = look(src.principal, dst.principal)
+        {
+            return Some(h);
+        }
+        if let Some(h) = look(src.principal, dst.zone) {
+            return Some(h);
+        }
+    }
+    if dst.principal != 0
+        && let Some(h) = look(src.zone, dst.principal)
+    {
+        return Some(h);
+    }
+    look(src.zone, dst.zone)
+}
+
+/// What every verdict of one frame shares: the tables, the slot, its settings, the zones.
+struct Judge<'a, T> {
+    t: &'a T,
+    slot: u8,
+    settings: Settings,
+    src_zone: u32,
+    dst_zone: u32,
+}
+
+impl<T: Tables> Judge<'_, T> {
+    /// The mode for traffic into the destination zone: monitor turns a deny into would-deny.
+    #[inline(always)]
+    fn monitored(&self) -> bool {
+        if self.dst_zone == ZONE_UNKNOWN {
+            return self.settings.unknown_mode == MODE_MONITOR;
+        }
+        match self.t.zone(&ZoneKey {
+            slot: self.slot as u32,
+            zone: self.dst_zone,
+        }) {
+            Some(cfg) => cfg.mode == MODE_MONITOR,
+            None => self.settings.unknown_mode == MODE_MONITOR,
+        }
+    }
+
+    #[inline(always)]
+    fn allow(&self, reason: Reason, conduit: Option<ConduitHit>) -> Decision {
+        let (conduit, log) = match conduit {
+            Some(h) => (h.conduit, h.log == LOG_ALL),
+            None => (NO_CONDUIT, false),
+        };
+        Decision {
+            verdict: Verdict::Allow,
+            reason,
+            conduit,
+            src_zone: self.src_zone,
+            dst_zone: self.dst_zone,
+            log,
+        }
+    }
+
+    #[inline(always)]
+    fn deny(&self, reason: Reason) -> Decision {
+        let verdict = if self.monitored() {
+            Verdict::WouldDeny
+        } else {
+            Verdict::Deny
+        };
+        Decision {
+            verdict,
+            reason,
+            conduit: NO_CONDUIT,
+            src_zone: self.src_zone,
+            dst_zone: self.dst_zone,
+            log: self.settings.log != LOG_NONE,
+        }
+    }
+
+    #[inline(always)]
+    fn either(&self, allow: bool, yes: Reason, no: Reason) -> Decision {
+        if allow {
+            self.allow(yes, None)
+        } else {
+            self.deny(no)
+        }
+    }
+}
+
+fn settings_of<T: Tables>(t: &T, slot: u8) -> Settings {
+    match t.settings(slot as u32) {
+        Some(s) if s.valid == 1 => s,
+        // No policy in this slot: deny everything (fail closed).
+        _ => Settings::default(),
+    }
+}
+
+/// The verdict for a frame the parser could not make sense of: malformed, denied (or
+/// would-deny when `defaults.mode` is monitor). Fail closed.
+#[inline(always)]
+pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
+    let j = Judge {
+        t,
+        slot,
+        settings: settings_of(t, slot),
+        src_zone: ZONE_UNKNOWN,
+        dst_zone: ZONE_UNKNOWN,
+    };
+    j.deny(Reason::Malformed)
+}
+
+/// Judges the first frame of a new flow (flow tracking comes before this in the kernel).
+#[inline(always)]
+pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet) -> Decision {
+    let settings = settings_of(t, slot);
+    if p.kind == KIND_OTHER {
+        let j = Judge {
+            t,
+            slot,
+            settings,
+            src_zone: ZONE_UNKNOWN,
+            dst_zone: ZONE_UNKNOWN,
+        };
+        let key = EtherTypeKey {
+            slot: slot as u16,
+            ethertype: p.ethertype,
+        };
+        let allow = settings.l2_allow == 1 || t.l2_allowed(&key);
+        return j.either(allow, Reason::L2Allowed, Reason::L2Denied);
+    }
+    let src = resolve(t, slot, p.family, &p.src);
+    let dst = resolve(t, slot, p.family, &p.dst);
+    let j = Judge {
+        t,
+        slot,
+        settings,
+        src_zone: src.zone,
+        dst_zone: dst.zone,
+    };
+
+    if p.kind == KIND_ARP {
+        // The sender claims an address bound to another MAC: ARP poisoning.
+        if src.flags & IDENT_MAC_BOUND != 0 && (src.mac != p.arp_sha || src.mac != p.src_mac) {
+            return j.deny(Reason::ArpSpoof);
+        }
+        return j.allow(Reason::Arp, None);
+    }
+
+    // MAC/IP binding, both ways (the MAC side only within the bound address's family).
+    if src.flags & IDENT_MAC_BOUND != 0 && src.mac != p.src_mac {
+        return j.deny(Reason::Spoofed);
+    }
+    if let Some(b) = t.mac(&MacKey {
+        slot,
+        _pad: 0,
+        mac: p.src_mac,
+    }) && b.family == p.family
+        && b.addr != p.src
+    {
+        return j.deny(Reason::Spoofed);
+    }
+
+    if p.fragment != 0 {
+        return j.either(
+            settings.fragments_allow == 1,
+            Reason::Fragment,
+            Reason::Fragment,
+        );
+    }
+
+    if p.proto == PROTO_ICMPV6 {
+        let ty = (p.dport >> 8) as u8;
+        if (133..=137).contains(&ty) {
+            return j.allow(Reason::NeighborDiscovery, None);
+        }
+    }
+
+    if let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
+        return j.allow(Reason::Conduit, Some(hit));
+    }
+
+    if src.zone == dst.zone && src.zone != ZONE_UNKNOWN {
+        let intra = t
+            .zone(&ZoneKey {
+                slot: slot as u32,
+                zone: src.zone,
+            })
+            .map(|z| z.intra);
+        if intra == Some(INTRA_ALLOW) {
+            return j.allow(Reason::IntraZone, None);
+        }
+    }
+    j.deny(Reason::NoConduit)
+}
