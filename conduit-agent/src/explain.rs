@@ -156,9 +156,15 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         fragment: 0,
         sport: a.sport.unwrap_or(0),
         dport,
+        // A connection's first packet.
+        tcp_flags: if proto == TCP {
+            conduit_common::parse::TCP_SYN
+        } else {
+            0
+        },
     };
     let c = &l.compiled;
-    let dec = verdict::decide(c, c.slot, &packet);
+    let dec = verdict::decide(c, c.slot, &packet, 0);
     let conduit = c.conduit_name(dec.conduit);
     let dst_asset = l.policy.asset_of(a.dst);
     let (src_zone, dst_zone) = (c.zone_name(dec.src_zone), c.zone_name(dec.dst_zone));

@@ -4,4 +4,5 @@ pub mod cli;
 pub mod datapath;
 pub mod explain;
 pub mod policy;
+pub mod reference;
 pub mod run;

@@ -204,7 +204,7 @@ pub const MAP_L2: &str = "CDT_L2";
 
 /// Capacities, per slot (the maps hold two slots, hence twice these). The compiler checks a
 /// policy against them and says which limit a policy exceeds.
-pub const MAX_EXACT_IDENTITIES: u32 = 1 << 21; // 2,097,152
+pub const MAX_EXACT_IDENTITIES: u32 = 1 << 20; // 1,048,576
 pub const MAX_CIDR_IDENTITIES: u32 = 1 << 16;
 pub const MAX_MAC_BINDINGS: u32 = 1 << 20;
 pub const MAX_CONDUIT_ENTRIES: u32 = 1 << 18;
@@ -213,6 +213,60 @@ pub const MAX_CONDUITS: u32 = 1 << 15;
 pub const MAX_L2_ETHERTYPES: u32 = 64;
 /// Number of policy slots.
 pub const SLOTS: u32 = 2;
+
+/// The live policy: array of one [`Active`].
+pub const MAP_ACTIVE: &str = "CDT_ACTIVE";
+/// Per-conduit packets and bytes allowed (replies included): per-CPU hash, conduit id (`u32`)
+/// → [`Counter`]. Keyed by conduit id alone, so counters survive reloads of a conduit whose
+/// name (and so id) did not change.
+pub const MAP_CONDUIT_STATS: &str = "CDT_CSTATS";
+/// Dropped and would-drop packets: per-CPU hash [`DropKey`] → [`Counter`].
+pub const MAP_DROPS: &str = "CDT_DROPS";
+pub const MAX_DROP_KEYS: u32 = 1 << 16;
+
+/// The last decision, for tests and `replay` only: an array of one [`Trace`], written only
+/// when the program was loaded with the read-only global [`GLOBAL_TRACE`] set to 1 (the
+/// verifier removes the write otherwise, so it costs nothing in production).
+pub const MAP_TRACE: &str = "CDT_TRACE";
+pub const GLOBAL_TRACE: &str = "CONDUIT_TRACE";
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Trace {
+    /// Incremented by every run, so a reader can tell that the program ran.
+    pub seq: u64,
+    pub verdict: u32,
+    pub reason: u32,
+    pub conduit: u32,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    pub flow: u32,
+}
+const _: () = assert!(core::mem::size_of::<Trace>() == 32);
+
+/// Which slot holds the live policy, and its generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Active {
+    pub slot: u32,
+    pub _pad: u32,
+    /// Increases by one with every policy swap.
+    pub generation: u64,
+}
+const _: () = assert!(core::mem::size_of::<Active>() == 16);
+
+/// A drop counter's key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DropKey {
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    /// [`Reason`] as `u32`.
+    pub reason: u32,
+    /// [`Verdict::Deny`] or [`Verdict::WouldDeny`] as `u32`.
+    pub verdict: u32,
+}
+const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
 
 /// Zone id of the reserved zone `unknown` (addresses that match no asset).
 pub const ZONE_UNKNOWN: u32 = 0;
@@ -386,4 +440,9 @@ mod pod_policy {
     unsafe impl aya::Pod for ConduitInfo {}
     unsafe impl aya::Pod for EtherTypeKey {}
     unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for Active {}
+    unsafe impl aya::Pod for Trace {}
+    unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for crate::flow::FlowVal {}
 }

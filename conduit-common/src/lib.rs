@@ -6,6 +6,8 @@
 #![no_std]
 
 pub mod abi;
+pub mod flow;
+pub mod parse;
 pub mod verdict;
 
 pub use abi::*;

@@ -1,7 +1,13 @@
 //! The one verdict function. The XDP program calls [`decide`] with map lookups; `conduit
 //! explain` and the tests call it with the compiler's in-memory tables. Same code, same
 //! lookup order, same answer.
-use crate::abi::*;
+use crate::{
+    abi::*,
+    flow::{
+        FLOW_FWD, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey, FlowVal, alive, flow_key, reply_shaped,
+        tracked,
+    },
+};
 
 /// Lookups into the compiled policy. The kernel implements them with BPF map lookups (LPM
 /// lookups with the full prefix length), userspace with ordered maps.
@@ -15,6 +21,10 @@ pub trait Tables {
     fn zone(&self, key: &ZoneKey) -> Option<ZoneCfg>;
     fn l2_allowed(&self, key: &EtherTypeKey) -> bool;
     fn settings(&self, slot: u32) -> Option<Settings>;
+    /// A flow of the flow table ([`crate::flow`]); userspace without flows answers `None`.
+    fn flow(&self, key: &FlowKey) -> Option<FlowVal>;
+    /// Whether a conduit exists in a slot.
+    fn live(&self, key: &ConduitKey) -> bool;
 }
 
 /// What the parser found in a frame (or what `explain` was told).
@@ -38,9 +48,12 @@ pub struct Packet {
     pub proto: u8,
     /// 1 for a non-first IP fragment (no transport header to look at).
     pub fragment: u8,
+    /// TCP/UDP source port; ICMP echo: the identifier.
     pub sport: u16,
     /// TCP/UDP destination port; ICMP/ICMPv6: type << 8 | code.
     pub dport: u16,
+    /// TCP flags (`parse::TCP_*`).
+    pub tcp_flags: u8,
 }
 
 pub const KIND_IP: u8 = 0;
@@ -63,6 +76,8 @@ pub struct Decision {
     pub dst_zone: u32,
     /// Whether the frame is worth an audit event (`log` of the conduit or of `defaults`).
     pub log: bool,
+    /// How the frame relates to the flow table (`flow::FLOW_*`).
+    pub flow: u8,
 }
 
 /// Resolves an address: exact `ip` assets first, then the longest CIDR, else `unknown`.
@@ -176,6 +191,7 @@ impl<T: Tables> Judge<'_, T> {
             src_zone: self.src_zone,
             dst_zone: self.dst_zone,
             log,
+            flow: FLOW_NONE,
         }
     }
 
@@ -193,6 +209,7 @@ impl<T: Tables> Judge<'_, T> {
             src_zone: self.src_zone,
             dst_zone: self.dst_zone,
             log: self.settings.log != LOG_NONE,
+            flow: FLOW_NONE,
         }
     }
 
@@ -228,9 +245,11 @@ pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
     j.deny(Reason::Malformed)
 }
 
-/// Judges the first frame of a new flow (flow tracking comes before this in the kernel).
+/// Judges a frame: identity and binding checks, fragments, then the flow table (packets of
+/// known flows and their replies), then the conduits and the intra-zone rule. `now` is
+/// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_ns` returns), for flow expiry.
 #[inline(always)]
-pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet) -> Decision {
+pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     let settings = settings_of(t, slot);
     if p.kind == KIND_OTHER {
         let j = Judge {
@@ -294,8 +313,40 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet) -> Decision {
         }
     }
 
+    let tracked = tracked(p);
+    if tracked {
+        let live = |v: &FlowVal| {
+            alive(v, p.proto, now)
+                && t.live(&ConduitKey {
+                    slot: slot as u32,
+                    conduit: v.conduit,
+                })
+        };
+        if let Some(v) = t.flow(&flow_key(p, false))
+            && live(&v)
+        {
+            let mut d = j.allow(Reason::Conduit, None);
+            d.conduit = v.conduit;
+            d.flow = FLOW_FWD;
+            return d;
+        }
+        if reply_shaped(p)
+            && let Some(v) = t.flow(&flow_key(p, true))
+            && live(&v)
+        {
+            let mut d = j.allow(Reason::Reply, None);
+            d.conduit = v.conduit;
+            d.flow = FLOW_REV;
+            return d;
+        }
+    }
+
     if let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
-        return j.allow(Reason::Conduit, Some(hit));
+        let mut d = j.allow(Reason::Conduit, Some(hit));
+        if tracked {
+            d.flow = FLOW_NEW;
+        }
+        return d;
     }
 
     if src.zone == dst.zone && src.zone != ZONE_UNKNOWN {

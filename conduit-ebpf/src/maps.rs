@@ -1,7 +1,63 @@
-//! Every map of the program, declared once. Names come from `conduit_common`.
-use aya_ebpf::{macros::map, maps::PerCpuArray};
-use conduit_common::{Counter, TOTALS_LEN};
+//! Every map of the program, declared once. Names and layouts come from `conduit_common`
+//! (the ABI test checks the object against them).
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+};
+use conduit_common::{
+    flow::{FlowKey, FlowVal, MAX_FLOWS},
+    *,
+};
 
-/// Frames and bytes per verdict (`conduit_common::MAP_TOTALS`).
+/// `BPF_F_NO_PREALLOC`: memory only for the entries a policy uses (required for LPM tries).
+const NO_PREALLOC: u32 = 1;
+
 #[map(name = "CDT_TOTALS")]
 pub static CDT_TOTALS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(TOTALS_LEN, 0);
+
+#[map(name = "CDT_ACTIVE")]
+pub static CDT_ACTIVE: Array<Active> = Array::with_max_entries(1, 0);
+
+#[map(name = "CDT_SETTINGS")]
+pub static CDT_SETTINGS: Array<Settings> = Array::with_max_entries(SLOTS, 0);
+
+#[map(name = "CDT_ID_EXACT")]
+pub static CDT_ID_EXACT: HashMap<IpKey, Identity> =
+    HashMap::with_max_entries(SLOTS * MAX_EXACT_IDENTITIES, NO_PREALLOC);
+
+#[map(name = "CDT_ID_CIDR")]
+pub static CDT_ID_CIDR: LpmTrie<LpmIpData, Identity> =
+    LpmTrie::with_max_entries(SLOTS * MAX_CIDR_IDENTITIES, NO_PREALLOC);
+
+#[map(name = "CDT_MAC")]
+pub static CDT_MAC: HashMap<MacKey, MacBinding> =
+    HashMap::with_max_entries(SLOTS * MAX_MAC_BINDINGS, NO_PREALLOC);
+
+#[map(name = "CDT_CONDUITS")]
+pub static CDT_CONDUITS: LpmTrie<LpmConduitData, ConduitHit> =
+    LpmTrie::with_max_entries(SLOTS * MAX_CONDUIT_ENTRIES, NO_PREALLOC);
+
+#[map(name = "CDT_ZONES")]
+pub static CDT_ZONES: HashMap<ZoneKey, ZoneCfg> = HashMap::with_max_entries(SLOTS * MAX_ZONES, 0);
+
+#[map(name = "CDT_LIVE")]
+pub static CDT_LIVE: HashMap<ConduitKey, ConduitInfo> =
+    HashMap::with_max_entries(SLOTS * MAX_CONDUITS, 0);
+
+#[map(name = "CDT_L2")]
+pub static CDT_L2: HashMap<EtherTypeKey, u32> =
+    HashMap::with_max_entries(SLOTS * MAX_L2_ETHERTYPES, 0);
+
+#[map(name = "CDT_FLOWS")]
+pub static CDT_FLOWS: LruHashMap<FlowKey, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+
+#[map(name = "CDT_CSTATS")]
+pub static CDT_CSTATS: PerCpuHashMap<u32, Counter> =
+    PerCpuHashMap::with_max_entries(SLOTS * MAX_CONDUITS, 0);
+
+#[map(name = "CDT_DROPS")]
+pub static CDT_DROPS: PerCpuHashMap<DropKey, Counter> =
+    PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
+#[map(name = "CDT_TRACE")]
+pub static CDT_TRACE: Array<Trace> = Array::with_max_entries(1, 0);

@@ -1,44 +1,93 @@
+//! The entry point: parse, decide (the shared verdict function), update flows and counters,
+//! and turn the verdict into an XDP action.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    helpers::bpf_ktime_get_ns,
     macros::xdp,
     programs::XdpContext,
 };
-use conduit_common::Verdict;
+use conduit_common::{
+    Verdict,
+    parse::{Frame, parse},
+    verdict::{decide, malformed},
+};
 
-use crate::maps::CDT_TOTALS;
+use crate::{
+    counters, flow,
+    maps::{CDT_ACTIVE, CDT_TRACE},
+    tables::KernelTables,
+};
 
-/// Length of an Ethernet II header.
-const ETH_HLEN: usize = 14;
-/// Minimum IPv4 header length.
-const IPV4_MIN_HLEN: usize = 20;
+/// Set to 1 at load time (read-only data) by tests and `replay` to record every decision in
+/// `CDT_TRACE`. Zero in production, where the verifier drops the tracing code.
+#[unsafe(no_mangle)]
+static CONDUIT_TRACE: u32 = 0;
 
-#[xdp]
-pub fn conduit_xdp(ctx: XdpContext) -> u32 {
-    let len = ctx.data_end().saturating_sub(ctx.data());
-    // Fail closed: a frame too short for its headers is malformed.
-    let verdict = match ethertype(&ctx) {
-        None => Verdict::Deny,
-        Some(0x0800) if len < ETH_HLEN + IPV4_MIN_HLEN => Verdict::Deny,
-        Some(_) => Verdict::Allow,
-    };
-    if let Some(c) = CDT_TOTALS.get_ptr_mut(verdict as u32) {
-        // SAFETY: a per-CPU array slot is only ever touched by this CPU while the program runs.
-        unsafe { (*c).add(len as u64) };
+/// The packet as the shared parser sees it: every load is bounds-checked against data_end.
+struct XdpFrame {
+    start: usize,
+    end: usize,
+}
+
+impl Frame for XdpFrame {
+    #[inline(always)]
+    fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
+        let at = self.start.checked_add(off)?;
+        if at.checked_add(N)? > self.end {
+            return None;
+        }
+        // SAFETY: [at, at + N) lies within [data, data_end), checked just above.
+        Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
     }
-    match verdict {
-        Verdict::Deny => XDP_DROP,
-        Verdict::Allow | Verdict::WouldDeny => XDP_PASS,
+
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.end - self.start
     }
 }
 
-/// The EtherType of the frame, or `None` when the frame is shorter than an Ethernet header.
-#[inline(always)]
-fn ethertype(ctx: &XdpContext) -> Option<u16> {
-    let start = ctx.data();
-    if start + ETH_HLEN > ctx.data_end() {
-        return None;
+#[xdp]
+pub fn conduit_xdp(ctx: XdpContext) -> u32 {
+    let frame = XdpFrame {
+        start: ctx.data(),
+        end: ctx.data_end(),
+    };
+    let len = frame.len() as u64;
+    // The live slot, read once: the whole frame is judged by one policy.
+    let slot = match CDT_ACTIVE.get(0) {
+        Some(a) => a.slot as u8,
+        None => 0,
+    };
+    let t = KernelTables;
+    // SAFETY: a helper without arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let d = match parse(&frame) {
+        Ok(p) => {
+            let d = decide(&t, slot, &p, now);
+            flow::update(&d, &p, now);
+            d
+        }
+        Err(_) => malformed(&t, slot),
+    };
+    counters::count(&d, len);
+    // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the
+    // loader's value replaces).
+    if unsafe { core::ptr::read_volatile(&CONDUIT_TRACE) } != 0
+        && let Some(t) = CDT_TRACE.get_ptr_mut(0)
+    {
+        // SAFETY: the trace slot is only read by the test harness between runs.
+        unsafe {
+            (*t).seq += 1;
+            (*t).verdict = d.verdict as u32;
+            (*t).reason = d.reason as u32;
+            (*t).conduit = d.conduit;
+            (*t).src_zone = d.src_zone;
+            (*t).dst_zone = d.dst_zone;
+            (*t).flow = u32::from(d.flow);
+        }
     }
-    // SAFETY: bounds checked just above against data_end.
-    let raw = unsafe { core::ptr::read_unaligned((start + 12) as *const [u8; 2]) };
-    Some(u16::from_be_bytes(raw))
+    match d.verdict {
+        Verdict::Deny => XDP_DROP,
+        Verdict::Allow | Verdict::WouldDeny => XDP_PASS,
+    }
 }

@@ -16,46 +16,197 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
-/// Ethernet II header.
-pub fn eth(dst: [u8; 6], src: [u8; 6], ethertype: u16) -> Vec<u8> {
-    let mut f = Vec::with_capacity(64);
+/// The transport part of a frame.
+#[derive(Clone, Copy, Debug)]
+pub enum L4 {
+    Tcp {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+    },
+    Udp {
+        sport: u16,
+        dport: u16,
+    },
+    /// ICMP or ICMPv6 (chosen by the IP version): type, code, identifier.
+    Icmp {
+        ty: u8,
+        code: u8,
+        id: u16,
+    },
+    /// Another protocol with a few payload bytes.
+    Raw {
+        proto: u8,
+    },
+}
+
+impl L4 {
+    pub fn proto(&self, v6: bool) -> u8 {
+        match self {
+            L4::Tcp { .. } => 6,
+            L4::Udp { .. } => 17,
+            L4::Icmp { .. } => {
+                if v6 {
+                    58
+                } else {
+                    1
+                }
+            }
+            L4::Raw { proto } => *proto,
+        }
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        match *self {
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            } => {
+                let mut t = Vec::with_capacity(20);
+                t.extend_from_slice(&sport.to_be_bytes());
+                t.extend_from_slice(&dport.to_be_bytes());
+                t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+                t
+            }
+            L4::Udp { sport, dport } => {
+                let mut u = Vec::with_capacity(8);
+                u.extend_from_slice(&sport.to_be_bytes());
+                u.extend_from_slice(&dport.to_be_bytes());
+                u.extend_from_slice(&[0, 8, 0, 0]);
+                u
+            }
+            L4::Icmp { ty, code, id } => {
+                let mut i = vec![ty, code, 0, 0];
+                i.extend_from_slice(&id.to_be_bytes());
+                i.extend_from_slice(&[0, 1]);
+                i
+            }
+            L4::Raw { .. } => vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0],
+        }
+    }
+}
+
+/// Ethernet II header with optional VLAN tags (each a TPID: 0x8100 or 0x88a8).
+pub fn eth(dst: [u8; 6], src: [u8; 6], vlans: &[u16], ethertype: u16) -> Vec<u8> {
+    let mut f = Vec::with_capacity(128);
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
+    for (i, tpid) in vlans.iter().enumerate() {
+        f.extend_from_slice(&tpid.to_be_bytes());
+        f.extend_from_slice(&(100 + i as u16).to_be_bytes());
+    }
     f.extend_from_slice(&ethertype.to_be_bytes());
     f
 }
 
-/// An IPv4 header (no options) followed by `payload`.
-pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8]) -> Vec<u8> {
-    let total = (20 + payload.len()) as u16;
-    let mut h = vec![0x45, 0];
+/// Options for an IPv4 header.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct V4Opts {
+    /// Bytes of IPv4 options (a multiple of 4, at most 40).
+    pub options: usize,
+    /// More-fragments flag.
+    pub mf: bool,
+    /// Fragment offset in 8-byte units.
+    pub frag_offset: u16,
+}
+
+/// An IPv4 header followed by `payload`.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, payload: &[u8], o: V4Opts) -> Vec<u8> {
+    let hl = 20 + o.options;
+    let total = (hl + payload.len()) as u16;
+    let mut h = vec![0x40 | (hl / 4) as u8, 0];
     h.extend_from_slice(&total.to_be_bytes());
-    h.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    let frag = (u16::from(o.mf) << 13) | (o.frag_offset & 0x1fff);
+    h.extend_from_slice(&[0, 1]);
+    h.extend_from_slice(&frag.to_be_bytes());
+    h.extend_from_slice(&[64, proto, 0, 0]);
     h.extend_from_slice(&src);
     h.extend_from_slice(&dst);
+    // NOP options then end-of-list.
+    h.extend(std::iter::repeat_n(1u8, o.options));
     let c = checksum(&h);
     h[10..12].copy_from_slice(&c.to_be_bytes());
     h.extend_from_slice(payload);
     h
 }
 
-/// A TCP header with the given flags (0x02 = SYN) and no payload.
-pub fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
-    let mut t = Vec::with_capacity(20);
-    t.extend_from_slice(&sport.to_be_bytes());
-    t.extend_from_slice(&dport.to_be_bytes());
-    t.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    t
+/// An IPv6 header, then extension headers (next-header values 0, 43, 60 or 44), then
+/// `payload` of protocol `proto`. A fragment header (44) gets `frag_offset`.
+pub fn ipv6(
+    src: [u8; 16],
+    dst: [u8; 16],
+    exts: &[u8],
+    proto: u8,
+    payload: &[u8],
+    frag_offset: u16,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (i, &e) in exts.iter().enumerate() {
+        let next = exts.get(i + 1).copied().unwrap_or(proto);
+        if e == 44 {
+            body.push(next);
+            body.push(0);
+            body.extend_from_slice(&(frag_offset << 3).to_be_bytes());
+            body.extend_from_slice(&[0, 0, 0, 1]);
+        } else {
+            body.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+        }
+    }
+    body.extend_from_slice(payload);
+    let first = exts.first().copied().unwrap_or(proto);
+    let mut h = vec![0x60, 0, 0, 0];
+    h.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    h.push(first);
+    h.push(64);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&dst);
+    h.extend(body);
+    h
+}
+
+/// Ethernet + IPv4 + `l4`.
+pub fn v4(src_mac: [u8; 6], src: [u8; 4], dst: [u8; 4], l4: L4) -> Vec<u8> {
+    let mut f = eth(MAC_B, src_mac, &[], 0x0800);
+    f.extend(ipv4(
+        src,
+        dst,
+        l4.proto(false),
+        &l4.bytes(),
+        V4Opts::default(),
+    ));
+    f
+}
+
+/// Ethernet + IPv6 + `l4`.
+pub fn v6(src_mac: [u8; 6], src: [u8; 16], dst: [u8; 16], l4: L4) -> Vec<u8> {
+    let mut f = eth(MAC_B, src_mac, &[], 0x86dd);
+    f.extend(ipv6(src, dst, &[], l4.proto(true), &l4.bytes(), 0));
+    f
+}
+
+/// An Ethernet/IPv4 ARP frame (op 1 request, 2 reply).
+pub fn arp(eth_src: [u8; 6], sha: [u8; 6], spa: [u8; 4], tpa: [u8; 4], op: u16) -> Vec<u8> {
+    let mut f = eth([0xff; 6], eth_src, &[], 0x0806);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4]);
+    f.extend_from_slice(&op.to_be_bytes());
+    f.extend_from_slice(&sha);
+    f.extend_from_slice(&spa);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&tpa);
+    f
 }
 
 /// Ethernet + IPv4 + TCP SYN from 10.0.0.1:40000 to 10.0.0.2:`dport`.
 pub fn tcp_syn(dport: u16) -> Vec<u8> {
-    let mut f = eth(MAC_B, MAC_A, 0x0800);
-    f.extend(ipv4(
+    v4(
+        MAC_A,
         [10, 0, 0, 1],
         [10, 0, 0, 2],
-        6,
-        &tcp(40000, dport, 0x02),
-    ));
-    f
+        L4::Tcp {
+            sport: 40000,
+            dport,
+            flags: 0x02,
+        },
+    )
 }

@@ -4,7 +4,9 @@
 //!
 //! Tests that need root call [`require_root`] first: it fails loudly, never skips.
 pub mod frames;
+pub mod kernel;
 pub mod netns;
+pub mod random;
 
 pub use netns::{Netns, VethPair, in_netns, ip, unique_name};
 

@@ -1,5 +1,6 @@
-//! The kernel side as seen from userspace: load the embedded XDP object, attach it, read its
-//! maps.
+//! The kernel side as seen from userspace: load the embedded XDP object, attach it, write the
+//! compiled policy into its maps, read its counters.
+mod apply;
 use aya::{
     Ebpf,
     maps::PerCpuArray,
@@ -27,6 +28,10 @@ pub enum DatapathError {
     MissingMap(&'static str),
     #[error("reading map {0}: {1}")]
     Map(&'static str, #[source] aya::maps::MapError),
+    #[error(
+        "internal error: policy compiled for slot {compiled}, but slot {expected} is the free one"
+    )]
+    WrongSlot { compiled: u8, expected: u8 },
     #[error("{0:?} is not an interface name (it contains a NUL byte)")]
     BadInterfaceName(String),
     #[error("attaching to interface {iface:?} ({mode}): {source}")]
@@ -57,11 +62,21 @@ pub struct Datapath {
 impl Datapath {
     /// Loads the embedded object and the program into the kernel (nothing is attached yet).
     pub fn load() -> Result<Self, DatapathError> {
+        Self::load_with(false)
+    }
+
+    /// Like [`Datapath::load`]; with `trace`, the program records every decision in
+    /// `CDT_TRACE` (for tests and `replay`).
+    pub fn load_with(trace: bool) -> Result<Self, DatapathError> {
         let obj = object();
         if obj.is_empty() {
             return Err(DatapathError::NoObject);
         }
-        let mut ebpf = Ebpf::load(obj).map_err(DatapathError::Load)?;
+        let flag = u32::from(trace);
+        let mut ebpf = aya::EbpfLoader::new()
+            .override_global(conduit_common::GLOBAL_TRACE, &flag, true)
+            .load(obj)
+            .map_err(DatapathError::Load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(DatapathError::Program)?;
         Ok(Self { ebpf })
@@ -96,6 +111,18 @@ impl Datapath {
             AttachMode::Auto => try_mode(prog, XdpMode::Driver, "native")
                 .or_else(|_| try_mode(prog, XdpMode::Skb, "skb")),
         }
+    }
+
+    /// The decision of the last run (needs [`Datapath::load_with`]`(true)`).
+    pub fn last_trace(&self) -> Result<conduit_common::Trace, DatapathError> {
+        use conduit_common::MAP_TRACE;
+        let m = self
+            .ebpf
+            .map(MAP_TRACE)
+            .ok_or(DatapathError::MissingMap(MAP_TRACE))?;
+        let a: aya::maps::Array<&aya::maps::MapData, conduit_common::Trace> =
+            aya::maps::Array::try_from(m).map_err(|e| DatapathError::Map(MAP_TRACE, e))?;
+        a.get(&0, 0).map_err(|e| DatapathError::Map(MAP_TRACE, e))
     }
 
     /// Frames and bytes per verdict, summed over CPUs.

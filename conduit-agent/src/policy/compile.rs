@@ -397,6 +397,13 @@ impl Tables for Compiled {
     fn settings(&self, slot: u32) -> Option<Settings> {
         (slot == u32::from(self.slot)).then_some(self.settings)
     }
+    /// The compiled policy alone has no flows: it judges first packets.
+    fn flow(&self, _key: &conduit_common::flow::FlowKey) -> Option<conduit_common::flow::FlowVal> {
+        None
+    }
+    fn live(&self, key: &ConduitKey) -> bool {
+        self.live.contains_key(key)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,96 @@
+//! The reference datapath in userspace: the shared parser, the shared verdict function and
+//! the shared flow state machine over the compiled policy, with a flow table of its own. It
+//! must agree with the kernel program frame by frame (the differential test checks it).
+use std::collections::BTreeMap;
+
+use conduit_common::{
+    flow::{FLOW_NEW, FlowKey, FlowVal, next_state, state_key},
+    parse::parse,
+    verdict::{Decision, Tables, decide, malformed},
+    *,
+};
+
+use crate::policy::compile::Compiled;
+
+pub struct Reference {
+    pub compiled: Compiled,
+    pub flows: BTreeMap<FlowKey, FlowVal>,
+}
+
+impl Reference {
+    pub fn new(compiled: Compiled) -> Self {
+        Self {
+            compiled,
+            flows: BTreeMap::new(),
+        }
+    }
+
+    /// Judges one frame at `now` (CLOCK_MONOTONIC ns) and updates the flow table.
+    pub fn judge(&mut self, frame: &[u8], now: u64) -> Decision {
+        let slot = self.compiled.slot;
+        let p = match parse(frame) {
+            Ok(p) => p,
+            Err(_) => return malformed(self, slot),
+        };
+        let d = decide(self, slot, &p, now);
+        if let Some(key) = state_key(&d, &p) {
+            let old = if d.flow == FLOW_NEW {
+                Some(FlowVal::default())
+            } else {
+                self.flows.get(&key).copied()
+            };
+            if let Some(old) = old {
+                match next_state(&d, &p, &old, now) {
+                    Some(v) => {
+                        self.flows.insert(key, v);
+                    }
+                    None => {
+                        self.flows.remove(&key);
+                    }
+                }
+            }
+        }
+        d
+    }
+}
+
+impl Tables for Reference {
+    fn id_exact(&self, key: &IpKey) -> Option<Identity> {
+        self.compiled.id_exact(key)
+    }
+    fn id_cidr(&self, key: &LpmIpData) -> Option<Identity> {
+        self.compiled.id_cidr(key)
+    }
+    fn mac(&self, key: &MacKey) -> Option<MacBinding> {
+        self.compiled.mac(key)
+    }
+    fn conduit(&self, key: &LpmConduitData) -> Option<ConduitHit> {
+        self.compiled.conduit(key)
+    }
+    fn zone(&self, key: &ZoneKey) -> Option<ZoneCfg> {
+        self.compiled.zone(key)
+    }
+    fn l2_allowed(&self, key: &EtherTypeKey) -> bool {
+        self.compiled.l2_allowed(key)
+    }
+    fn settings(&self, slot: u32) -> Option<Settings> {
+        self.compiled.settings(slot)
+    }
+    fn flow(&self, key: &FlowKey) -> Option<FlowVal> {
+        self.flows.get(key).copied()
+    }
+    fn live(&self, key: &ConduitKey) -> bool {
+        self.compiled.live(key)
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,184 @@
+//! Connection tracking: the flow table's key and value, and the state machine that both the
+//! kernel and the reference model apply. A flow is created when a conduit allows its first
+//! packet; its replies then pass (reason `reply`) while the flow is alive and its conduit
+//! exists in the live policy.
+use crate::verdict::{Decision, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet};
+
+/// The flow table: LRU hash [`FlowKey`] → [`FlowVal`].
+pub const MAP_FLOWS: &str = "CDT_FLOWS";
+pub const MAX_FLOWS: u32 = 1 << 18;
+
+/// A flow in the direction of its first packet. Ports in host byte order; ICMP echo uses the
+/// identifier for both ports, so the reply's swapped key is the request's key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey {
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: [u8; 2],
+    pub sport: u16,
+    pub dport: u16,
+    /// Network order, IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowVal {
+    /// The conduit that allowed the flow's first packet.
+    pub conduit: u32,
+    /// `FLOW_*` state bits.
+    pub state: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen: u64,
+}
+const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
+
+/// The initiator sent a FIN.
+pub const FLOW_FIN_FWD: u32 = 1;
+/// The responder sent a FIN.
+pub const FLOW_FIN_REV: u32 = 2;
+/// The responder has answered.
+pub const FLOW_REPLIED: u32 = 4;
+
+const SEC: u64 = 1_000_000_000;
+/// Idle timeouts. OT sessions (Modbus polling, S7, EtherNet/IP) stay open for days, so an
+/// established TCP flow lives an hour without a packet.
+pub const TIMEOUT_TCP: u64 = 3600 * SEC;
+/// A TCP flow with FINs from both sides, or never answered.
+pub const TIMEOUT_TCP_CLOSING: u64 = 10 * SEC;
+pub const TIMEOUT_TCP_SYN: u64 = 30 * SEC;
+pub const TIMEOUT_UDP: u64 = 60 * SEC;
+pub const TIMEOUT_ICMP: u64 = 30 * SEC;
+pub const TIMEOUT_OTHER: u64 = 60 * SEC;
+
+/// How a packet relates to the flow table ([`Decision::flow`]).
+pub const FLOW_NONE: u8 = 0;
+/// A conduit allowed the first packet of a flow: insert it.
+pub const FLOW_NEW: u8 = 1;
+/// A packet of a known flow, from the initiator.
+pub const FLOW_FWD: u8 = 2;
+/// A reply of a known flow.
+pub const FLOW_REV: u8 = 3;
+
+/// Whether packets like this one are tracked (and so can have replies). ICMP other than echo
+/// is judged packet by packet.
+#[inline(always)]
+pub fn tracked(p: &Packet) -> bool {
+    match p.proto {
+        PROTO_ICMP => matches!((p.dport >> 8) as u8, 0 | 8),
+        PROTO_ICMPV6 => matches!((p.dport >> 8) as u8, 128 | 129),
+        _ => true,
+    }
+}
+
+/// Whether the packet may be a reply: not a TCP SYN without ACK, not an ICMP echo request. A
+/// reply never opens anything.
+#[inline(always)]
+pub fn reply_shaped(p: &Packet) -> bool {
+    match p.proto {
+        PROTO_TCP => {
+            p.tcp_flags & (crate::parse::TCP_SYN | crate::parse::TCP_ACK) != crate::parse::TCP_SYN
+        }
+        PROTO_ICMP => (p.dport >> 8) as u8 == 0,
+        PROTO_ICMPV6 => (p.dport >> 8) as u8 == 129,
+        _ => true,
+    }
+}
+
+/// The packet's flow key, as sent (`reverse == false`) or as its reply would be.
+#[inline(always)]
+pub fn flow_key(p: &Packet, reverse: bool) -> FlowKey {
+    let (sport, dport) = match p.proto {
+        PROTO_TCP | PROTO_UDP => (p.sport, p.dport),
+        PROTO_ICMP | PROTO_ICMPV6 => (p.sport, p.sport),
+        _ => (0, 0),
+    };
+    if reverse {
+        FlowKey {
+            family: p.family,
+            proto: p.proto,
+            _pad: [0; 2],
+            sport: dport,
+            dport: sport,
+            src: p.dst,
+            dst: p.src,
+        }
+    } else {
+        FlowKey {
+            family: p.family,
+            proto: p.proto,
+            _pad: [0; 2],
+            sport,
+            dport,
+            src: p.src,
+            dst: p.dst,
+        }
+    }
+}
+
+/// The idle timeout of a flow in its state.
+#[inline(always)]
+pub fn timeout(proto: u8, state: u32) -> u64 {
+    match proto {
+        PROTO_TCP => {
+            if state & (FLOW_FIN_FWD | FLOW_FIN_REV) == FLOW_FIN_FWD | FLOW_FIN_REV {
+                TIMEOUT_TCP_CLOSING
+            } else if state & FLOW_REPLIED == 0 {
+                TIMEOUT_TCP_SYN
+            } else {
+                TIMEOUT_TCP
+            }
+        }
+        PROTO_UDP => TIMEOUT_UDP,
+        PROTO_ICMP | PROTO_ICMPV6 => TIMEOUT_ICMP,
+        _ => TIMEOUT_OTHER,
+    }
+}
+
+/// Whether a flow last seen at `v.last_seen` is still alive at `now`.
+#[inline(always)]
+pub fn alive(v: &FlowVal, proto: u8, now: u64) -> bool {
+    now.saturating_sub(v.last_seen) < timeout(proto, v.state)
+}
+
+/// What to store after a packet of a flow: the new value, or `None` to remove the flow (a
+/// TCP reset). For [`FLOW_NEW`], `old` is ignored.
+#[inline(always)]
+pub fn next_state(d: &Decision, p: &Packet, old: &FlowVal, now: u64) -> Option<FlowVal> {
+    if p.proto == PROTO_TCP && p.tcp_flags & crate::parse::TCP_RST != 0 {
+        return None;
+    }
+    let mut v = match d.flow {
+        FLOW_NEW => FlowVal {
+            conduit: d.conduit,
+            state: 0,
+            last_seen: now,
+        },
+        _ => *old,
+    };
+    v.last_seen = now;
+    let fin = p.proto == PROTO_TCP && p.tcp_flags & crate::parse::TCP_FIN != 0;
+    if d.flow == FLOW_REV {
+        v.state |= FLOW_REPLIED;
+        if fin {
+            v.state |= FLOW_FIN_REV;
+        }
+    } else if fin {
+        v.state |= FLOW_FIN_FWD;
+    }
+    Some(v)
+}
+
+/// The key under which a decision's flow state is stored, if it has any: the packet's own
+/// key for new flows and the initiator's packets, the swapped key for replies.
+#[inline(always)]
+pub fn state_key(d: &Decision, p: &Packet) -> Option<FlowKey> {
+    match d.flow {
+        FLOW_NEW | FLOW_FWD => Some(flow_key(p, false)),
+        FLOW_REV => Some(flow_key(p, true)),
+        _ => None,
+    }
+}

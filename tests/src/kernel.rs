@@ -1,0 +1,70 @@
+//! The real XDP program with a policy loaded, driven through BPF_PROG_TEST_RUN, next to the
+//! userspace reference over the same compiled policy.
+use aya::programs::{TestRun as _, TestRunOptions};
+use conduit_agent::{datapath::Datapath, policy::load::load_bytes, reference::Reference};
+use conduit_common::{Trace, Verdict, verdict::Decision};
+
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+pub struct Kernel {
+    pub dp: Datapath,
+    seq: u64,
+}
+
+/// Loads the program (with tracing) and `yaml` into it; returns it with the reference model
+/// of the same compiled policy. Panics with the diagnostics if the policy is invalid.
+pub fn with_policy(yaml: &str) -> (Kernel, Reference) {
+    let mut dp = Datapath::load_with(true).expect("load the XDP program (root, bpffs, BTF)");
+    let slot = dp.next_slot().expect("active slot");
+    let (loaded, d) = load_bytes(yaml.as_bytes(), slot);
+    let loaded = loaded.unwrap_or_else(|| panic!("invalid test policy:\n{d}\n{yaml}"));
+    dp.apply(&loaded.compiled).expect("apply the policy");
+    (Kernel { dp, seq: 0 }, Reference::new(loaded.compiled))
+}
+
+impl Kernel {
+    /// Runs one frame (at least 14 bytes: the kernel refuses shorter ones) through the
+    /// program; returns the XDP action and the recorded decision.
+    pub fn run(&mut self, frame: &[u8]) -> (u32, Trace) {
+        assert!(
+            frame.len() >= 14,
+            "BPF_PROG_TEST_RUN needs at least an Ethernet header"
+        );
+        let prog = self.dp.program().expect("program");
+        let action = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value;
+        let t = self.dp.last_trace().expect("trace");
+        self.seq += 1;
+        assert_eq!(t.seq, self.seq, "the program did not record this run");
+        (action, t)
+    }
+}
+
+/// The XDP action a decision maps to.
+pub fn action_of(d: &Decision) -> u32 {
+    if d.verdict == Verdict::Deny {
+        XDP_DROP
+    } else {
+        XDP_PASS
+    }
+}
+
+/// The decision as the kernel records it, for comparison.
+pub fn as_trace(d: &Decision, seq: u64) -> Trace {
+    Trace {
+        seq,
+        verdict: d.verdict as u32,
+        reason: d.reason as u32,
+        conduit: d.conduit,
+        src_zone: d.src_zone,
+        dst_zone: d.dst_zone,
+        flow: u32::from(d.flow),
+    }
+}
