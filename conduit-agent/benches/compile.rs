@@ -1,0 +1,233 @@
+//! How long a large site's policy takes to read and to compile, and how much memory it takes.
+//!
+//!     cargo bench -p conduit-agent --bench compile
+//!     CONDUIT_BENCH_QUICK=1 cargo bench -p conduit-agent --bench compile   # 1k and 100k only
+//!
+//! Policies are generated in memory as YAML text (what a user's file would be): 100 zones,
+//! N `ip` assets spread over them (every 10th MAC-bound) plus one `cidr` asset per zone, and
+//! 10,000 conduits between random pairs of zones with 1 to 3 rules each (single ports, port
+//! ranges, ICMP types). Each size runs 3 times; the table shows the medians. Peak RSS is the
+//! process's VmHWM, reset before each size where the kernel allows it (`/proc/self/clear_refs`).
+//!
+//! The goal: compiling 100k assets and 10k conduits takes at most 1 s.
+use std::{fmt::Write as _, hint::black_box, time::Instant};
+
+use conduit_agent::policy::{compile::compile, validate::validate_str};
+
+const ZONES: usize = 100;
+const CONDUITS: usize = 10_000;
+const RUNS: usize = 3;
+const GOAL_MS: f64 = 1000.0;
+
+/// splitmix64: a small deterministic generator, so every run judges the same policy.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const PORTS: &[u16] = &[
+    22, 80, 102, 443, 502, 1883, 2404, 4840, 8883, 20000, 44818, 47808,
+];
+const RANGES: &[&str] = &[
+    "20000-20010",
+    "1024-2047",
+    "5000-5100",
+    "49152-65535",
+    "161-162",
+];
+
+fn policy_text(assets: usize, conduits: usize, seed: u64) -> String {
+    let mut rng = Rng(seed);
+    let mut y = String::with_capacity(assets * 72 + conduits * 200 + 4096);
+    y.push_str("version: 1\nsite: bench\ndefaults:\n  mode: enforce\n  log: deny\nzones:\n");
+    for z in 0..ZONES {
+        writeln!(
+            y,
+            "  - name: zone-{z:03}\n    security_level: 2\n    assets:"
+        )
+        .unwrap();
+        writeln!(y, "      - {{ name: net-{z:03}, cidr: 172.16.{z}.0/24 }}").unwrap();
+        for i in (z..assets).step_by(ZONES) {
+            let (a, b, c) = ((i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+            write!(y, "      - {{ name: a{i}, ip: 10.{a}.{b}.{c}").unwrap();
+            if i % 10 == 0 {
+                write!(
+                    y,
+                    ", mac: \"02:00:{:02x}:{:02x}:{:02x}:{:02x}\"",
+                    (i >> 24) & 0xff,
+                    (i >> 16) & 0xff,
+                    (i >> 8) & 0xff,
+                    i & 0xff
+                )
+                .unwrap();
+            }
+            y.push_str(" }\n");
+        }
+    }
+    y.push_str("conduits:\n");
+    for n in 0..conduits {
+        let from = rng.below(ZONES);
+        let to = (from + 1 + rng.below(ZONES - 1)) % ZONES;
+        writeln!(
+            y,
+            "  - name: c{n}\n    from: zone-{from:03}\n    to: zone-{to:03}\n    rules:"
+        )
+        .unwrap();
+        for _ in 0..1 + rng.below(3) {
+            match rng.below(10) {
+                0..=4 => {
+                    let p = PORTS[rng.below(PORTS.len())];
+                    let proto = if rng.below(4) == 0 { "udp" } else { "tcp" };
+                    writeln!(y, "      - {{ proto: {proto}, ports: [{p}] }}").unwrap();
+                }
+                5..=6 => {
+                    let r = RANGES[rng.below(RANGES.len())];
+                    let p = PORTS[rng.below(PORTS.len())];
+                    writeln!(y, "      - {{ proto: tcp, ports: [{p}, \"{r}\"] }}").unwrap();
+                }
+                7..=8 => {
+                    let lo = 1024 + rng.below(60000) as u16;
+                    let hi = lo.saturating_add(rng.below(500) as u16);
+                    writeln!(y, "      - {{ proto: udp, ports: [\"{lo}-{hi}\"] }}").unwrap();
+                }
+                _ => {
+                    y.push_str("      - { proto: icmp, icmp_types: [echo-request] }\n");
+                }
+            }
+        }
+    }
+    y
+}
+
+/// A field of /proc/self/status in KiB.
+fn status_kib(field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Resets VmHWM to the current RSS (Linux ≥ 4.0); false where that is not allowed.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+struct Row {
+    assets: usize,
+    conduits: usize,
+    yaml_mib: f64,
+    validate_ms: f64,
+    compile_ms: f64,
+    total_ms: f64,
+    id_exact: usize,
+    entries: usize,
+    peak_mib: f64,
+}
+
+fn run(assets: usize) -> Row {
+    let reset = reset_peak_rss();
+    let text = policy_text(assets, CONDUITS, 0x5eed_0000 + assets as u64);
+    let (mut v, mut c, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut id_exact, mut entries) = (0, 0);
+    for _ in 0..RUNS {
+        let t0 = Instant::now();
+        let (policy, diags) = validate_str(black_box(&text));
+        let t1 = Instant::now();
+        let Some(policy) = policy else {
+            panic!("the generated policy does not validate:\n{diags}");
+        };
+        let compiled = match compile(black_box(&policy), 0) {
+            Ok(c) => c,
+            Err(e) => panic!("the generated policy does not compile: {e:?}"),
+        };
+        let t2 = Instant::now();
+        id_exact = compiled.id_exact.len();
+        entries = compiled.conduits.len();
+        v.push((t1 - t0).as_secs_f64() * 1e3);
+        c.push((t2 - t1).as_secs_f64() * 1e3);
+        t.push((t2 - t0).as_secs_f64() * 1e3);
+        drop(black_box(compiled));
+        drop(black_box(policy));
+    }
+    let peak = status_kib("VmHWM").unwrap_or(0) as f64 / 1024.0;
+    if !reset {
+        eprintln!("note: could not reset VmHWM; the peak RSS is the process's so far");
+    }
+    Row {
+        assets,
+        conduits: CONDUITS,
+        yaml_mib: text.len() as f64 / (1024.0 * 1024.0),
+        validate_ms: median(&mut v),
+        compile_ms: median(&mut c),
+        total_ms: median(&mut t),
+        id_exact,
+        entries,
+        peak_mib: peak,
+    }
+}
+
+fn main() {
+    let quick = std::env::var("CONDUIT_BENCH_QUICK").is_ok_and(|v| v == "1");
+    let sizes: &[usize] = if quick {
+        &[1_000, 100_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+    println!(
+        "Policy compile benchmark ({} zones, {CONDUITS} conduits, median of {RUNS} runs{})\n",
+        ZONES,
+        if cfg!(debug_assertions) {
+            ", DEBUG BUILD"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "| assets | conduits | YAML MiB | parse+validate ms | compile ms | total ms | id_exact | conduits (entries) | peak RSS MiB |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut goal = None;
+    for &n in sizes {
+        let r = run(n);
+        println!(
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.0} |",
+            r.assets,
+            r.conduits,
+            r.yaml_mib,
+            r.validate_ms,
+            r.compile_ms,
+            r.total_ms,
+            r.id_exact,
+            r.entries,
+            r.peak_mib
+        );
+        if n == 100_000 {
+            goal = Some(r.compile_ms);
+        }
+    }
+    if let Some(ms) = goal {
+        println!(
+            "\nGoal: compile of 100k assets + 10k conduits <= {GOAL_MS:.0} ms: {} ({ms:.1} ms)",
+            if ms <= GOAL_MS { "MET" } else { "MISSED" }
+        );
+    }
+}

@@ -1,0 +1,342 @@
+//! The bypass corpus: frames crafted to slip past a parser. Each is denied in enforce mode
+//! with the expected reason, by the kernel program, and the reference agrees.
+use conduit_agent::reference::monotonic_ns;
+use conduit_common::{Reason, Verdict};
+use conduit_tests::{
+    frames::{self, L4, V4Opts},
+    kernel::{self, XDP_DROP},
+    require_root,
+};
+
+/// office (10.0.0.0/24) may reach the PLC (10.1.0.10, MAC-bound) on tcp/502 only; so may
+/// fd00::5 reach fd00:1::10. Fragments denied. HMI 10.0.0.20 is MAC-bound too.
+const POLICY: &str = r#"
+version: 1
+site: bypass
+defaults: { mode: enforce, fragments: deny }
+zones:
+  - name: office
+    security_level: 1
+    assets:
+      - { name: lan, cidr: 10.0.0.0/24 }
+      - { name: hmi, ip: 10.0.0.20, mac: "02:00:00:00:00:20" }
+      - { name: ws6, ip: "fd00::5" }
+  - name: plant
+    security_level: 2
+    assets:
+      - { name: plc, ip: 10.1.0.10, mac: "02:00:00:01:00:10" }
+      - { name: plc6, ip: "fd00:1::10" }
+conduits:
+  - name: office-to-plc
+    from: office
+    to: plant
+    rules: [{ proto: tcp, ports: [502] }]
+"#;
+
+const SRC: [u8; 4] = [10, 0, 0, 5];
+const PLC: [u8; 4] = [10, 1, 0, 10];
+const HMI_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x20];
+const PLC_MAC: [u8; 6] = [2, 0, 0, 1, 0, 0x10];
+const SYN_502: L4 = L4::Tcp {
+    sport: 40000,
+    dport: 502,
+    flags: 0x02,
+};
+
+fn v6(last: u8, net: u8) -> [u8; 16] {
+    let mut a = [0u8; 16];
+    a[0] = 0xfd;
+    a[3] = net;
+    a[15] = last;
+    a
+}
+
+/// Asserts that the kernel drops `frame` with `reason` and that the reference agrees.
+fn denied(frame: &[u8], reason: Reason) {
+    let (mut k, mut r) = kernel::with_policy(POLICY);
+    let (action, t) = k.run(frame);
+    let want = r.judge(frame, monotonic_ns());
+    assert_eq!(
+        kernel::as_trace(&want, t.seq),
+        t,
+        "kernel and reference disagree"
+    );
+    assert_eq!(action, XDP_DROP, "not dropped: {t:?}");
+    assert_eq!(t.verdict, Verdict::Deny as u32);
+    assert_eq!(Reason::try_from(t.reason), Ok(reason), "{t:?}");
+}
+
+/// The control case: the same frame, well formed, passes (so the denials above are about
+/// the crafting, not about the policy).
+#[test]
+fn control_case_passes() {
+    require_root();
+    let (mut k, _) = kernel::with_policy(POLICY);
+    assert_eq!(
+        k.run(&frames::v4(frames::MAC_A, SRC, PLC, SYN_502))
+            .1
+            .reason,
+        Reason::Conduit as u32
+    );
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, &[0x88a8, 0x8100], 0x0800);
+    f.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &SYN_502.bytes(),
+        V4Opts {
+            options: 8,
+            ..Default::default()
+        },
+    ));
+    assert_eq!(
+        k.run(&f).1.reason,
+        Reason::Conduit as u32,
+        "two VLAN tags and IPv4 options are fine"
+    );
+    let f6 = frames::v6(frames::MAC_A, v6(5, 0), v6(0x10, 1), SYN_502);
+    assert_eq!(k.run(&f6).1.reason, Reason::Conduit as u32);
+}
+
+#[test]
+fn stacked_vlan_tags_beyond_two() {
+    require_root();
+    let mut f = frames::eth(
+        frames::MAC_B,
+        frames::MAC_A,
+        &[0x88a8, 0x8100, 0x8100],
+        0x0800,
+    );
+    f.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &SYN_502.bytes(),
+        V4Opts::default(),
+    ));
+    denied(&f, Reason::Malformed);
+}
+
+#[test]
+fn ipv4_options_hiding_the_ports() {
+    require_root();
+    // 8 bytes of options whose first bytes look like ports 40000 -> 502; the real TCP header
+    // after the options goes to port 503, which no conduit allows.
+    let tcp = L4::Tcp {
+        sport: 40000,
+        dport: 503,
+        flags: 0x02,
+    }
+    .bytes();
+    let mut ip = frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &tcp,
+        V4Opts {
+            options: 8,
+            ..Default::default()
+        },
+    );
+    ip[20..24].copy_from_slice(&[0x9c, 0x40, 0x01, 0xf6]);
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x0800);
+    f.extend(ip);
+    denied(&f, Reason::NoConduit);
+}
+
+#[test]
+fn ipv4_ihl_below_five() {
+    require_root();
+    for ihl in 0..5u8 {
+        let mut f = frames::v4(frames::MAC_A, SRC, PLC, SYN_502);
+        f[14] = 0x40 | ihl;
+        denied(&f, Reason::Malformed);
+    }
+}
+
+#[test]
+fn ipv4_total_length_larger_than_the_frame() {
+    require_root();
+    let mut f = frames::v4(frames::MAC_A, SRC, PLC, SYN_502);
+    let claimed = (f.len() - 14 + 1) as u16;
+    f[16..18].copy_from_slice(&claimed.to_be_bytes());
+    denied(&f, Reason::Malformed);
+}
+
+#[test]
+fn ipv6_extension_chain_longer_than_supported() {
+    require_root();
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x86dd);
+    let exts = [0u8, 60, 43, 60, 60];
+    f.extend(frames::ipv6(
+        v6(5, 0),
+        v6(0x10, 1),
+        &exts,
+        6,
+        &SYN_502.bytes(),
+        0,
+    ));
+    denied(&f, Reason::Malformed);
+    // Four are walked (and allowed through the conduit).
+    let (mut k, _) = kernel::with_policy(POLICY);
+    let mut ok = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x86dd);
+    ok.extend(frames::ipv6(
+        v6(5, 0),
+        v6(0x10, 1),
+        &exts[..4],
+        6,
+        &SYN_502.bytes(),
+        0,
+    ));
+    assert_eq!(k.run(&ok).1.reason, Reason::Conduit as u32);
+}
+
+#[test]
+fn first_fragment_too_short_for_the_ports() {
+    require_root();
+    // First fragment (MF set, offset 0) carrying only 2 bytes of the TCP header.
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x0800);
+    f.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &SYN_502.bytes()[..2],
+        V4Opts {
+            mf: true,
+            ..Default::default()
+        },
+    ));
+    denied(&f, Reason::Malformed);
+    // IPv6: fragment header with offset 0 and a truncated TCP header.
+    let mut f6 = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x86dd);
+    f6.extend(frames::ipv6(
+        v6(5, 0),
+        v6(0x10, 1),
+        &[44],
+        6,
+        &SYN_502.bytes()[..4],
+        0,
+    ));
+    denied(&f6, Reason::Malformed);
+}
+
+#[test]
+fn non_first_fragments() {
+    require_root();
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x0800);
+    f.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &[0u8; 16],
+        V4Opts {
+            frag_offset: 3,
+            ..Default::default()
+        },
+    ));
+    denied(&f, Reason::Fragment);
+    let mut f6 = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x86dd);
+    f6.extend(frames::ipv6(v6(5, 0), v6(0x10, 1), &[44], 6, &[0u8; 16], 3));
+    denied(&f6, Reason::Fragment);
+}
+
+#[test]
+fn tcp_data_offset_below_five() {
+    require_root();
+    for doff in 0..5u8 {
+        let mut f = frames::v4(frames::MAC_A, SRC, PLC, SYN_502);
+        f[14 + 20 + 12] = doff << 4;
+        denied(&f, Reason::Malformed);
+    }
+}
+
+#[test]
+fn truncated_headers_at_every_byte() {
+    require_root();
+    let mut vlan = frames::eth(frames::MAC_B, frames::MAC_A, &[0x8100], 0x0800);
+    vlan.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &SYN_502.bytes(),
+        V4Opts {
+            options: 4,
+            ..Default::default()
+        },
+    ));
+    let mut v6ext = frames::eth(frames::MAC_B, frames::MAC_A, &[], 0x86dd);
+    v6ext.extend(frames::ipv6(
+        v6(5, 0),
+        v6(0x10, 1),
+        &[0, 44],
+        6,
+        &SYN_502.bytes(),
+        0,
+    ));
+    let whole = [
+        frames::v4(frames::MAC_A, SRC, PLC, SYN_502),
+        frames::v6(frames::MAC_A, v6(5, 0), v6(0x10, 1), SYN_502),
+        frames::v4(
+            frames::MAC_A,
+            SRC,
+            PLC,
+            L4::Udp {
+                sport: 1,
+                dport: 502,
+            },
+        ),
+        vlan,
+        v6ext,
+    ];
+    let (mut k, mut r) = kernel::with_policy(POLICY);
+    for f in &whole {
+        for len in 14..f.len() {
+            let cut = &f[..len];
+            let (action, t) = k.run(cut);
+            let want = r.judge(cut, monotonic_ns());
+            assert_eq!(kernel::as_trace(&want, t.seq), t, "disagree at {len}");
+            assert_eq!(
+                action,
+                XDP_DROP,
+                "a frame cut at {len} of {} passed: {t:?}",
+                f.len()
+            );
+            assert_eq!(t.reason, Reason::Malformed as u32, "cut at {len}");
+        }
+    }
+}
+
+#[test]
+fn spoofed_source_mac() {
+    require_root();
+    // The HMI's address from another MAC.
+    denied(
+        &frames::v4(frames::MAC_A, [10, 0, 0, 20], PLC, SYN_502),
+        Reason::Spoofed,
+    );
+}
+
+#[test]
+fn spoofed_source_ip() {
+    require_root();
+    // The HMI's MAC with another address of the same network (which the conduit allows).
+    denied(&frames::v4(HMI_MAC, SRC, PLC, SYN_502), Reason::Spoofed);
+}
+
+#[test]
+fn arp_poisoning_of_a_bound_address() {
+    require_root();
+    // Someone claims the PLC's address: in the ARP body, and with a forged Ethernet source.
+    denied(
+        &frames::arp(frames::MAC_A, frames::MAC_A, PLC, SRC, 2),
+        Reason::ArpSpoof,
+    );
+    denied(
+        &frames::arp(frames::MAC_A, PLC_MAC, PLC, SRC, 2),
+        Reason::ArpSpoof,
+    );
+    denied(
+        &frames::arp(PLC_MAC, frames::MAC_A, PLC, SRC, 1),
+        Reason::ArpSpoof,
+    );
+}
