@@ -7,6 +7,9 @@
 //! `decide` are then checked against an independent re-implementation of SPEC §1 written
 //! here from the validated `Policy` model only (it shares no code with the compiler or the
 //! datapath's lookups).
+//!
+//! 96 cases per property by default (a few seconds in a debug build); `PROPTEST_CASES=N`
+//! for a longer hunt.
 use std::{
     collections::BTreeSet,
     fmt::Write as _,
@@ -21,7 +24,7 @@ use conduit_agent::policy::{
 };
 use conduit_common::{
     FAMILY_V4, FAMILY_V6, IDENT_MAC_BOUND, NO_CONDUIT, Reason, Verdict, ZONE_UNKNOWN,
-    verdict::{Decision, KIND_IP, Packet, decide, resolve},
+    verdict::{Decision, KIND_ARP, KIND_IP, KIND_OTHER, Packet, decide, resolve},
 };
 use proptest::{collection::vec, option, prelude::*};
 
@@ -32,7 +35,7 @@ use proptest::{collection::vec, option, prelude::*};
 #[derive(Clone, Debug)]
 struct AssetSpec {
     name: String,
-    /// `ip: ...` or `cidr: ...`, already formatted.
+    /// Exactly one of `ip` and `cidr`.
     ip: Option<IpAddr>,
     cidr: Option<(IpAddr, u8)>,
     mac: Option<[u8; 6]>,
@@ -72,6 +75,9 @@ struct Spec {
     mode: &'static str,
     intra_zone: Option<&'static str>,
     log: Option<&'static str>,
+    fragments: Option<&'static str>,
+    /// `l2:` as written, if present.
+    l2: Option<&'static str>,
     zones: Vec<ZoneSpec>,
     conduits: Vec<ConduitSpec>,
 }
@@ -135,6 +141,12 @@ impl Spec {
         }
         if let Some(l) = self.log {
             writeln!(out, "  log: {l}").unwrap();
+        }
+        if let Some(f) = self.fragments {
+            writeln!(out, "  fragments: {f}").unwrap();
+        }
+        if let Some(l2) = self.l2 {
+            writeln!(out, "  l2: {l2}").unwrap();
         }
         out.push_str("zones:\n");
         for z in &self.zones {
@@ -228,6 +240,8 @@ struct RawPolicy {
     mode_monitor: bool,
     intra: u8,
     log: u8,
+    /// `fragments` and `l2` of `defaults`.
+    extras: (u8, u8),
     zone_opts: Vec<(u8, u8, u8)>,
     assets: Vec<RawAsset>,
     conduits: Vec<RawConduit>,
@@ -297,17 +311,18 @@ fn raw_policy() -> impl Strategy<Value = RawPolicy> {
         1..=ZONE_NAMES.len(),
         prop::bool::weighted(0.2),
         0..3u8,
-        0..4u8,
+        (0..4u8, (0..3u8, 0..4u8)),
         vec((any::<u8>(), any::<u8>(), 1..=4u8), ZONE_NAMES.len()),
         vec(raw_asset(), 0..20),
         vec(raw_conduit(), 0..8),
     )
         .prop_map(
-            |(zones, mode_monitor, intra, log, zone_opts, assets, conduits)| RawPolicy {
+            |(zones, mode_monitor, intra, (log, extras), zone_opts, assets, conduits)| RawPolicy {
                 zones,
                 mode_monitor,
                 intra,
                 log,
+                extras,
                 zone_opts,
                 assets,
                 conduits,
@@ -518,6 +533,13 @@ fn build(r: &RawPolicy) -> Spec {
         mode: if r.mode_monitor { "monitor" } else { "enforce" },
         intra_zone: [None, Some("deny"), Some("allow")][usize::from(r.intra)],
         log: [None, Some("all"), Some("none"), Some("deny")][usize::from(r.log)],
+        fragments: [None, Some("allow"), Some("deny")][usize::from(r.extras.0)],
+        l2: [
+            None,
+            Some("{ default: allow }"),
+            Some("{ default: deny, allow_ethertypes: [lldp, 0x88f7] }"),
+            Some("{ allow_ethertypes: [\"34958\", ptp] }"),
+        ][usize::from(r.extras.1)],
         zones,
         conduits,
     }
@@ -698,6 +720,8 @@ struct RawPacket {
     mac: (u8, u16),
     /// Aim at one conduit (its sides and rules) rather than at the whole policy.
     aim: (u8, u16),
+    /// A non-first fragment.
+    frag: bool,
 }
 
 fn raw_packet() -> impl Strategy<Value = RawPacket> {
@@ -709,8 +733,9 @@ fn raw_packet() -> impl Strategy<Value = RawPacket> {
         (any::<u8>(), any::<u16>(), any::<u16>()),
         (any::<u8>(), any::<u16>()),
         (any::<u8>(), any::<u16>()),
+        prop::bool::weighted(0.08),
     )
-        .prop_map(|(v6, src, dst, proto, port, mac, aim)| RawPacket {
+        .prop_map(|(v6, src, dst, proto, port, mac, aim, frag)| RawPacket {
             v6,
             src,
             dst,
@@ -718,6 +743,7 @@ fn raw_packet() -> impl Strategy<Value = RawPacket> {
             port,
             mac,
             aim,
+            frag,
         })
 }
 
@@ -813,7 +839,7 @@ fn make_packet(p: &Policy, r: &RawPacket) -> (Packet, IpAddr, IpAddr) {
         } else {
             types[usize::from(idx) % types.len()]
         };
-        u16::from(ty) << 8 | (rnd >> 8) % 4
+        (u16::from(ty) << 8) | ((rnd >> 8) % 4)
     } else {
         let points: Vec<u16> = rules
             .iter()
@@ -863,7 +889,7 @@ fn make_packet(p: &Policy, r: &RawPacket) -> (Packet, IpAddr, IpAddr) {
         src,
         dst,
         proto,
-        fragment: 0,
+        fragment: u8::from(r.frag),
         sport: 40000,
         dport,
         ..Default::default()
@@ -902,7 +928,12 @@ fn config() -> ProptestConfig {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(96);
-    ProptestConfig::with_cases(cases)
+    ProptestConfig {
+        cases,
+        // No regression files next to the sources: a failure prints its minimal input.
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 proptest! {
@@ -1039,7 +1070,7 @@ proptest! {
         for r in &pkts {
             let (pkt, s, d) = make_packet(&p, r);
             let e = expect(&p, &pkt, s, d);
-            if e.spoofed || e.neighbor_discovery || e.matching.is_empty() {
+            if e.spoofed || pkt.fragment != 0 || e.neighbor_discovery || e.matching.is_empty() {
                 continue;
             }
             let got = judge(&c, &pkt);
@@ -1066,6 +1097,9 @@ proptest! {
                 pkt.proto, pkt.dport, fmt_mac(&pkt.src_mac));
             let want = if e.spoofed {
                 (e.deny, Reason::Spoofed)
+            } else if pkt.fragment != 0 {
+                let v = if p.defaults.fragments_allow { Verdict::Allow } else { e.deny };
+                (v, Reason::Fragment)
             } else if e.neighbor_discovery {
                 (Verdict::Allow, Reason::NeighborDiscovery)
             } else if !e.matching.is_empty() {
@@ -1178,6 +1212,134 @@ proptest! {
     }
 }
 
+/// The verdict mode of traffic into the zone of `dst` (else `defaults.mode`).
+fn deny_verdict(p: &Policy, dst: &Owner) -> Verdict {
+    let mode = match dst {
+        Some((z, _)) => z.mode.map_or(p.defaults.mode, |(m, _)| m),
+        None => p.defaults.mode,
+    };
+    if mode == Mode::Monitor {
+        Verdict::WouldDeny
+    } else {
+        Verdict::Deny
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// 5. ARP (SPEC §1 "Identity"): a frame whose sender IP is a bound asset's IP but whose
+    /// sender MAC (ARP body or Ethernet header) differs is `arp_spoof`; other ARP passes.
+    #[test]
+    fn p5_arp(spec in arb_spec(), frames in vec((any::<(u8, u16, u32)>(), any::<(u8, u16, u32)>(), any::<(u8, u8, u16)>()), 1..32)) {
+        let text = spec.yaml();
+        let (p, c) = load(&text)?;
+        let macs: Vec<[u8; 6]> = p.zones.iter().flat_map(|z| &z.assets).filter_map(|a| a.mac).collect();
+        let unbound = [0x02, 0xee, 0, 0, 0, 1];
+        for (s, d, (k1, k2, i)) in frames {
+            let sender = pick_addr(&p, false, s, None);
+            let target = pick_addr(&p, false, d, None);
+            let own = owner(&p, sender).and_then(|(_, a)| a.mac);
+            let pick = |k: u8| match (own, k % 4) {
+                (Some(m), 0..=2) => m,
+                (_, 3) if !macs.is_empty() => macs[usize::from(i) % macs.len()],
+                _ => unbound,
+            };
+            let (sha, eth) = (pick(k1), pick(k2));
+            let (family, src) = ip_bytes(sender);
+            let (_, dst) = ip_bytes(target);
+            let pkt = Packet {
+                kind: KIND_ARP,
+                family,
+                ethertype: 0x0806,
+                src_mac: eth,
+                arp_sha: sha,
+                src,
+                dst,
+                ..Default::default()
+            };
+            let got = judge(&c, &pkt);
+            let spoof = own.is_some_and(|m| m != sha || m != eth);
+            let want = if spoof {
+                (deny_verdict(&p, &owner(&p, target)), Reason::ArpSpoof)
+            } else {
+                (Verdict::Allow, Reason::Arp)
+            };
+            prop_assert_eq!((got.verdict, got.reason), want,
+                "ARP {} is-at {} (eth {}) for {}: {:?}\n{}",
+                sender, fmt_mac(&sha), fmt_mac(&eth), target, got, text);
+        }
+    }
+
+    /// 5b. Frames that are neither IP nor ARP follow `defaults.l2`.
+    #[test]
+    fn p5b_l2(spec in arb_spec(), types in vec((0..5u8, 0x0600..=0xffffu16), 1..16)) {
+        let text = spec.yaml();
+        let (p, c) = load(&text)?;
+        for (k, rnd) in types {
+            let ethertype = [0x88cc, 0x88f7, 0x888e, 0x8892, rnd][usize::from(k)];
+            let pkt = Packet { kind: KIND_OTHER, ethertype, ..Default::default() };
+            let got = judge(&c, &pkt);
+            let allow = p.defaults.l2_default_allow || p.defaults.l2_ethertypes.contains(&ethertype);
+            let want = if allow {
+                (Verdict::Allow, Reason::L2Allowed)
+            } else {
+                (deny_verdict(&p, &None), Reason::L2Denied)
+            };
+            prop_assert_eq!((got.verdict, got.reason), want, "EtherType {:#06x}\n{}", ethertype, text);
+        }
+    }
+
+    /// 6. The slot changes nothing but the slot: a policy compiled for slot 1 judges as the
+    /// same policy compiled for slot 0; and a slot without a policy fails closed.
+    #[test]
+    fn p6_slots((spec, pkts) in arb_case()) {
+        let text = spec.yaml();
+        let (p, c0) = load(&text)?;
+        let c1 = compile(&p, 1).unwrap();
+        prop_assert_eq!(&c0.zone_ids, &c1.zone_ids);
+        prop_assert_eq!(&c0.conduit_ids, &c1.conduit_ids);
+        prop_assert_eq!(c0.conduits.len(), c1.conduits.len());
+        for r in &pkts {
+            let (pkt, _, _) = make_packet(&p, r);
+            prop_assert_eq!(decide(&c0, 0, &pkt, 0), decide(&c1, 1, &pkt, 0));
+            let empty = decide(&c0, 1, &pkt, 0);
+            prop_assert!(
+                empty.verdict == Verdict::Deny || empty.reason == Reason::NeighborDiscovery,
+                "slot 1 holds no policy, yet {:?}", empty
+            );
+        }
+    }
+
+    /// 7. SPEC §1: "a frame [...] whose source MAC is the asset's MAC but whose source IP
+    /// differs is denied with reason `spoofed`". The datapath checks the MAC side only within
+    /// the family of the bound address, so a MAC bound to an IPv4 address may send IPv6 from
+    /// any address (and the reverse).
+    #[test]
+    #[ignore = "BUG (spec deviation, maybe deliberate): a bound MAC is not checked against \
+                source addresses of the other IP family; decide passes the frame"]
+    fn p7_bound_mac_from_another_family(spec in arb_spec(), pkts in vec(raw_packet(), 1..16)) {
+        let text = spec.yaml();
+        let (p, c) = load(&text)?;
+        let bound: Vec<(IpAddr, [u8; 6])> = p.zones.iter().flat_map(|z| &z.assets)
+            .filter_map(|a| match (a.addr, a.mac) { (Addr::Ip(ip), Some(m)) => Some((ip, m)), _ => None })
+            .collect();
+        prop_assume!(!bound.is_empty());
+        for (n, r) in pkts.iter().enumerate() {
+            let (ip, mac) = bound[n % bound.len()];
+            // A frame of the other family, from that MAC.
+            let mut r = r.clone();
+            r.v6 = ip.is_ipv4();
+            r.frag = false;
+            let (mut pkt, s, d) = make_packet(&p, &r);
+            pkt.src_mac = mac;
+            let got = judge(&c, &pkt);
+            prop_assert_eq!(got.reason, Reason::Spoofed,
+                "{} -> {} from MAC {} (bound to {}): {:?}\n{}", s, d, fmt_mac(&mac), ip, got, text);
+        }
+    }
+}
+
 /// The example of SPEC §1, as a fixed point for the model itself.
 #[test]
 fn spec_example_by_the_model() {
@@ -1218,65 +1380,5 @@ fn spec_example_by_the_model() {
         );
         let got = judge(&c, &p2);
         assert_eq!(got.verdict == Verdict::Allow, allowed, "{got:?}");
-    }
-}
-
-#[test]
-fn zz_stats() {
-    use proptest::strategy::ValueTree;
-    use proptest::test_runner::TestRunner;
-    let mut runner = TestRunner::deterministic();
-    let mut stats = std::collections::BTreeMap::<String, usize>::new();
-    let mut invalid = 0;
-    for _ in 0..300 {
-        let (spec, pkts) = arb_case().new_tree(&mut runner).unwrap().current();
-        let text = spec.yaml();
-        let Ok((p, c)) = load(&text) else {
-            invalid += 1;
-            continue;
-        };
-        *stats
-            .entry(format!("principals>0: {}", !c.asset_principals.is_empty()))
-            .or_default() += 1;
-        *stats
-            .entry(format!("shadowed: {}", !c.shadowed.is_empty()))
-            .or_default() += 1;
-        for r in &pkts {
-            let (pkt, s, d) = make_packet(&p, r);
-            let e = expect(&p, &pkt, s, d);
-            let got = judge(&c, &pkt);
-            *stats
-                .entry(format!("{:?}/{:?}", got.verdict, got.reason))
-                .or_default() += 1;
-            *stats
-                .entry(format!("matching={}", e.matching.len().min(3)))
-                .or_default() += 1;
-            *stats
-                .entry(format!(
-                    "src known={} dst known={}",
-                    e.src.is_some(),
-                    e.dst.is_some()
-                ))
-                .or_default() += 1;
-            if got.reason == Reason::Conduit {
-                let x = p
-                    .conduits
-                    .iter()
-                    .find(|x| Some(x.name.as_str()) == c.conduit_name(got.conduit))
-                    .unwrap();
-                *stats
-                    .entry(format!(
-                        "allowed via sources={} dests={} bidi={}",
-                        x.sources.is_some(),
-                        x.destinations.is_some(),
-                        x.bidirectional.is_some()
-                    ))
-                    .or_default() += 1;
-            }
-        }
-    }
-    eprintln!("invalid {invalid}");
-    for (k, v) in stats {
-        eprintln!("{k}: {v}");
     }
 }

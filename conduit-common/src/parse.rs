@@ -16,6 +16,9 @@ pub trait Frame {
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
     /// The frame's length in bytes.
     fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Frame for [u8] {

@@ -180,9 +180,10 @@ impl<T: Tables> Judge<'_, T> {
 
     #[inline(always)]
     fn allow(&self, reason: Reason, conduit: Option<ConduitHit>) -> Decision {
+        // `log: all` logs allowed traffic too: the conduit's setting, else `defaults.log`.
         let (conduit, log) = match conduit {
             Some(h) => (h.conduit, h.log == LOG_ALL),
-            None => (NO_CONDUIT, false),
+            None => (NO_CONDUIT, self.settings.log == LOG_ALL),
         };
         Decision {
             verdict: Verdict::Allow,
@@ -251,6 +252,17 @@ pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
 #[inline(always)]
 pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     let settings = settings_of(t, slot);
+    if settings.valid != 1 {
+        // No policy in this slot: nothing passes (fail closed).
+        let j = Judge {
+            t,
+            slot,
+            settings,
+            src_zone: ZONE_UNKNOWN,
+            dst_zone: ZONE_UNKNOWN,
+        };
+        return j.deny(Reason::NoConduit);
+    }
     if p.kind == KIND_OTHER {
         let j = Judge {
             t,

@@ -143,17 +143,17 @@ pub struct Item<T> {
 }
 
 /// Keys taken out of a mapping to be read on their own, with their nodes.
-pub type Nested = Vec<(String, Node)>;
+pub type Nested<'a> = Vec<(String, &'a Node)>;
 
 /// Deserializes `node` into `T` after taking out `nested` keys (returned separately, with their
 /// nodes), reporting a failure as a diagnostic at the right place.
-pub fn item<T: DeserializeOwned>(
-    node: &Node,
+pub fn item<'a, T: DeserializeOwned>(
+    node: &'a Node,
     what: &str,
     known_keys: &[&str],
     nested: &[&str],
     diags: &mut Diagnostics,
-) -> Option<(Item<T>, Nested)> {
+) -> Option<(Item<T>, Nested<'a>)> {
     let pos = Pos::of(node.span());
     let Some(map) = node.as_mapping() else {
         diags.error(
@@ -165,11 +165,14 @@ pub fn item<T: DeserializeOwned>(
         );
         return None;
     };
-    let mut rest: MarkedMappingNode = map.clone();
+    // Copy only the keys read here: the nested ones (zones, assets, ...) can be huge.
+    let mut rest = MarkedMappingNode::new_empty(*map.span());
     let mut taken = Vec::new();
-    for key in nested {
-        if let Some(v) = rest.remove(*key) {
-            taken.push(((*key).to_owned(), v));
+    for (k, v) in map.iter() {
+        if nested.contains(&k.as_str()) {
+            taken.push((k.as_str().to_owned(), v));
+        } else {
+            rest.insert(k.clone(), v.clone());
         }
     }
     match marked_yaml::from_node::<T>(&Node::Mapping(rest)) {
@@ -232,18 +235,37 @@ pub fn kind(node: &Node) -> &'static str {
     }
 }
 
-/// The items of a list-valued key, or an error if the value is not a list.
-pub fn list<'a>(node: &'a Node, key: &str, diags: &mut Diagnostics) -> &'a [Node] {
+/// The items of a list-valued key; `None` (with an error) if the value is not a list.
+pub fn list<'a>(node: &'a Node, key: &str, diags: &mut Diagnostics) -> Option<&'a [Node]> {
     match node {
-        Node::Sequence(seq) => seq,
+        Node::Sequence(seq) => Some(seq),
         // `key:` with nothing after it.
-        Node::Scalar(s) if s.as_str().is_empty() => &[],
+        Node::Scalar(s) if s.as_str().is_empty() => Some(&[]),
+        Node::Scalar(s) => {
+            diags.error(
+                Pos::of(node.span()),
+                format!(
+                    "`{key}` must be a list, found the single value `{}` (write `{key}: [{}]`?)",
+                    s.as_str(),
+                    s.as_str()
+                ),
+            );
+            None
+        }
         other => {
             diags.error(
                 Pos::of(other.span()),
                 format!("`{key}` must be a list, found {}", kind(other)),
             );
-            &[]
+            None
         }
     }
+}
+
+/// The `name` of a mapping item whose deserialization failed, so references to it still
+/// resolve (and do not add errors of their own).
+pub fn name_of(node: &Node) -> Option<String> {
+    node.as_mapping()?
+        .get_scalar("name")
+        .map(|s| s.as_str().to_owned())
 }

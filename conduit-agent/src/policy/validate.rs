@@ -51,6 +51,8 @@ pub fn validate_bytes(bytes: &[u8]) -> (Option<Policy>, Diagnostics) {
 /// Parses and validates policy text. `Some` only when there is no error.
 pub fn validate_str(text: &str) -> (Option<Policy>, Diagnostics) {
     let mut d = Diagnostics::default();
+    // A UTF-8 byte order mark (some Windows editors write one) is not part of the YAML.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty()
         || text
             .lines()
@@ -299,7 +301,7 @@ impl Validator<'_> {
             set!(out.log, self.log(s));
         }
         if let Some(list) = get("failsafe") {
-            for rn in raw::list(list, "failsafe", self.d) {
+            for rn in raw::list(list, "failsafe", self.d).unwrap_or_default() {
                 let Some((r, _)) =
                     raw::item::<raw::Rule>(rn, "failsafe entry", raw::RULE_KEYS, &[], self.d)
                 else {
@@ -414,7 +416,7 @@ impl Validator<'_> {
     }
 
     fn zones(&mut self, node: &Node) -> Option<Vec<Zone>> {
-        let items = raw::list(node, "zones", self.d);
+        let items = raw::list(node, "zones", self.d)?;
         let mut ok = !items.is_empty() || {
             self.err(
                 Pos::of(node.span()),
@@ -434,13 +436,16 @@ impl Validator<'_> {
                 Some((i, n)) => (Some(i), n),
                 None => {
                     ok = false;
+                    if let Some(n) = raw::name_of(zn) {
+                        self.zone_names.insert(n);
+                    }
                     (None, nested_of(zn, &["assets"]))
                 }
             };
-            let zone_name = zone_raw
-                .as_ref()
-                .map(|z| z.value.name.as_str().to_owned())
-                .unwrap_or_default();
+            let zone_name = match &zone_raw {
+                Some(z) => z.value.name.as_str().to_owned(),
+                None => raw::name_of(zn).unwrap_or_default(),
+            };
             let mut zone = zone_raw.as_ref().and_then(|z| {
                 let r = &z.value;
                 let name = self.name(&r.name, "zone");
@@ -497,11 +502,18 @@ impl Validator<'_> {
                 }
                 continue;
             };
-            for an in raw::list(assets_node, "assets", self.d) {
+            let Some(asset_nodes) = raw::list(assets_node, "assets", self.d) else {
+                ok = false;
+                continue;
+            };
+            for an in asset_nodes {
                 let Some((a, _)) =
                     raw::item::<raw::Asset>(an, "asset", raw::ASSET_KEYS, &[], self.d)
                 else {
                     ok = false;
+                    if let Some(n) = raw::name_of(an) {
+                        self.asset_zone.insert(n, zone_name.clone());
+                    }
                     continue;
                 };
                 let r = &a.value;
@@ -604,14 +616,14 @@ impl Validator<'_> {
         let mut ok = true;
         let mut out = Vec::new();
         let mut seen: HashMap<String, Pos> = HashMap::new();
-        for cn in raw::list(node, "conduits", self.d) {
+        for cn in raw::list(node, "conduits", self.d)? {
             let Some((c, nested)) =
                 raw::item::<raw::Conduit>(cn, "conduit", raw::CONDUIT_KEYS, &["rules"], self.d)
             else {
                 ok = false;
                 // Still report the errors of its rules.
                 if let Some((_, rn)) = nested_of(cn, &["rules"]).first() {
-                    for r in raw::list(rn, "rules", self.d) {
+                    for r in raw::list(rn, "rules", self.d).unwrap_or_default() {
                         if let Some((ri, _)) =
                             raw::item::<raw::Rule>(r, "rule", raw::RULE_KEYS, &[], self.d)
                         {
@@ -734,7 +746,11 @@ impl Validator<'_> {
                 }
                 Some((_, rn)) => {
                     let items = raw::list(rn, "rules", self.d);
-                    if items.is_empty() {
+                    if items.is_none() {
+                        ok = false;
+                    }
+                    let items = items.unwrap_or_default();
+                    if items.is_empty() && ok {
                         self.err(Pos::of(rn.span()), format!("conduit \"{cname}\" has an empty `rules` list: it would allow nothing"));
                         ok = false;
                     }
@@ -792,12 +808,12 @@ impl Validator<'_> {
 
 /// The nested keys of a mapping node whose own deserialization failed, so their errors are
 /// still reported.
-fn nested_of(node: &Node, keys: &[&str]) -> Vec<(String, Node)> {
+fn nested_of<'a>(node: &'a Node, keys: &[&str]) -> raw::Nested<'a> {
     let Some(map) = node.as_mapping() else {
         return Vec::new();
     };
     keys.iter()
-        .filter_map(|k| map.get_node(k).map(|n| ((*k).to_owned(), n.clone())))
+        .filter_map(|k| map.get_node(k).map(|n| ((*k).to_owned(), n)))
         .collect()
 }
 
@@ -826,8 +842,10 @@ pub fn check_name(v: &str, what: &str) -> Result<(), String> {
                 String::new()
             }
         ))
-    } else if v == "unknown" && what == "zone" {
-        Err("\"unknown\" is reserved: it is the zone of addresses that match no asset".into())
+    } else if v == "unknown" {
+        Err(format!(
+            "\"unknown\" is reserved (it is the zone of addresses that match no asset); choose another {what} name"
+        ))
     } else {
         Ok(())
     }
