@@ -82,6 +82,9 @@ impl Tables for Reference {
     fn live(&self, key: &ConduitKey) -> bool {
         self.compiled.live(key)
     }
+    fn failsafe(&self, key: &FailsafeKey) -> bool {
+        self.compiled.failsafe(key)
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

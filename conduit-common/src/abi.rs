@@ -268,6 +268,80 @@ pub struct DropKey {
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
 
+/// Failsafe: the gateway's own addresses on the failsafe ports, [`FailsafeKey`] → `u32` (1).
+/// Filled by the agent, which knows the host's addresses.
+pub const MAP_FAILSAFE: &str = "CDT_FAILSAFE";
+pub const MAX_FAILSAFE: u32 = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FailsafeKey {
+    pub slot: u8,
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u8,
+    /// Destination port, host order.
+    pub port: u16,
+    pub _pad2: u16,
+    /// The gateway's address, network order, IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<FailsafeKey>() == 24);
+
+/// Audit events: a BPF ring buffer of [`Event`]s.
+pub const MAP_EVENTS: &str = "CDT_EVENTS";
+pub const EVENTS_BYTES: u32 = 1 << 20;
+/// Per-flow rate limit of audit events: LRU hash `flow::FlowKey` → [`EventRate`].
+pub const MAP_EVENT_RATE: &str = "CDT_EVRATE";
+pub const MAX_EVENT_RATE: u32 = 1 << 16;
+/// Per-CPU array of `u64` counters: [`EVSTAT_SUPPRESSED`], [`EVSTAT_LOST`].
+pub const MAP_EVENT_STATS: &str = "CDT_EVSTATS";
+/// Events not sent because their flow already had one within [`EVENT_WINDOW_NS`].
+pub const EVSTAT_SUPPRESSED: u32 = 0;
+/// Events lost because the ring buffer was full.
+pub const EVSTAT_LOST: u32 = 1;
+pub const EVSTATS_LEN: u32 = 2;
+/// At most one audit event per flow per window.
+pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;
+
+/// One audit event, written by the kernel into [`MAP_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// CLOCK_MONOTONIC ns.
+    pub ts_ns: u64,
+    pub verdict: u32,
+    pub reason: u32,
+    pub conduit: u32,
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    /// Interface the frame arrived on.
+    pub ifindex: u32,
+    /// 0 when the frame had no IP header to report.
+    pub family: u8,
+    pub proto: u8,
+    pub _pad: u16,
+    /// Host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// Network order, IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Events of this flow suppressed since its previous event.
+    pub suppressed: u32,
+    pub _pad2: u32,
+}
+const _: () = assert!(core::mem::size_of::<Event>() == 80);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventRate {
+    pub last_ns: u64,
+    pub suppressed: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<EventRate>() == 16);
+
 /// Zone id of the reserved zone `unknown` (addresses that match no asset).
 pub const ZONE_UNKNOWN: u32 = 0;
 /// Conduit id meaning "no conduit".
@@ -443,6 +517,9 @@ mod pod_policy {
     unsafe impl aya::Pod for crate::flow::FlowKey {}
     unsafe impl aya::Pod for Active {}
     unsafe impl aya::Pod for Trace {}
+    unsafe impl aya::Pod for FailsafeKey {}
+    unsafe impl aya::Pod for Event {}
+    unsafe impl aya::Pod for EventRate {}
     unsafe impl aya::Pod for DropKey {}
     unsafe impl aya::Pod for crate::flow::FlowVal {}
 }

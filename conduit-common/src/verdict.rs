@@ -25,6 +25,8 @@ pub trait Tables {
     fn flow(&self, key: &FlowKey) -> Option<FlowVal>;
     /// Whether a conduit exists in a slot.
     fn live(&self, key: &ConduitKey) -> bool;
+    /// Whether the destination is the gateway itself on a failsafe port.
+    fn failsafe(&self, key: &FailsafeKey) -> bool;
 }
 
 /// What the parser found in a frame (or what `explain` was told).
@@ -294,6 +296,23 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
             return j.deny(Reason::ArpSpoof);
         }
         return j.allow(Reason::Arp, None);
+    }
+
+    // The operator's way in to the gateway itself is never blocked (and its replies leave
+    // through the egress path, which XDP does not see).
+    if matches!(p.proto, PROTO_TCP | PROTO_UDP) && p.fragment == 0 {
+        let key = FailsafeKey {
+            slot,
+            family: p.family,
+            proto: p.proto,
+            _pad: 0,
+            port: p.dport,
+            _pad2: 0,
+            addr: p.dst,
+        };
+        if t.failsafe(&key) {
+            return j.allow(Reason::Failsafe, None);
+        }
     }
 
     // MAC/IP binding, both ways (the MAC side only within the bound address's family).

@@ -2,7 +2,7 @@
 //! (the ABI test checks the object against them).
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conduit_common::{
     flow::{FlowKey, FlowVal, MAX_FLOWS},
@@ -61,3 +61,17 @@ pub static CDT_DROPS: PerCpuHashMap<DropKey, Counter> =
 
 #[map(name = "CDT_TRACE")]
 pub static CDT_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
+
+#[map(name = "CDT_FAILSAFE")]
+pub static CDT_FAILSAFE: HashMap<FailsafeKey, u32> =
+    HashMap::with_max_entries(SLOTS * MAX_FAILSAFE, 0);
+
+#[map(name = "CDT_EVENTS")]
+pub static CDT_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "CDT_EVRATE")]
+pub static CDT_EVRATE: LruHashMap<FlowKey, EventRate> =
+    LruHashMap::with_max_entries(MAX_EVENT_RATE, 0);
+
+#[map(name = "CDT_EVSTATS")]
+pub static CDT_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVSTATS_LEN, 0);

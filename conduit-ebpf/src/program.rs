@@ -13,7 +13,7 @@ use conduit_common::{
 };
 
 use crate::{
-    counters, flow,
+    counters, events, flow,
     maps::{CDT_ACTIVE, CDT_TRACE},
     tables::KernelTables,
 };
@@ -61,13 +61,23 @@ pub fn conduit_xdp(ctx: XdpContext) -> u32 {
     let t = KernelTables;
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
+    let ifindex = ctx.ingress_ifindex() as u32;
     let d = match parse(&frame) {
         Ok(p) => {
             let d = decide(&t, slot, &p, now);
             flow::update(&d, &p, now);
+            if d.log {
+                events::emit(&d, Some(&p), ifindex, now);
+            }
             d
         }
-        Err(_) => malformed(&t, slot),
+        Err(_) => {
+            let d = malformed(&t, slot);
+            if d.log {
+                events::emit(&d, None, ifindex, now);
+            }
+            d
+        }
     };
     counters::count(&d, len);
     // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the

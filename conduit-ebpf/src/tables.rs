@@ -65,4 +65,9 @@ impl Tables for KernelTables {
     fn live(&self, key: &ConduitKey) -> bool {
         CDT_LIVE.get_ptr(key).is_some()
     }
+
+    #[inline(always)]
+    fn failsafe(&self, key: &FailsafeKey) -> bool {
+        CDT_FAILSAFE.get_ptr(key).is_some()
+    }
 }

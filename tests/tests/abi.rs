@@ -1,10 +1,21 @@
-//! The built object's maps match the `conduit-common` ABI: names, types and key/value sizes.
-//! No root needed: this parses the ELF object embedded in the agent.
+//! The built object's maps match the `conduit-common` ABI: names, types, key/value sizes and
+//! capacities. No root needed: this parses the ELF object embedded in the agent.
 use std::mem::size_of;
 
-use conduit_common as abi;
+use conduit_common::{
+    self as abi,
+    flow::{FlowKey, FlowVal},
+};
 
-const BPF_MAP_TYPE_PERCPU_ARRAY: u32 = 6;
+const HASH: u32 = 1;
+const ARRAY: u32 = 2;
+const PERCPU_HASH: u32 = 5;
+const PERCPU_ARRAY: u32 = 6;
+const LRU_HASH: u32 = 9;
+const LPM_TRIE: u32 = 11;
+const RINGBUF: u32 = 27;
+
+const S: u32 = abi::SLOTS;
 
 #[test]
 fn object_maps_match_common_types() {
@@ -14,14 +25,106 @@ fn object_maps_match_common_types() {
         "the agent was built without its XDP object: run ./xtask/bootstrap.sh"
     );
     let obj = aya_obj::Object::parse(object).expect("parse the XDP object");
+    let lpm = |data: usize| 4 + data;
     // (name, map type, key size, value size, max entries)
-    let expected: &[(&str, u32, usize, usize, u32)] = &[(
-        abi::MAP_TOTALS,
-        BPF_MAP_TYPE_PERCPU_ARRAY,
-        size_of::<u32>(),
-        size_of::<abi::Counter>(),
-        abi::TOTALS_LEN,
-    )];
+    let expected: &[(&str, u32, usize, usize, u32)] = &[
+        (
+            abi::MAP_TOTALS,
+            PERCPU_ARRAY,
+            4,
+            size_of::<abi::Counter>(),
+            abi::TOTALS_LEN,
+        ),
+        (abi::MAP_ACTIVE, ARRAY, 4, size_of::<abi::Active>(), 1),
+        (abi::MAP_SETTINGS, ARRAY, 4, size_of::<abi::Settings>(), S),
+        (
+            abi::MAP_ID_EXACT,
+            HASH,
+            size_of::<abi::IpKey>(),
+            size_of::<abi::Identity>(),
+            S * abi::MAX_EXACT_IDENTITIES,
+        ),
+        (
+            abi::MAP_ID_CIDR,
+            LPM_TRIE,
+            lpm(size_of::<abi::LpmIpData>()),
+            size_of::<abi::Identity>(),
+            S * abi::MAX_CIDR_IDENTITIES,
+        ),
+        (
+            abi::MAP_MAC,
+            HASH,
+            size_of::<abi::MacKey>(),
+            size_of::<abi::MacBinding>(),
+            S * abi::MAX_MAC_BINDINGS,
+        ),
+        (
+            abi::MAP_CONDUITS,
+            LPM_TRIE,
+            lpm(size_of::<abi::LpmConduitData>()),
+            size_of::<abi::ConduitHit>(),
+            S * abi::MAX_CONDUIT_ENTRIES,
+        ),
+        (
+            abi::MAP_ZONES,
+            HASH,
+            size_of::<abi::ZoneKey>(),
+            size_of::<abi::ZoneCfg>(),
+            S * abi::MAX_ZONES,
+        ),
+        (
+            abi::MAP_LIVE,
+            HASH,
+            size_of::<abi::ConduitKey>(),
+            size_of::<abi::ConduitInfo>(),
+            S * abi::MAX_CONDUITS,
+        ),
+        (
+            abi::MAP_L2,
+            HASH,
+            size_of::<abi::EtherTypeKey>(),
+            4,
+            S * abi::MAX_L2_ETHERTYPES,
+        ),
+        (
+            abi::MAP_FAILSAFE,
+            HASH,
+            size_of::<abi::FailsafeKey>(),
+            4,
+            S * abi::MAX_FAILSAFE,
+        ),
+        (
+            abi::flow::MAP_FLOWS,
+            LRU_HASH,
+            size_of::<FlowKey>(),
+            size_of::<FlowVal>(),
+            abi::flow::MAX_FLOWS,
+        ),
+        (
+            abi::MAP_CONDUIT_STATS,
+            PERCPU_HASH,
+            4,
+            size_of::<abi::Counter>(),
+            S * abi::MAX_CONDUITS,
+        ),
+        (
+            abi::MAP_DROPS,
+            PERCPU_HASH,
+            size_of::<abi::DropKey>(),
+            size_of::<abi::Counter>(),
+            abi::MAX_DROP_KEYS,
+        ),
+        (abi::MAP_TRACE, ARRAY, 4, size_of::<abi::Trace>(), 1),
+        (abi::MAP_EVENTS, RINGBUF, 0, 0, abi::EVENTS_BYTES),
+        (
+            abi::MAP_EVENT_RATE,
+            LRU_HASH,
+            size_of::<FlowKey>(),
+            size_of::<abi::EventRate>(),
+            abi::MAX_EVENT_RATE,
+        ),
+        (abi::MAP_EVENT_STATS, PERCPU_ARRAY, 4, 8, abi::EVSTATS_LEN),
+    ];
     for &(name, ty, key, value, max) in expected {
         assert!(
             name.len() <= 15,

@@ -1,26 +1,65 @@
-//! Real traffic: two network namespaces joined by a veth pair, the program attached to one
-//! end, real ICMP echo across it, and the per-CPU counters prove the kernel judged it.
-use conduit_agent::datapath::{AttachMode, Datapath};
-use conduit_common::Verdict;
-use conduit_tests::{Netns, VethPair, in_netns, require_root};
+//! Real traffic: two network namespaces joined by a veth pair, the program attached to the
+//! server's end with a policy, real ICMP echo and TCP across it. Allowed traffic passes,
+//! denied traffic does not, and the kernel's counters say why.
+use conduit_agent::datapath::AttachMode;
+use conduit_common::{DropKey, Reason, Verdict};
+use conduit_tests::{Netns, VethPair, in_netns, kernel, require_root};
+
+const POLICY: &str = r#"
+version: 1
+site: veth
+zones:
+  - name: clients
+    security_level: 1
+    assets: [{ name: client, ip: 10.201.0.1 }]
+  - name: servers
+    security_level: 2
+    assets: [{ name: server, ip: 10.201.0.2 }]
+conduits:
+  - name: ping-only
+    from: clients
+    to: servers
+    rules: [{ proto: icmp, icmp_types: [echo-request] }]
+"#;
 
 #[test]
-fn counts_real_packets_on_a_veth() {
+fn enforces_a_policy_on_real_traffic() {
     require_root();
     let client = Netns::new("cdtc");
     let server = Netns::new("cdts");
     let veth = VethPair::new(&client, "10.201.0.1/24", &server, "10.201.0.2/24");
-    let mut dp = Datapath::load().expect("load the XDP program");
-    let (_link, mode) = in_netns(&server, || dp.attach(&veth.b, AttachMode::Auto)).expect("attach");
+    let (mut k, r) = kernel::with_policy(POLICY);
+    let (_link, mode) =
+        in_netns(&server, || k.dp.attach(&veth.b, AttachMode::Auto)).expect("attach");
     assert!(mode == "native" || mode == "skb");
-    let before = dp.totals().unwrap();
+
+    // Allowed: ping.
     client.exec_ok(&["ping", "-c", "5", "-i", "0.05", "-W", "1", "10.201.0.2"]);
-    let after = dp.totals().unwrap();
-    let allowed =
-        |t: &[(Verdict, conduit_common::Counter); 3]| t[Verdict::Allow as usize].1.packets;
-    // 5 echo requests (plus ARP) entered the server's interface.
-    assert!(
-        allowed(&after) >= allowed(&before) + 5,
-        "before {before:?} after {after:?}"
-    );
+    let cid = r.compiled.conduit_ids["ping-only"];
+    let stats = k.dp.conduit_stats().unwrap();
+    assert_eq!(stats.get(&cid).map(|c| c.packets), Some(5), "{stats:?}");
+
+    // Denied: a TCP connection the policy does not allow (a server is listening).
+    let mut listener = server
+        .command("nc")
+        .args(["-l", "-k", "-p", "7000"])
+        .spawn()
+        .unwrap();
+    let out = client
+        .command("nc")
+        .args(["-z", "-w", "1", "10.201.0.2", "7000"])
+        .output()
+        .unwrap();
+    // SAFETY: kill on the PID of our own child.
+    unsafe { libc::kill(listener.id() as i32, libc::SIGTERM) };
+    let _ = listener.wait();
+    assert!(!out.status.success(), "the TCP connection went through");
+    let drops = k.dp.drops().unwrap();
+    let key = DropKey {
+        src_zone: r.compiled.zone_ids["clients"],
+        dst_zone: r.compiled.zone_ids["servers"],
+        reason: Reason::NoConduit as u32,
+        verdict: Verdict::Deny as u32,
+    };
+    assert!(drops.get(&key).is_some_and(|c| c.packets >= 1), "{drops:?}");
 }

@@ -141,6 +141,12 @@ impl Datapath {
             |k: &EtherTypeKey| u32::from(k.slot),
             c.l2.iter().map(|k| (*k, 1u32)),
         )?;
+        self.sync_hash(
+            MAP_FAILSAFE,
+            s32,
+            |k: &FailsafeKey| u32::from(k.slot),
+            c.failsafe.iter().map(|k| (*k, 1u32)),
+        )?;
         self.set_settings(s32, c.settings)?;
         // The switch: one array update.
         let generation = self.active()?.generation + 1;

@@ -125,6 +125,38 @@ impl Datapath {
         a.get(&0, 0).map_err(|e| DatapathError::Map(MAP_TRACE, e))
     }
 
+    /// Packets and bytes allowed per conduit id, summed over CPUs.
+    pub fn conduit_stats(&self) -> Result<std::collections::BTreeMap<u32, Counter>, DatapathError> {
+        self.per_cpu_hash(conduit_common::MAP_CONDUIT_STATS)
+    }
+
+    /// Denied and would-deny packets per (zones, reason, verdict), summed over CPUs.
+    pub fn drops(
+        &self,
+    ) -> Result<std::collections::BTreeMap<conduit_common::DropKey, Counter>, DatapathError> {
+        self.per_cpu_hash(conduit_common::MAP_DROPS)
+    }
+
+    fn per_cpu_hash<K: aya::Pod + Ord>(
+        &self,
+        name: &'static str,
+    ) -> Result<std::collections::BTreeMap<K, Counter>, DatapathError> {
+        let m = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+        let h: aya::maps::PerCpuHashMap<&aya::maps::MapData, K, Counter> =
+            aya::maps::PerCpuHashMap::try_from(m).map_err(|e| DatapathError::Map(name, e))?;
+        let mut out = std::collections::BTreeMap::new();
+        for item in h.iter() {
+            let (k, per_cpu) = item.map_err(|e| DatapathError::Map(name, e))?;
+            let mut sum = Counter::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+            out.insert(k, sum);
+        }
+        Ok(out)
+    }
+
     /// Frames and bytes per verdict, summed over CPUs.
     pub fn totals(&self) -> Result<[(Verdict, Counter); 3], DatapathError> {
         let map = self

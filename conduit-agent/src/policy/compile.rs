@@ -30,6 +30,10 @@ pub struct Compiled {
     pub zones: BTreeMap<ZoneKey, ZoneCfg>,
     pub live: BTreeMap<ConduitKey, ConduitInfo>,
     pub l2: BTreeSet<EtherTypeKey>,
+    /// The gateway's own addresses on the failsafe ports (see [`Compiled::with_failsafe`]).
+    pub failsafe: BTreeSet<FailsafeKey>,
+    /// `defaults.failsafe` as (protocol, inclusive port range).
+    pub failsafe_ports: Vec<(u8, u16, u16)>,
     pub settings: Settings,
     pub zone_ids: BTreeMap<String, u32>,
     pub asset_principals: BTreeMap<String, u32>,
@@ -181,6 +185,12 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         unknown_mode: mode_code(p.defaults.mode),
         log: log_code(p.defaults.log),
     };
+    for r in &p.defaults.failsafe {
+        if let (Proto::Number(proto), Some(ranges)) = (r.proto, &r.ports) {
+            c.failsafe_ports
+                .extend(ranges.iter().map(|&(lo, hi)| (proto, lo, hi)));
+        }
+    }
     for &e in &p.defaults.l2_ethertypes {
         c.l2.insert(EtherTypeKey {
             slot: u16::from(slot),
@@ -356,6 +366,36 @@ fn lpm<const N: usize, V: Copy>(
 }
 
 impl Compiled {
+    /// Adds the failsafe entries for the gateway's own `addrs` (the agent finds them). Port
+    /// ranges are expanded; a policy with more than [`MAX_FAILSAFE`] entries is refused.
+    pub fn with_failsafe(mut self, addrs: &[IpAddr]) -> Result<Self, CapacityError> {
+        self.failsafe.clear();
+        for &ip in addrs {
+            let (family, addr) = addr_bytes(ip);
+            for &(proto, lo, hi) in &self.failsafe_ports {
+                for port in lo..=hi {
+                    self.failsafe.insert(FailsafeKey {
+                        slot: self.slot,
+                        family,
+                        proto,
+                        _pad: 0,
+                        port,
+                        _pad2: 0,
+                        addr,
+                    });
+                    if self.failsafe.len() > MAX_FAILSAFE as usize {
+                        return Err(CapacityError {
+                            what: "failsafe entries (addresses x ports)",
+                            needed: self.failsafe.len(),
+                            limit: MAX_FAILSAFE,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// The name of a zone id (`unknown` for 0).
     pub fn zone_name(&self, id: u32) -> &str {
         if id == ZONE_UNKNOWN {
@@ -403,6 +443,9 @@ impl Tables for Compiled {
     }
     fn live(&self, key: &ConduitKey) -> bool {
         self.live.contains_key(key)
+    }
+    fn failsafe(&self, key: &FailsafeKey) -> bool {
+        self.failsafe.contains(key)
     }
 }
 
