@@ -45,21 +45,76 @@ pub enum Command {
     },
     /// Judge the first packet of a new flow against a policy, without any kernel, and say why.
     Explain(explain::ExplainArgs),
-    /// Run the agent: load the XDP program, attach it to every --iface, report counters.
+    /// Run the agent: load the policy, attach to every --iface, serve metrics, reload on
+    /// SIGHUP or when the policy file changes, write the audit log.
     Run(RunArgs),
+    /// Run every frame of a capture (pcap or pcapng) through the real XDP program
+    /// (BPF_PROG_TEST_RUN) with the policy in fresh maps, flow tracking included. Needs root,
+    /// no interface.
+    Replay(crate::replay::ReplayArgs),
+    /// What is attached where, which policy (sha256, generation) is live, and the counters.
+    Status {
+        #[command(flatten)]
+        pins: PinArgs,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Remove every program link and map pin that conduit left behind (enforcement stops).
+    Detach {
+        #[command(flatten)]
+        pins: PinArgs,
+    },
 }
 
-#[derive(clap::Args, Debug)]
+#[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
+    /// The policy file (YAML). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, value_name = "POLICY")]
+    pub policy: PathBuf,
     /// Interface to attach to (repeat for every port of the gateway).
     #[arg(long = "iface", required = true, value_name = "IF")]
     pub ifaces: Vec<String>,
     /// How to attach: native where the driver supports it (auto), or force one mode.
     #[arg(long, value_enum, default_value_t = AttachMode::Auto)]
     pub xdp_mode: AttachMode,
-    /// Print the counters every this many seconds (0: never).
-    #[arg(long, default_value_t = 1, value_name = "SECONDS")]
-    pub report_every: u64,
+    /// Where to serve /metrics and /healthz.
+    #[arg(long, default_value = "127.0.0.1:9642", value_name = "ADDR")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Audit log: a file to append JSON lines to, or `-` for standard output.
+    #[arg(long, value_name = "PATH")]
+    pub audit_log: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, leave the program attached and pinned (for upgrades: the next
+    /// `conduit run` adopts it without a gap).
+    #[arg(long)]
+    pub keep_on_exit: bool,
+    /// Where the program's links and maps are pinned (bpffs).
+    #[arg(long, default_value = crate::agent::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    /// Where the agent keeps its state file for `conduit status`.
+    #[arg(long, default_value = crate::agent::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
+    /// Log format: text for a terminal, json for log collectors. RUST_LOG sets the level.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// How long the policy file must stay unchanged before a change is loaded (ms).
+    #[arg(long, default_value_t = 500, value_name = "MS")]
+    pub debounce_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PinArgs {
+    /// Where the agent pinned its links and maps.
+    #[arg(long, default_value = crate::agent::DEFAULT_PIN_DIR, value_name = "DIR")]
+    pub pin_dir: PathBuf,
+    /// Where the agent keeps its state file.
+    #[arg(long, default_value = crate::agent::DEFAULT_STATE_DIR, value_name = "DIR")]
+    pub state_dir: PathBuf,
 }
 
 pub fn main() -> ExitCode {
@@ -79,6 +134,9 @@ pub fn main() -> ExitCode {
         } => check(&policy, strict, format),
         Command::Explain(args) => explain::main(args),
         Command::Run(args) => run::main(args),
+        Command::Replay(args) => crate::replay::main(args),
+        Command::Status { pins, format } => run::status(&pins, format),
+        Command::Detach { pins } => run::detach(&pins),
     }
 }
 

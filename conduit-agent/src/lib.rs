@@ -1,8 +1,11 @@
 //! The `conduit` agent as a library: the binary (`main.rs`) is a thin shell around it, and the
 //! integration tests in `tests/` drive the same code.
+pub mod agent;
 pub mod cli;
 pub mod datapath;
 pub mod explain;
+pub mod pcap;
 pub mod policy;
 pub mod reference;
+pub mod replay;
 pub mod run;

@@ -1,10 +1,25 @@
-//! `conduit run`: the agent. (Policy loading, reload, pinning, metrics and the audit log come
-//! with the agent work; for now it attaches the program and reports its counters.)
-use std::{process::ExitCode, time::Duration};
+//! `conduit run`, `status` and `detach`: the thin shell around [`crate::agent`].
+use std::process::ExitCode;
 
-use crate::{cli::RunArgs, datapath::Datapath};
+use crate::{
+    agent::{self, links, state},
+    cli::{Format, LogFormat, PinArgs, RunArgs},
+};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().flatten_event(true).try_init(),
+    };
+}
 
 pub fn main(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -15,38 +30,123 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(agent::run(args)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
+        Err(f) => {
+            tracing::error!("{}", f.message);
+            ExitCode::from(f.code)
         }
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut dp = Datapath::load()?;
-    for iface in &args.ifaces {
-        let (_, mode) = dp.attach(iface, args.xdp_mode)?;
-        eprintln!("conduit: attached to {iface} ({mode})");
-    }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut tick = tokio::time::interval(Duration::from_secs(args.report_every.max(1)));
-    loop {
-        tokio::select! {
-            _ = term.recv() => break,
-            _ = int.recv() => break,
-            _ = tick.tick() => if args.report_every > 0 {
-                let t = dp.totals()?;
-                let line: Vec<String> = t.iter()
-                    .map(|(v, c)| format!("{}={} pkts/{} B", v.as_str(), c.packets, c.bytes))
+pub fn status(p: &PinArgs, format: Format) -> ExitCode {
+    let ifaces = links::pinned_ifaces(&p.pin_dir);
+    let st = state::read(&p.state_dir).ok();
+    let dp = if ifaces.is_empty() {
+        None
+    } else {
+        crate::datapath::Datapath::open_pins(&p.pin_dir).ok()
+    };
+    let active = dp.as_ref().and_then(|d| d.active().ok());
+    let stats = dp
+        .as_ref()
+        .and_then(|d| d.conduit_stats().ok())
+        .unwrap_or_default();
+    let totals = dp.as_ref().and_then(|d| d.totals().ok());
+    let name = |id: &u32| {
+        st.as_ref()
+            .and_then(|s| s.conduits.get(id).cloned())
+            .unwrap_or_else(|| format!("conduit-{id}"))
+    };
+    let running = st
+        .as_ref()
+        .is_some_and(|s| std::path::Path::new(&format!("/proc/{}", s.pid)).exists());
+    match format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "attached": ifaces,
+                "agent_running": running,
+                "agent_pid": st.as_ref().map(|s| s.pid),
+                "policy": st.as_ref().map(|s| serde_json::json!({"path": s.policy_path, "sha256": s.sha256, "site": s.site})),
+                "generation": active.map(|a| a.generation),
+                "conduits": stats.iter().map(|(id, c)| (name(id), serde_json::json!({"packets": c.packets, "bytes": c.bytes}))).collect::<serde_json::Map<_, _>>(),
+                "frames": totals.map(|t| t.iter().map(|(v, c)| (v.as_str().to_owned(), serde_json::json!(c.packets))).collect::<serde_json::Map<_, _>>()),
+            });
+            println!("{v}");
+        }
+        Format::Text => {
+            if ifaces.is_empty() {
+                println!(
+                    "not attached (no pinned links under {})",
+                    p.pin_dir.display()
+                );
+            } else {
+                println!("attached:   {}", ifaces.join(", "));
+            }
+            match &st {
+                Some(s) => {
+                    println!(
+                        "agent:      pid {} ({})",
+                        s.pid,
+                        if running {
+                            "running"
+                        } else {
+                            "not running: the pinned program keeps enforcing"
+                        }
+                    );
+                    println!(
+                        "policy:     {} (site {}, sha256 {})",
+                        s.policy_path.display(),
+                        s.site,
+                        s.sha256
+                    );
+                }
+                None => println!(
+                    "policy:     unknown (no state file in {})",
+                    p.state_dir.display()
+                ),
+            }
+            if let Some(a) = active {
+                println!("generation: {}", a.generation);
+            }
+            if let Some(t) = totals {
+                let parts: Vec<String> = t
+                    .iter()
+                    .map(|(v, c)| format!("{} {}", v.as_str(), c.packets))
                     .collect();
-                println!("conduit: {}", line.join(" "));
+                println!("frames:     {}", parts.join(", "));
+            }
+            for (id, c) in &stats {
+                println!(
+                    "conduit {:<24} {:>12} packets {:>14} bytes",
+                    name(id),
+                    c.packets,
+                    c.bytes
+                );
             }
         }
     }
-    eprintln!("conduit: detaching");
-    Ok(())
+    ExitCode::SUCCESS
+}
+
+pub fn detach(p: &PinArgs) -> ExitCode {
+    match links::detach_all(&p.pin_dir) {
+        Ok(removed) => {
+            let _ = std::fs::remove_file(state::path(&p.state_dir));
+            if removed.is_empty() {
+                println!("nothing to detach under {}", p.pin_dir.display());
+            } else {
+                println!(
+                    "detached: removed {} pins under {}",
+                    removed.len(),
+                    p.pin_dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: detaching under {}: {e}", p.pin_dir.display());
+            ExitCode::from(2)
+        }
+    }
 }

@@ -2,6 +2,28 @@
 //!
 //! Changing a layout means a new map name (`..._V2`), never a silent reinterpretation.
 
+/// The maps the agent pins (under `PIN_DIR/maps/NAME`) so that enforcement, flows and
+/// counters outlive the agent process. Everything but the test-only trace.
+pub const PINNED_MAPS: &[&str] = &[
+    MAP_TOTALS,
+    MAP_ACTIVE,
+    MAP_SETTINGS,
+    MAP_ID_EXACT,
+    MAP_ID_CIDR,
+    MAP_MAC,
+    MAP_CONDUITS,
+    MAP_ZONES,
+    MAP_LIVE,
+    MAP_L2,
+    MAP_FAILSAFE,
+    crate::flow::MAP_FLOWS,
+    MAP_CONDUIT_STATS,
+    MAP_DROPS,
+    MAP_EVENTS,
+    MAP_EVENT_RATE,
+    MAP_EVENT_STATS,
+];
+
 /// Name of the XDP program in the object file (the function name in `conduit-ebpf`).
 pub const PROGRAM_NAME: &str = "conduit_xdp";
 

@@ -3,6 +3,7 @@
 //! code inside a namespace, and hand-built frames.
 //!
 //! Tests that need root call [`require_root`] first: it fails loudly, never skips.
+pub mod agent;
 pub mod frames;
 pub mod kernel;
 pub mod netns;

@@ -22,7 +22,8 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> DatapathError 
 impl Datapath {
     fn map_mut(&mut self, name: &'static str) -> Result<&mut aya::maps::Map, DatapathError> {
         self.ebpf
-            .map_mut(name)
+            .as_mut()
+            .and_then(|e| e.map_mut(name))
             .ok_or(DatapathError::MissingMap(name))
     }
 
@@ -77,10 +78,7 @@ impl Datapath {
 
     /// The live slot and generation.
     pub fn active(&self) -> Result<Active, DatapathError> {
-        let m = self
-            .ebpf
-            .map(MAP_ACTIVE)
-            .ok_or(DatapathError::MissingMap(MAP_ACTIVE))?;
+        let m = self.map(MAP_ACTIVE)?;
         let a: Array<&MapData, Active> = Array::try_from(m).map_err(map_err(MAP_ACTIVE))?;
         a.get(&0, 0).map_err(map_err(MAP_ACTIVE))
     }

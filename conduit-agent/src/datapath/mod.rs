@@ -32,6 +32,8 @@ pub enum DatapathError {
         "internal error: policy compiled for slot {compiled}, but slot {expected} is the free one"
     )]
     WrongSlot { compiled: u8, expected: u8 },
+    #[error("cannot create the pin directory {0}: {1} (is bpffs mounted on /sys/fs/bpf?)")]
+    PinDir(std::path::PathBuf, #[source] std::io::Error),
     #[error("{0:?} is not an interface name (it contains a NUL byte)")]
     BadInterfaceName(String),
     #[error("attaching to interface {iface:?} ({mode}): {source}")]
@@ -56,7 +58,10 @@ pub enum AttachMode {
 
 /// A loaded program and its maps.
 pub struct Datapath {
-    ebpf: Ebpf,
+    /// The loaded object; `None` for [`Datapath::open_pins`].
+    pub(crate) ebpf: Option<Ebpf>,
+    /// Maps opened from pins without a program (`conduit status`).
+    pinned: std::collections::HashMap<&'static str, aya::maps::Map>,
 }
 
 impl Datapath {
@@ -68,23 +73,70 @@ impl Datapath {
     /// Like [`Datapath::load`]; with `trace`, the program records every decision in
     /// `CDT_TRACE` (for tests and `replay`).
     pub fn load_with(trace: bool) -> Result<Self, DatapathError> {
+        Self::load_inner(trace, None)
+    }
+
+    /// Loads the program with its maps pinned under `pin_dir/maps/`: maps pinned there by an
+    /// earlier agent are adopted (policy, flows and counters continue), missing ones are
+    /// created and pinned.
+    pub fn load_pinned(pin_dir: &std::path::Path) -> Result<Self, DatapathError> {
+        Self::load_inner(false, Some(pin_dir))
+    }
+
+    fn load_inner(trace: bool, pin_dir: Option<&std::path::Path>) -> Result<Self, DatapathError> {
         let obj = object();
         if obj.is_empty() {
             return Err(DatapathError::NoObject);
         }
         let flag = u32::from(trace);
-        let mut ebpf = aya::EbpfLoader::new()
-            .override_global(conduit_common::GLOBAL_TRACE, &flag, true)
-            .load(obj)
-            .map_err(DatapathError::Load)?;
+        let mut loader = aya::EbpfLoader::new();
+        loader.override_global(conduit_common::GLOBAL_TRACE, &flag, true);
+        if let Some(dir) = pin_dir {
+            let maps = dir.join("maps");
+            std::fs::create_dir_all(&maps).map_err(|e| DatapathError::PinDir(maps.clone(), e))?;
+            for name in conduit_common::PINNED_MAPS {
+                loader.map_pin_path(name, maps.join(name));
+            }
+        }
+        let mut ebpf = loader.load(obj).map_err(DatapathError::Load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
         prog.load().map_err(DatapathError::Program)?;
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf: Some(ebpf),
+            pinned: Default::default(),
+        })
+    }
+
+    /// Opens the maps an agent pinned under `pin_dir/maps/`, read-only use, without loading
+    /// a program (for `conduit status`).
+    pub fn open_pins(pin_dir: &std::path::Path) -> Result<Self, DatapathError> {
+        let mut pinned = std::collections::HashMap::new();
+        for name in conduit_common::PINNED_MAPS {
+            let path = pin_dir.join("maps").join(name);
+            let md =
+                aya::maps::MapData::from_pin(&path).map_err(|e| DatapathError::Map(name, e))?;
+            let m = aya::maps::Map::from_map_data(md).map_err(|e| DatapathError::Map(name, e))?;
+            pinned.insert(*name, m);
+        }
+        Ok(Self { ebpf: None, pinned })
+    }
+
+    /// A map by name: the loaded object's, else one opened from its pin.
+    pub(crate) fn map(&self, name: &'static str) -> Result<&aya::maps::Map, DatapathError> {
+        self.ebpf
+            .as_ref()
+            .and_then(|e| e.map(name))
+            .or_else(|| self.pinned.get(name))
+            .ok_or(DatapathError::MissingMap(name))
     }
 
     /// The loaded XDP program, for attaching or for BPF_PROG_TEST_RUN.
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        program(&mut self.ebpf)
+        program(
+            self.ebpf
+                .as_mut()
+                .ok_or(DatapathError::MissingMap(PROGRAM_NAME))?,
+        )
     }
 
     /// Attaches to `iface` (in the caller's network namespace). Returns the mode used.
@@ -116,10 +168,7 @@ impl Datapath {
     /// The decision of the last run (needs [`Datapath::load_with`]`(true)`).
     pub fn last_trace(&self) -> Result<conduit_common::Trace, DatapathError> {
         use conduit_common::MAP_TRACE;
-        let m = self
-            .ebpf
-            .map(MAP_TRACE)
-            .ok_or(DatapathError::MissingMap(MAP_TRACE))?;
+        let m = self.map(MAP_TRACE)?;
         let a: aya::maps::Array<&aya::maps::MapData, conduit_common::Trace> =
             aya::maps::Array::try_from(m).map_err(|e| DatapathError::Map(MAP_TRACE, e))?;
         a.get(&0, 0).map_err(|e| DatapathError::Map(MAP_TRACE, e))
@@ -141,7 +190,7 @@ impl Datapath {
         &self,
         name: &'static str,
     ) -> Result<std::collections::BTreeMap<K, Counter>, DatapathError> {
-        let m = self.ebpf.map(name).ok_or(DatapathError::MissingMap(name))?;
+        let m = self.map(name)?;
         let h: aya::maps::PerCpuHashMap<&aya::maps::MapData, K, Counter> =
             aya::maps::PerCpuHashMap::try_from(m).map_err(|e| DatapathError::Map(name, e))?;
         let mut out = std::collections::BTreeMap::new();
@@ -157,12 +206,35 @@ impl Datapath {
         Ok(out)
     }
 
+    /// Audit event counters (suppressed, lost), summed over CPUs.
+    pub fn event_stats(&self) -> Result<[u64; 2], DatapathError> {
+        use conduit_common::MAP_EVENT_STATS as N;
+        let m = self.map(N)?;
+        let arr = PerCpuArray::<_, u64>::try_from(m).map_err(|e| DatapathError::Map(N, e))?;
+        let mut out = [0u64; 2];
+        for (i, slot) in out.iter_mut().enumerate() {
+            let v = arr
+                .get(&(i as u32), 0)
+                .map_err(|e| DatapathError::Map(N, e))?;
+            *slot = v.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// The audit event ring buffer, taken out of the datapath for a reader task.
+    pub fn take_events(&mut self) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DatapathError> {
+        use conduit_common::MAP_EVENTS as N;
+        let m = self
+            .ebpf
+            .as_mut()
+            .and_then(|e| e.take_map(N))
+            .ok_or(DatapathError::MissingMap(N))?;
+        aya::maps::RingBuf::try_from(m).map_err(|e| DatapathError::Map(N, e))
+    }
+
     /// Frames and bytes per verdict, summed over CPUs.
     pub fn totals(&self) -> Result<[(Verdict, Counter); 3], DatapathError> {
-        let map = self
-            .ebpf
-            .map(MAP_TOTALS)
-            .ok_or(DatapathError::MissingMap(MAP_TOTALS))?;
+        let map = self.map(MAP_TOTALS)?;
         let arr = PerCpuArray::<_, Counter>::try_from(map)
             .map_err(|e| DatapathError::Map(MAP_TOTALS, e))?;
         let mut out = Verdict::ALL.map(|v| (v, Counter::default()));

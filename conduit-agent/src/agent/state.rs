@@ -1,0 +1,52 @@
+//! What the agent tells `conduit status` and the metrics: the live policy and the names
+//! behind the IDs in the kernel maps. Written atomically (temp file + rename) after every
+//! change, next to the pins' owner in the state directory.
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Iface {
+    pub name: String,
+    /// `native` or `skb`.
+    pub mode: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct State {
+    pub pid: u32,
+    pub policy_path: PathBuf,
+    pub sha256: String,
+    pub site: String,
+    pub generation: u64,
+    pub pin_dir: PathBuf,
+    pub interfaces: Vec<Iface>,
+    /// Zone id → name.
+    pub zones: BTreeMap<u32, String>,
+    /// Conduit id → name.
+    pub conduits: BTreeMap<u32, String>,
+    pub reloads_success: u64,
+    pub reloads_failure: u64,
+}
+
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("state.json")
+}
+
+pub fn write(state_dir: &Path, s: &State) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let tmp = state_dir.join(format!(".state.json.{}", std::process::id()));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(s).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, path(state_dir))
+}
+
+pub fn read(state_dir: &Path) -> std::io::Result<State> {
+    let bytes = std::fs::read(path(state_dir))?;
+    serde_json::from_slice(&bytes).map_err(std::io::Error::other)
+}

@@ -1,0 +1,439 @@
+//! The agent end to end, as root, with real traffic between network namespaces the tests
+//! create: reload (good, bad, under traffic), kill -9 and adoption, metrics scraped by a real
+//! Prometheus server, promtool, the audit log under a flood, the failsafe.
+use std::{
+    process::{Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use conduit_tests::{Netns, VethPair, agent::Agent, require_root};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conduit");
+
+/// Clients may ping the gateway and reach tcp/8080 on it when `tcp` is true.
+fn policy(ping: bool, tcp: bool, extra_defaults: &str) -> String {
+    let mut rules = Vec::new();
+    if ping {
+        rules.push("      - { proto: icmp, icmp_types: [echo-request] }");
+    }
+    if tcp {
+        rules.push("      - { proto: tcp, ports: [8080] }");
+    }
+    let conduits = if rules.is_empty() {
+        "conduits: []\n".to_string()
+    } else {
+        format!(
+            "conduits:\n  - name: clients-to-gw\n    from: clients\n    to: gateway\n    rules:\n{}\n",
+            rules.join("\n")
+        )
+    };
+    format!(
+        "version: 1\nsite: agent-test\ndefaults:\n  log: deny\n  failsafe:\n    - {{ proto: tcp, ports: [22] }}\n{extra_defaults}zones:\n  - name: clients\n    security_level: 1\n    assets: [{{ name: client, ip: 10.202.0.1 }}]\n  - name: gateway\n    security_level: 2\n    assets: [{{ name: gw, ip: 10.202.0.2 }}]\n{conduits}"
+    )
+}
+
+struct Net {
+    client: Netns,
+    gw: Netns,
+    veth: VethPair,
+}
+
+fn net() -> Net {
+    let client = Netns::new("cdtac");
+    let gw = Netns::new("cdtag");
+    let veth = VethPair::new(&client, "10.202.0.1/24", &gw, "10.202.0.2/24");
+    Net { client, gw, veth }
+}
+
+fn ping(n: &Net, count: u32) -> bool {
+    n.client
+        .command("ping")
+        .args([
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.02",
+            "-W",
+            "1",
+            "10.202.0.2",
+        ])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+/// Whether a TCP connection from the client to the gateway's `port` succeeds (a listener is
+/// started for it).
+fn tcp_connects(n: &Net, port: u16) -> bool {
+    let mut l =
+        n.gw.command("nc")
+            .args(["-l", "-k", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+    sleep(Duration::from_millis(150));
+    let ok = n
+        .client
+        .command("nc")
+        .args(["-z", "-w", "1", "10.202.0.2", &port.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    // SAFETY: kill on the PID of our own child.
+    unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
+    let _ = l.wait();
+    ok
+}
+
+fn write_policy(a: &Agent, text: &str) {
+    // As an editor or Ansible does: a new file renamed over the old one.
+    let tmp = a.policy.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, &a.policy).unwrap();
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(15) {
+        if f() {
+            return;
+        }
+        sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn bad_policy_is_refused_and_the_live_one_stays() {
+    require_root();
+    let n = net();
+    let a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &[],
+    );
+    assert!(ping(&n, 3), "ping is allowed");
+    let generation = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    // A broken policy over the live one.
+    write_policy(
+        &a,
+        "version: 1\nsite: x\nzones:\n  - name: Bad\n    security_level: 9\nconduits: []\n",
+    );
+    wait_for("the failed reload", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(1.0)
+    });
+    let log = a.log_text();
+    assert!(
+        log.contains(":4:") && log.contains("security_level"),
+        "errors with line numbers in the log:\n{log}"
+    );
+    assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(
+        a.metric(&n.gw, "conduit_policy_generation"),
+        Some(generation)
+    );
+    assert!(ping(&n, 3), "the old policy still allows ping");
+    // A good policy that denies ping.
+    write_policy(&a, &policy(false, true, ""));
+    wait_for("the good reload", || {
+        a.metric(&n.gw, "conduit_policy_generation") == Some(generation + 1.0)
+    });
+    assert!(!ping(&n, 2), "the new policy denies ping");
+    assert!(tcp_connects(&n, 8080), "the new policy allows tcp/8080");
+}
+
+#[test]
+fn kill_9_keeps_enforcing_and_a_new_agent_adopts() {
+    require_root();
+    let n = net();
+    let mut a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &[],
+    );
+    assert!(ping(&n, 4));
+    let before = a
+        .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
+        .unwrap();
+    assert!(before >= 4.0);
+    let generation = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    a.signal(libc::SIGKILL);
+    a.wait();
+    // Still enforced by the pinned program: allowed stays allowed, denied stays denied.
+    assert!(ping(&n, 3), "allowed traffic keeps flowing");
+    assert!(!tcp_connects(&n, 8080), "denied traffic stays denied");
+    assert!(a.pin_dir.join("links").join(&n.veth.b).exists());
+    // A new agent adopts the pins: counters continue.
+    a.spawn();
+    a.wait_healthy(&n.gw);
+    let after = a
+        .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
+        .unwrap();
+    assert!(
+        after >= before + 3.0,
+        "counters continue: {before} then {after}"
+    );
+    assert_eq!(
+        a.metric(&n.gw, "conduit_policy_generation"),
+        Some(generation + 1.0)
+    );
+    let out = Command::new(BIN)
+        .args(["status", "--pin-dir"])
+        .arg(&a.pin_dir)
+        .arg("--state-dir")
+        .arg(&a.state_dir)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        status.contains(&n.veth.b) && status.contains("clients-to-gw"),
+        "{status}"
+    );
+    // SIGTERM detaches cleanly.
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait(), Some(0));
+    assert!(!a.pin_dir.exists(), "pins removed on SIGTERM");
+    // Detached: the policy no longer applies, so TCP that it denied goes through again.
+    assert!(
+        tcp_connects(&n, 8080),
+        "nothing is enforced after a clean exit"
+    );
+}
+
+#[test]
+fn failsafe_port_passes_under_a_policy_that_allows_nothing() {
+    require_root();
+    let n = net();
+    let _a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(false, false, ""),
+        &[],
+    );
+    assert!(
+        tcp_connects(&n, 22),
+        "ssh to the gateway's own address passes"
+    );
+    assert!(!tcp_connects(&n, 23), "other ports do not");
+    assert!(!ping(&n, 1));
+}
+
+#[test]
+fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
+    require_root();
+    let n = net();
+    let a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(false, false, ""),
+        &[],
+    );
+    let before = a
+        .metric(&n.gw, "conduit_audit_events_suppressed_total")
+        .unwrap_or(0.0);
+    // 100 echo requests of one flow (one ICMP identifier), all denied.
+    let _ = n
+        .client
+        .command("ping")
+        .args(["-c", "100", "-i", "0.005", "-W", "1", "10.202.0.2"])
+        .stdout(Stdio::null())
+        .status();
+    wait_for("the audit line", || {
+        std::fs::read_to_string(&a.audit_log).is_ok_and(|t| t.contains("\"icmp\""))
+    });
+    sleep(Duration::from_millis(300));
+    let text = std::fs::read_to_string(&a.audit_log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["proto"] == "icmp")
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for the flow:\n{text}");
+    let l = &lines[0];
+    for field in [
+        "ts",
+        "verdict",
+        "reason",
+        "conduit",
+        "src_zone",
+        "dst_zone",
+        "src_ip",
+        "dst_ip",
+        "proto",
+        "sport",
+        "dport",
+        "interface",
+    ] {
+        assert!(l.get(field).is_some(), "field {field} missing: {l}");
+    }
+    assert_eq!(l["verdict"], "deny");
+    assert_eq!(l["reason"], "no_conduit");
+    assert_eq!(l["src_zone"], "clients");
+    assert_eq!(l["dst_zone"], "gateway");
+    assert_eq!(l["src_ip"], "10.202.0.1");
+    assert_eq!(l["interface"], n.veth.b.as_str());
+    let suppressed = a
+        .metric(&n.gw, "conduit_audit_events_suppressed_total")
+        .unwrap()
+        - before;
+    let lost = a.metric(&n.gw, "conduit_audit_events_lost_total").unwrap();
+    let dropped = a.metric(&n.gw, "conduit_dropped_packets_total{src_zone=\"clients\",dst_zone=\"gateway\",reason=\"no_conduit\"}").unwrap();
+    assert_eq!(dropped, 100.0);
+    // Every denied frame (of this flow, or of the IPv6 chatter of the new interfaces) is a line
+    // of the log or counted as suppressed: none is lost.
+    let denied = a
+        .metric(&n.gw, "conduit_frames_total{verdict=\"deny\"}")
+        .unwrap();
+    let all_lines = text.lines().count() as f64;
+    assert_eq!(lost, 0.0);
+    assert_eq!(
+        suppressed + all_lines,
+        denied,
+        "suppressed {suppressed} + lines {all_lines} = denied {denied}"
+    );
+    assert!(suppressed >= 99.0);
+}
+
+#[test]
+fn prometheus_scrapes_the_agent_and_promtool_accepts_it() {
+    require_root();
+    let n = net();
+    let a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &[],
+    );
+    assert!(ping(&n, 5));
+    let (_, body) = a.get(&n.gw, "/metrics").unwrap();
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus server in the gateway's namespace scrapes the agent.
+    let dir = a.policy.parent().unwrap().join("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let web = a.port + 1;
+    std::fs::write(dir.join("prometheus.yml"), format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: conduit\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n", a.port)).unwrap();
+    let mut prom =
+        n.gw.command("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{web}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus (Debian package)");
+    let mut value = None;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(30) && value.is_none() {
+        sleep(Duration::from_millis(500));
+        let q = "/api/v1/query?query=conduit_packets_total%7Bconduit%3D%22clients-to-gw%22%7D";
+        if let Some((200, body)) = conduit_tests::agent::http_get(&n.gw, web, q) {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            value = v["data"]["result"][0]["value"][1]
+                .as_str()
+                .and_then(|s| s.parse::<f64>().ok());
+        }
+    }
+    // SAFETY: kill on the PID of our own child.
+    unsafe { libc::kill(prom.id() as i32, libc::SIGTERM) };
+    let _ = prom.wait();
+    assert_eq!(
+        value,
+        Some(5.0),
+        "Prometheus' answer for the conduit's packets"
+    );
+}
+
+#[test]
+fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
+    require_root();
+    let n = net();
+    // Reload by SIGHUP only (the file watcher would add its own reloads).
+    let mut a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, true, ""),
+        &["--debounce-ms", "3600000"],
+    );
+    let g0 = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    let flood = n
+        .client
+        .command("ping")
+        .args(["-c", "1500", "-i", "0.005", "-W", "1", "10.202.0.2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut last = 0.0;
+    for i in 0..200 {
+        let text = if i % 2 == 0 {
+            policy(true, false, "")
+        } else {
+            policy(true, true, "")
+        };
+        std::fs::write(&a.policy, text).unwrap();
+        a.signal(libc::SIGHUP);
+        // Each reload completes (signals sent faster than handled would coalesce).
+        let want = g0 + f64::from(i + 1);
+        let t = Instant::now();
+        while a.metric(&n.gw, "conduit_policy_generation") != Some(want) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "reload {i} did not happen"
+            );
+            sleep(Duration::from_millis(5));
+        }
+        let v = a
+            .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
+            .unwrap();
+        assert!(v >= last, "counter went backwards: {last} then {v}");
+        last = v;
+    }
+    let out = flood.wait_with_output().unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(" 0% packet loss"),
+        "ping during 200 reloads: {summary}"
+    );
+    assert_eq!(
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}"),
+        Some(0.0)
+    );
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait(), Some(0));
+}
