@@ -31,6 +31,11 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").context("no manifest dir")?);
     let toolchain = pinned_toolchain(&manifest.join("../rust-toolchain.toml"))?;
     let root = manifest.join("../conduit-ebpf");
+    // The program compiles conduit-common too: rebuild it when that changes.
+    println!(
+        "cargo::rerun-if-changed={}",
+        manifest.join("../conduit-common").display()
+    );
     let root = root
         .canonicalize()
         .context("conduit-ebpf not found next to conduit-agent")?;

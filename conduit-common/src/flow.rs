@@ -42,6 +42,9 @@ pub const FLOW_FIN_FWD: u32 = 1;
 pub const FLOW_FIN_REV: u32 = 2;
 /// The responder has answered.
 pub const FLOW_REPLIED: u32 = 4;
+/// A flow that no conduit allows, let through by a monitor-mode zone (would-deny); its
+/// replies pass while the zone stays in monitor mode.
+pub const FLOW_MONITOR: u32 = 8;
 
 const SEC: u64 = 1_000_000_000;
 /// Idle timeouts. OT sessions (Modbus polling, S7, EtherNet/IP) stay open for days, so an
@@ -154,7 +157,11 @@ pub fn next_state(d: &Decision, p: &Packet, old: &FlowVal, now: u64) -> Option<F
     let mut v = match d.flow {
         FLOW_NEW => FlowVal {
             conduit: d.conduit,
-            state: 0,
+            state: if d.verdict == crate::Verdict::WouldDeny {
+                FLOW_MONITOR
+            } else {
+                0
+            },
             last_seen: now,
         },
         _ => *old,

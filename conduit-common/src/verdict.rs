@@ -4,8 +4,8 @@
 use crate::{
     abi::*,
     flow::{
-        FLOW_FWD, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey, FlowVal, alive, flow_key, reply_shaped,
-        tracked,
+        FLOW_FWD, FLOW_MONITOR, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey, FlowVal, alive, flow_key,
+        reply_shaped, tracked,
     },
 };
 
@@ -348,6 +348,7 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     if tracked {
         let live = |v: &FlowVal| {
             alive(v, p.proto, now)
+                && v.state & FLOW_MONITOR == 0
                 && t.live(&ConduitKey {
                     slot: slot as u32,
                     conduit: v.conduit,
@@ -363,12 +364,29 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         }
         if reply_shaped(p)
             && let Some(v) = t.flow(&flow_key(p, true))
-            && live(&v)
+            && alive(&v, p.proto, now)
         {
-            let mut d = j.allow(Reason::Reply, None);
-            d.conduit = v.conduit;
-            d.flow = FLOW_REV;
-            return d;
+            if live(&v) {
+                let mut d = j.allow(Reason::Reply, None);
+                d.conduit = v.conduit;
+                d.flow = FLOW_REV;
+                return d;
+            }
+            // The reply of a flow that a monitor-mode zone let through: it passes as well
+            // (would-deny) while that zone, the reply's source, is still in monitor mode.
+            let origin = Judge {
+                t,
+                slot,
+                settings,
+                src_zone: dst.zone,
+                dst_zone: src.zone,
+            };
+            if v.state & FLOW_MONITOR != 0 && origin.monitored() {
+                let mut d = j.deny(Reason::Reply);
+                d.verdict = Verdict::WouldDeny;
+                d.flow = FLOW_REV;
+                return d;
+            }
         }
     }
 
@@ -391,5 +409,11 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
             return j.allow(Reason::IntraZone, None);
         }
     }
-    j.deny(Reason::NoConduit)
+    let mut d = j.deny(Reason::NoConduit);
+    if d.verdict == Verdict::WouldDeny && tracked {
+        // Monitor mode: track the flow so that its replies pass too (production traffic
+        // flows untouched while it is observed).
+        d.flow = FLOW_NEW;
+    }
+    d
 }

@@ -88,3 +88,54 @@ fn enforces_a_policy_and_counts() {
     assert_eq!(get(Verdict::Allow).bytes, (syn.len() + synack.len()) as u64);
     assert_eq!(get(Verdict::Deny).packets, 3);
 }
+
+/// Monitor mode: a flow no conduit allows passes as would-deny, and so do its replies, while
+/// the destination zone stays in monitor mode.
+#[test]
+fn monitor_mode_passes_flows_and_their_replies() {
+    require_root();
+    let monitored = POLICY.replace(
+        "  - name: plant\n    security_level: 2\n",
+        "  - name: plant\n    security_level: 2\n    mode: monitor\n",
+    );
+    assert_ne!(monitored, POLICY);
+    let (mut k, mut r) = kernel::with_policy(&monitored);
+    let syn = frames::v4(
+        frames::MAC_A,
+        [10, 0, 0, 5],
+        [10, 1, 0, 10],
+        L4::Tcp {
+            sport: 40000,
+            dport: 80,
+            flags: 0x02,
+        },
+    );
+    let (action, t) = k.run(&syn);
+    assert_eq!(
+        (action, t.verdict, t.reason),
+        (
+            XDP_PASS,
+            Verdict::WouldDeny as u32,
+            Reason::NoConduit as u32
+        )
+    );
+    let synack = frames::v4(
+        PLC_MAC,
+        [10, 1, 0, 10],
+        [10, 0, 0, 5],
+        L4::Tcp {
+            sport: 80,
+            dport: 40000,
+            flags: 0x12,
+        },
+    );
+    let (action, t) = k.run(&synack);
+    assert_eq!(
+        (action, t.verdict, t.reason),
+        (XDP_PASS, Verdict::WouldDeny as u32, Reason::Reply as u32),
+        "{t:?}"
+    );
+    let now = conduit_agent::reference::monotonic_ns();
+    assert_eq!(r.judge(&syn, now).verdict, Verdict::WouldDeny);
+    assert_eq!(r.judge(&synack, now).reason, Reason::Reply);
+}
