@@ -101,3 +101,10 @@ pub fn conduit_xdp(ctx: XdpContext) -> u32 {
         Verdict::Allow | Verdict::WouldDeny => XDP_PASS,
     }
 }
+
+/// An empty program that passes every frame: the floor the benchmarks measure Conduit's
+/// per-packet cost against, loaded only by them.
+#[xdp]
+pub fn conduit_pass(_ctx: XdpContext) -> u32 {
+    XDP_PASS
+}

@@ -29,6 +29,13 @@ enum Task {
     Lint,
     /// The demo: Conduit enforcing a policy between network namespaces it creates.
     Demo,
+    /// Benchmarks (numbers, never pass/fail): per-packet cost against an empty XDP program,
+    /// policy compile times. Writes BENCHMARKS.md. Needs root.
+    Bench {
+        /// Release mode: 1M repeats, up to 1M identities and 10k conduits (minutes).
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -48,6 +55,7 @@ fn main() -> Result<()> {
         }
         Task::Lint => lint(),
         Task::Demo => demo::run(),
+        Task::Bench { full } => bench(full),
     }
 }
 
@@ -93,4 +101,41 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs the benchmarks and writes BENCHMARKS.md at the workspace root.
+fn bench(full: bool) -> Result<()> {
+    let root = workspace_root();
+    let datapath = std::env::temp_dir().join(format!("conduit-bench-{}.md", std::process::id()));
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(["bench", "--package", "conduit-tests", "--bench", "datapath"]).current_dir(&root).env("CONDUIT_BENCH_OUT", &datapath);
+    if full {
+        cmd.env("CONDUIT_BENCH_FULL", "1");
+    }
+    eprintln!("[xtask] datapath benchmark ({})", if full { "full" } else { "quick" });
+    if !cmd.status()?.success() {
+        bail!("the datapath benchmark failed");
+    }
+    let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    compile.args(["bench", "--package", "conduit-agent", "--bench", "compile"]).current_dir(&root);
+    if !full {
+        compile.env("CONDUIT_BENCH_QUICK", "1");
+    }
+    eprintln!("[xtask] compile benchmark");
+    let out = compile.output()?;
+    if !out.status.success() {
+        bail!("the compile benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
+    let report = format!(
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n{}\n## Policy compile time\n\n```\n{}```\n",
+        if full { " --full" } else { "" },
+        String::from_utf8_lossy(&date.stdout).trim(),
+        std::fs::read_to_string(&datapath)?,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_file(&datapath).ok();
+    std::fs::write(root.join("BENCHMARKS.md"), report)?;
+    eprintln!("[xtask] wrote BENCHMARKS.md");
+    Ok(())
 }

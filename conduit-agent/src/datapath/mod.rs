@@ -130,6 +130,21 @@ impl Datapath {
             .ok_or(DatapathError::MissingMap(name))
     }
 
+    /// The empty XDP_PASS program of the object (`conduit_pass`), loaded on first use: the
+    /// benchmarks' floor.
+    pub fn floor_program(&mut self) -> Result<&mut Xdp, DatapathError> {
+        let ebpf = self.ebpf.as_mut().ok_or(DatapathError::MissingMap("conduit_pass"))?;
+        let prog: &mut Xdp = ebpf
+            .program_mut("conduit_pass")
+            .ok_or(DatapathError::MissingMap("conduit_pass"))?
+            .try_into()
+            .map_err(DatapathError::Program)?;
+        if prog.fd().is_err() {
+            prog.load().map_err(DatapathError::Program)?;
+        }
+        Ok(prog)
+    }
+
     /// The loaded XDP program, for attaching or for BPF_PROG_TEST_RUN.
     pub fn program(&mut self) -> Result<&mut Xdp, DatapathError> {
         program(

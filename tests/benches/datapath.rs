@@ -1,0 +1,173 @@
+//! Per-packet cost of the XDP program with BPF_PROG_TEST_RUN, next to the cost of an empty
+//! XDP_PASS program measured in the same run (the floor), at several policy sizes. Prints a
+//! markdown report (and writes it to $CONDUIT_BENCH_OUT when set). Root needed.
+//!
+//! `CONDUIT_BENCH_FULL=1`: 1,000,000 repeats, identities 10 / 10k / 1M, conduits 10 / 1k / 10k.
+//! Otherwise quick: 200,000 repeats, identities 10 / 10k, conduits 10 / 1k.
+use std::{net::IpAddr, time::Instant};
+
+use aya::programs::{TestRun as _, TestRunOptions, Xdp};
+use conduit_agent::{
+    datapath::Datapath,
+    policy::{
+        Pos,
+        compile::compile,
+        model::{Addr, Asset, Conduit, Defaults, Policy, Proto, Rule, Zone},
+    },
+};
+use conduit_tests::frames::{self, L4, V4Opts};
+
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
+    Rule { pos: Pos::default(), proto: Proto::Number(proto), ports, icmp_types: None }
+}
+
+/// Zones a (client 10.0.0.1, fd00::1, bound MAC) and b (server 10.200.0.1, fd00::2), padded
+/// to `identities` exact addresses in zone a, and `conduits` conduits a→b (one allows
+/// tcp/502, the others other ports).
+fn policy(identities: u32, conduits: u32) -> Policy {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let mut a_assets = vec![
+        Asset { name: "client".into(), pos: Pos::default(), addr: Addr::Ip(ip("10.0.0.1")), mac: Some(CLIENT_MAC) },
+        Asset { name: "client6".into(), pos: Pos::default(), addr: Addr::Ip(ip("fd00::1")), mac: None },
+    ];
+    for i in 0..identities.saturating_sub(4) {
+        let addr = IpAddr::from([10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        a_assets.push(Asset { name: format!("f{i}"), pos: Pos::default(), addr: Addr::Ip(addr), mac: None });
+    }
+    let zone = |name: &str, assets| Zone {
+        name: name.into(),
+        pos: Pos::default(),
+        security_level: 2,
+        purdue_level: None,
+        description: None,
+        mode: None,
+        intra_zone_allow: None,
+        assets,
+    };
+    let b_assets = vec![
+        Asset { name: "server".into(), pos: Pos::default(), addr: Addr::Ip(ip("10.200.0.1")), mac: None },
+        Asset { name: "server6".into(), pos: Pos::default(), addr: Addr::Ip(ip("fd00::2")), mac: None },
+    ];
+    let conduit = |name: String, rules| Conduit {
+        name,
+        pos: Pos::default(),
+        from: vec!["a".into()],
+        to: vec!["b".into()],
+        to_pos: Pos::default(),
+        security_level: None,
+        sources: None,
+        destinations: None,
+        bidirectional: None,
+        rules,
+        log: None,
+        description: None,
+    };
+    let mut cs = vec![conduit("web".into(), vec![rule(6, Some(vec![(502, 502)])), rule(1, None)])];
+    for i in 1..conduits {
+        cs.push(conduit(format!("c{i}"), vec![rule(6, Some(vec![(10_000 + i as u16, 10_000 + i as u16)]))]));
+    }
+    Policy {
+        version: 1,
+        site: "bench".into(),
+        defaults: Defaults::default(),
+        zones: vec![zone("a", a_assets), zone("b", b_assets)],
+        conduits: cs,
+    }
+}
+
+/// Median ns per run of `frame` over `rounds` runs of `repeat` repetitions.
+fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
+    let mut v: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let r = prog
+                .test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })
+                .expect("BPF_PROG_TEST_RUN");
+            r.duration.as_nanos() as f64
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    conduit_tests::require_root();
+    let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
+    let (repeat, rounds) = if full { (1_000_000, 5) } else { (200_000, 3) };
+    let id_sizes: &[u32] = if full { &[10, 10_000, 1_000_000] } else { &[10, 10_000] };
+    let conduit_sizes: &[u32] = if full { &[10, 1_000, 10_000] } else { &[10, 1_000] };
+
+    let v4 = |l4| frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], l4);
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("established flow (TCP ACK)", v4(L4::Tcp { sport: 40000, dport: 502, flags: 0x10 })),
+        ("new flow allowed (SYN+RST: full decision, no insert)", v4(L4::Tcp { sport: 40001, dport: 502, flags: 0x06 })),
+        ("new flow denied (SYN to a closed port)", v4(L4::Tcp { sport: 40002, dport: 503, flags: 0x02 })),
+        ("ARP request", frames::arp(CLIENT_MAC, CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], 1)),
+        ("IPv6 new flow denied", {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[15] = 1;
+            let mut b = a;
+            b[15] = 2;
+            frames::v6(CLIENT_MAC, a, b, L4::Tcp { sport: 40003, dport: 503, flags: 0x02 })
+        }),
+        ("VLAN-tagged (2 tags) established flow", {
+            let mut f = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
+            f.extend(frames::ipv4([10, 0, 0, 1], [10, 200, 0, 1], 6, &L4::Tcp { sport: 40004, dport: 502, flags: 0x10 }.bytes(), V4Opts::default()));
+            f
+        }),
+    ];
+    let mut out = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_owned();
+    out += "## Per-packet cost (BPF_PROG_TEST_RUN)\n\n";
+    out += &format!(
+        "Machine: {cpu}, {} CPUs, kernel {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: these are best cases, not the cost of many distinct flows.\n\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        kernel.trim()
+    );
+    for &ids in id_sizes {
+        for &cds in conduit_sizes {
+            let mut dp = Datapath::load().expect("load");
+            let p = policy(ids, cds);
+            let slot = dp.next_slot().unwrap();
+            let t = Instant::now();
+            let c = compile(&p, slot).expect("compile");
+            let compile_ms = t.elapsed().as_millis();
+            let t = Instant::now();
+            dp.apply(&c).expect("apply");
+            let apply_ms = t.elapsed().as_millis();
+            let floor = cost(dp.floor_program().unwrap(), &cases[0].1, repeat, rounds);
+            out += &format!(
+                "### {ids} identities, {cds} conduits\n\nload: compile {compile_ms} ms, apply {apply_ms} ms (single-element map updates). Floor (empty XDP_PASS): {floor:.1} ns.\n\n| case | ns/packet | × floor |\n| --- | ---: | ---: |\n"
+            );
+            let prog = dp.program().unwrap();
+            // Warm up: the first established-flow frames create their flows.
+            for (_, f) in &cases {
+                let _ = cost(prog, &frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], L4::Tcp { sport: 40000, dport: 502, flags: 0x02 }), 1, 1);
+                let _ = cost(prog, f, 1, 1);
+            }
+            let mut syn = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
+            syn.extend(frames::ipv4([10, 0, 0, 1], [10, 200, 0, 1], 6, &L4::Tcp { sport: 40004, dport: 502, flags: 0x02 }.bytes(), V4Opts::default()));
+            let _ = cost(prog, &syn, 1, 1);
+            for (name, f) in &cases {
+                let ns = cost(prog, f, repeat, rounds);
+                out += &format!("| {name} | {ns:.1} | {:.1} |\n", ns / floor);
+            }
+            out += "\n";
+            eprintln!("done: {ids} identities, {cds} conduits");
+        }
+    }
+    print!("{out}");
+    if let Ok(path) = std::env::var("CONDUIT_BENCH_OUT") {
+        std::fs::write(path, &out).expect("write the report");
+    }
+}
