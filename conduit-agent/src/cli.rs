@@ -64,6 +64,13 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), generated from these definitions.
+    Man,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -137,6 +144,26 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => crate::replay::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "conduit",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: writing the manual page: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

@@ -989,3 +989,38 @@ fn explain_invalid_policy_exits_1_and_unreadable_exits_2() {
     );
     code(&o, 0);
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_clap_definitions() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_conduit"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    for (shell, marker) in [
+        ("bash", "_conduit()"),
+        ("zsh", "#compdef conduit"),
+        ("fish", "complete -c conduit"),
+    ] {
+        let out = run(&["completions", shell]);
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(marker) && text.contains("explain"),
+            "{shell}: {text}"
+        );
+    }
+    let man = run(&["man"]);
+    assert!(man.status.success());
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        text.contains(".TH conduit 1") && text.contains("check"),
+        "{text}"
+    );
+    assert_eq!(
+        run(&["completions", "tcsh"]).status.code(),
+        Some(1),
+        "an unknown shell is bad input"
+    );
+}
