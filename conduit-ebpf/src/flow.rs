@@ -21,7 +21,9 @@ pub fn update(d: &Decision, p: &Packet, now: u64) {
         return;
     }
     // A known flow: update it in place (no map update on the hot path).
-    let Some(ptr) = CDT_FLOWS.get_ptr_mut(&key) else { return };
+    let Some(ptr) = CDT_FLOWS.get_ptr_mut(&key) else {
+        return;
+    };
     // SAFETY: the LRU element stays valid for this program run (RCU); a racing writer on
     // another CPU at worst leaves a slightly older timestamp.
     let old = unsafe { *ptr };

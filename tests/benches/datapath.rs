@@ -20,7 +20,12 @@ use conduit_tests::frames::{self, L4, V4Opts};
 const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
-    Rule { pos: Pos::default(), proto: Proto::Number(proto), ports, icmp_types: None }
+    Rule {
+        pos: Pos::default(),
+        proto: Proto::Number(proto),
+        ports,
+        icmp_types: None,
+    }
 }
 
 /// Zones a (client 10.0.0.1, fd00::1, bound MAC) and b (server 10.200.0.1, fd00::2), padded
@@ -29,12 +34,27 @@ fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
 fn policy(identities: u32, conduits: u32) -> Policy {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let mut a_assets = vec![
-        Asset { name: "client".into(), pos: Pos::default(), addr: Addr::Ip(ip("10.0.0.1")), mac: Some(CLIENT_MAC) },
-        Asset { name: "client6".into(), pos: Pos::default(), addr: Addr::Ip(ip("fd00::1")), mac: None },
+        Asset {
+            name: "client".into(),
+            pos: Pos::default(),
+            addr: Addr::Ip(ip("10.0.0.1")),
+            mac: Some(CLIENT_MAC),
+        },
+        Asset {
+            name: "client6".into(),
+            pos: Pos::default(),
+            addr: Addr::Ip(ip("fd00::1")),
+            mac: None,
+        },
     ];
     for i in 0..identities.saturating_sub(4) {
         let addr = IpAddr::from([10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-        a_assets.push(Asset { name: format!("f{i}"), pos: Pos::default(), addr: Addr::Ip(addr), mac: None });
+        a_assets.push(Asset {
+            name: format!("f{i}"),
+            pos: Pos::default(),
+            addr: Addr::Ip(addr),
+            mac: None,
+        });
     }
     let zone = |name: &str, assets| Zone {
         name: name.into(),
@@ -47,8 +67,18 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         assets,
     };
     let b_assets = vec![
-        Asset { name: "server".into(), pos: Pos::default(), addr: Addr::Ip(ip("10.200.0.1")), mac: None },
-        Asset { name: "server6".into(), pos: Pos::default(), addr: Addr::Ip(ip("fd00::2")), mac: None },
+        Asset {
+            name: "server".into(),
+            pos: Pos::default(),
+            addr: Addr::Ip(ip("10.200.0.1")),
+            mac: None,
+        },
+        Asset {
+            name: "server6".into(),
+            pos: Pos::default(),
+            addr: Addr::Ip(ip("fd00::2")),
+            mac: None,
+        },
     ];
     let conduit = |name: String, rules| Conduit {
         name,
@@ -64,9 +94,15 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         log: None,
         description: None,
     };
-    let mut cs = vec![conduit("web".into(), vec![rule(6, Some(vec![(502, 502)])), rule(1, None)])];
+    let mut cs = vec![conduit(
+        "web".into(),
+        vec![rule(6, Some(vec![(502, 502)])), rule(1, None)],
+    )];
     for i in 1..conduits {
-        cs.push(conduit(format!("c{i}"), vec![rule(6, Some(vec![(10_000 + i as u16, 10_000 + i as u16)]))]));
+        cs.push(conduit(
+            format!("c{i}"),
+            vec![rule(6, Some(vec![(10_000 + i as u16, 10_000 + i as u16)]))],
+        ));
     }
     Policy {
         version: 1,
@@ -82,7 +118,11 @@ fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
     let mut v: Vec<f64> = (0..rounds)
         .map(|_| {
             let r = prog
-                .test_run(TestRunOptions { data_in: Some(frame), repeat, ..Default::default() })
+                .test_run(TestRunOptions {
+                    data_in: Some(frame),
+                    repeat,
+                    ..Default::default()
+                })
                 .expect("BPF_PROG_TEST_RUN");
             r.duration.as_nanos() as f64
         })
@@ -95,26 +135,78 @@ fn main() {
     conduit_tests::require_root();
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
     let (repeat, rounds) = if full { (1_000_000, 5) } else { (200_000, 3) };
-    let id_sizes: &[u32] = if full { &[10, 10_000, 1_000_000] } else { &[10, 10_000] };
-    let conduit_sizes: &[u32] = if full { &[10, 1_000, 10_000] } else { &[10, 1_000] };
+    let id_sizes: &[u32] = if full {
+        &[10, 10_000, 1_000_000]
+    } else {
+        &[10, 10_000]
+    };
+    let conduit_sizes: &[u32] = if full {
+        &[10, 1_000, 10_000]
+    } else {
+        &[10, 1_000]
+    };
 
     let v4 = |l4| frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], l4);
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        ("established flow (TCP ACK)", v4(L4::Tcp { sport: 40000, dport: 502, flags: 0x10 })),
-        ("new flow allowed (SYN+RST: full decision, no insert)", v4(L4::Tcp { sport: 40001, dport: 502, flags: 0x06 })),
-        ("new flow denied (SYN to a closed port)", v4(L4::Tcp { sport: 40002, dport: 503, flags: 0x02 })),
-        ("ARP request", frames::arp(CLIENT_MAC, CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], 1)),
+        (
+            "established flow (TCP ACK)",
+            v4(L4::Tcp {
+                sport: 40000,
+                dport: 502,
+                flags: 0x10,
+            }),
+        ),
+        (
+            "new flow allowed (SYN+RST: full decision, no insert)",
+            v4(L4::Tcp {
+                sport: 40001,
+                dport: 502,
+                flags: 0x06,
+            }),
+        ),
+        (
+            "new flow denied (SYN to a closed port)",
+            v4(L4::Tcp {
+                sport: 40002,
+                dport: 503,
+                flags: 0x02,
+            }),
+        ),
+        (
+            "ARP request",
+            frames::arp(CLIENT_MAC, CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], 1),
+        ),
         ("IPv6 new flow denied", {
             let mut a = [0u8; 16];
             a[0] = 0xfd;
             a[15] = 1;
             let mut b = a;
             b[15] = 2;
-            frames::v6(CLIENT_MAC, a, b, L4::Tcp { sport: 40003, dport: 503, flags: 0x02 })
+            frames::v6(
+                CLIENT_MAC,
+                a,
+                b,
+                L4::Tcp {
+                    sport: 40003,
+                    dport: 503,
+                    flags: 0x02,
+                },
+            )
         }),
         ("VLAN-tagged (2 tags) established flow", {
             let mut f = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
-            f.extend(frames::ipv4([10, 0, 0, 1], [10, 200, 0, 1], 6, &L4::Tcp { sport: 40004, dport: 502, flags: 0x10 }.bytes(), V4Opts::default()));
+            f.extend(frames::ipv4(
+                [10, 0, 0, 1],
+                [10, 200, 0, 1],
+                6,
+                &L4::Tcp {
+                    sport: 40004,
+                    dport: 502,
+                    flags: 0x10,
+                }
+                .bytes(),
+                V4Opts::default(),
+            ));
             f
         }),
     ];
@@ -152,11 +244,36 @@ fn main() {
             let prog = dp.program().unwrap();
             // Warm up: the first established-flow frames create their flows.
             for (_, f) in &cases {
-                let _ = cost(prog, &frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], L4::Tcp { sport: 40000, dport: 502, flags: 0x02 }), 1, 1);
+                let _ = cost(
+                    prog,
+                    &frames::v4(
+                        CLIENT_MAC,
+                        [10, 0, 0, 1],
+                        [10, 200, 0, 1],
+                        L4::Tcp {
+                            sport: 40000,
+                            dport: 502,
+                            flags: 0x02,
+                        },
+                    ),
+                    1,
+                    1,
+                );
                 let _ = cost(prog, f, 1, 1);
             }
             let mut syn = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
-            syn.extend(frames::ipv4([10, 0, 0, 1], [10, 200, 0, 1], 6, &L4::Tcp { sport: 40004, dport: 502, flags: 0x02 }.bytes(), V4Opts::default()));
+            syn.extend(frames::ipv4(
+                [10, 0, 0, 1],
+                [10, 200, 0, 1],
+                6,
+                &L4::Tcp {
+                    sport: 40004,
+                    dport: 502,
+                    flags: 0x02,
+                }
+                .bytes(),
+                V4Opts::default(),
+            ));
             let _ = cost(prog, &syn, 1, 1);
             for (name, f) in &cases {
                 let ns = cost(prog, f, repeat, rounds);

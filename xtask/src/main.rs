@@ -108,25 +108,37 @@ fn bench(full: bool) -> Result<()> {
     let root = workspace_root();
     let datapath = std::env::temp_dir().join(format!("conduit-bench-{}.md", std::process::id()));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["bench", "--package", "conduit-tests", "--bench", "datapath"]).current_dir(&root).env("CONDUIT_BENCH_OUT", &datapath);
+    cmd.args(["bench", "--package", "conduit-tests", "--bench", "datapath"])
+        .current_dir(&root)
+        .env("CONDUIT_BENCH_OUT", &datapath);
     if full {
         cmd.env("CONDUIT_BENCH_FULL", "1");
     }
-    eprintln!("[xtask] datapath benchmark ({})", if full { "full" } else { "quick" });
+    eprintln!(
+        "[xtask] datapath benchmark ({})",
+        if full { "full" } else { "quick" }
+    );
     if !cmd.status()?.success() {
         bail!("the datapath benchmark failed");
     }
     let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    compile.args(["bench", "--package", "conduit-agent", "--bench", "compile"]).current_dir(&root);
+    compile
+        .args(["bench", "--package", "conduit-agent", "--bench", "compile"])
+        .current_dir(&root);
     if !full {
         compile.env("CONDUIT_BENCH_QUICK", "1");
     }
     eprintln!("[xtask] compile benchmark");
     let out = compile.output()?;
     if !out.status.success() {
-        bail!("the compile benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "the compile benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let date = Command::new("date").args(["-u", "+%Y-%m-%d %H:%M UTC"]).output()?;
+    let date = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()?;
     let report = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n{}\n## Policy compile time\n\n```\n{}```\n",
         if full { " --full" } else { "" },

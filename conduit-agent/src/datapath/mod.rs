@@ -133,7 +133,10 @@ impl Datapath {
     /// The empty XDP_PASS program of the object (`conduit_pass`), loaded on first use: the
     /// benchmarks' floor.
     pub fn floor_program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        let ebpf = self.ebpf.as_mut().ok_or(DatapathError::MissingMap("conduit_pass"))?;
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or(DatapathError::MissingMap("conduit_pass"))?;
         let prog: &mut Xdp = ebpf
             .program_mut("conduit_pass")
             .ok_or(DatapathError::MissingMap("conduit_pass"))?
