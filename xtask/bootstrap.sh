@@ -17,7 +17,7 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 
 # --- Debian packages -----------------------------------------------------------------------
 PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool
-      prometheus jq python3-pymodbus curl)
+      prometheus jq python3-pymodbus curl ansible gzip)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -67,5 +67,13 @@ if [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ] || ! "$CARGO_BIN/bpf-linker" --v
     --version "$BPF_LINKER_VERSION" --locked --force --root "${CARGO_HOME:-$HOME/.cargo}" >&2
   echo "$want" > "$STAMP"
 fi
+# --- cargo-deb (the Debian package) --------------------------------------------------------
+CARGO_DEB_VERSION=3.6.3
+if ! "$CARGO_BIN/cargo-deb" --version 2>/dev/null | grep -q "$CARGO_DEB_VERSION"; then
+  say "installing cargo-deb $CARGO_DEB_VERSION (about a minute)"
+  rustup run "$NIGHTLY" cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --force \
+    --root "${CARGO_HOME:-$HOME/.cargo}" >&2
+fi
+
 case ":$PATH:" in *":$CARGO_BIN:"*) ;; *) say "note: add $CARGO_BIN to PATH" ;; esac
 say "ready: $(rustup run "$NIGHTLY" rustc --version), $("$CARGO_BIN/bpf-linker" --version)"

@@ -3,6 +3,7 @@
 //! Run `./xtask/bootstrap.sh` first on a fresh machine: it installs the pinned toolchain,
 //! bpf-linker and the Debian packages that these commands use.
 mod demo;
+mod deploy;
 
 use std::process::Command;
 
@@ -29,6 +30,12 @@ enum Task {
     Lint,
     /// The demo: Conduit enforcing a policy between network namespaces it creates.
     Demo,
+    /// The deployment test: package, apt install, the Ansible role (twice, then with a broken
+    /// policy), the agent started as the systemd unit starts it.
+    DeployTest,
+    /// Build the Debian package (cargo-deb): binary, systemd unit, example policies, man page,
+    /// shell completions. Prints the path of the .deb.
+    Package,
     /// Benchmarks (numbers, never pass/fail): per-packet cost against an empty XDP program,
     /// policy compile times. Writes BENCHMARKS.md. Needs root.
     Bench {
@@ -46,16 +53,18 @@ fn main() -> Result<()> {
             args.extend(cargo_test_args.iter().map(String::as_str));
             let tests = cargo(&args);
             // The demo, twice in a row, must leave the machine as it found it.
-            let demo = if cargo_test_args.is_empty() {
-                demo::twice()
+            let (demo, deploy) = if cargo_test_args.is_empty() {
+                (demo::twice(), deploy::test())
             } else {
-                Ok(())
+                (Ok(()), Ok(()))
             };
-            tests.and(demo)
+            tests.and(demo).and(deploy)
         }
         Task::Lint => lint(),
         Task::Demo => demo::run(),
+        Task::DeployTest => deploy::test(),
         Task::Bench { full } => bench(full),
+        Task::Package => package().map(|p| println!("{}", p.display())),
     }
 }
 
@@ -150,4 +159,54 @@ fn bench(full: bool) -> Result<()> {
     std::fs::write(root.join("BENCHMARKS.md"), report)?;
     eprintln!("[xtask] wrote BENCHMARKS.md");
     Ok(())
+}
+
+/// Builds target/debian/conduit_*.deb and returns its path.
+pub fn package() -> Result<std::path::PathBuf> {
+    let root = workspace_root();
+    cargo(&["build", "--release", "--package", "conduit-agent"])?;
+    let bin = root.join("target/release/conduit");
+    let assets = root.join("target/assets");
+    std::fs::create_dir_all(&assets)?;
+    let generate = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new(&bin).args(args).output()?;
+        if !out.status.success() {
+            bail!("conduit {} failed", args.join(" "));
+        }
+        Ok(out.stdout)
+    };
+    let man = generate(&["man"])?;
+    let mut gz = Command::new("gzip")
+        .args(["-9n"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::io::Write::write_all(gz.stdin.as_mut().context("gzip stdin")?, &man)?;
+    drop(gz.stdin.take());
+    let out = gz.wait_with_output()?;
+    std::fs::write(assets.join("conduit.1.gz"), out.stdout)?;
+    std::fs::write(
+        assets.join("conduit.bash"),
+        generate(&["completions", "bash"])?,
+    )?;
+    std::fs::write(assets.join("_conduit"), generate(&["completions", "zsh"])?)?;
+    std::fs::write(
+        assets.join("conduit.fish"),
+        generate(&["completions", "fish"])?,
+    )?;
+    cargo(&[
+        "deb",
+        "--package",
+        "conduit-agent",
+        "--no-build",
+        "--no-strip",
+    ])?;
+    let dir = root.join("target/debian");
+    let mut debs: Vec<_> = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .collect();
+    debs.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+    debs.pop().context("cargo deb wrote no .deb")
 }
