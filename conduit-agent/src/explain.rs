@@ -43,6 +43,19 @@ pub struct ExplainArgs {
     /// answer is about the policy, not about spoofing).
     #[arg(long)]
     pub src_mac: Option<String>,
+    /// Judge a Modbus/TCP request with this function code (1..127) instead of the
+    /// connection's first packet: a data segment carrying one request, as the datapath
+    /// inspects it on rules with a `modbus` filter (needs --proto tcp).
+    #[arg(long, value_name = "CODE", value_parser = clap::value_parser!(u8).range(1..=127))]
+    pub modbus_function: Option<u8>,
+    /// Unit ID of the Modbus request (with --modbus-function).
+    #[arg(
+        long,
+        value_name = "ID",
+        default_value_t = 1,
+        requires = "modbus_function"
+    )]
+    pub modbus_unit: u8,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -77,6 +90,12 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         }
         (Reason::Fragment, _) => "a non-first IP fragment, and the policy denies fragments",
         (Reason::NeighborDiscovery, _) => "IPv6 neighbour discovery always passes",
+        (Reason::ModbusFunction, _) => {
+            "the conduit's rule has a Modbus filter that does not allow this function code"
+        }
+        (Reason::ModbusUnit, _) => {
+            "the conduit's rule has a Modbus filter that does not allow this unit ID"
+        }
         _ => "",
     }
 }
@@ -132,6 +151,9 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         }
         _ => 0,
     };
+    if a.modbus_function.is_some() && proto != TCP {
+        return reject("--modbus-function needs --proto tcp (Modbus/TCP)");
+    }
     let src_asset = l.policy.asset_of(a.src);
     let src_mac = match &a.src_mac {
         Some(m) => match addr::mac(m) {
@@ -156,12 +178,21 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         fragment: 0,
         sport: a.sport.unwrap_or(0),
         dport,
-        // A connection's first packet.
-        tcp_flags: if proto == TCP {
-            conduit_common::parse::TCP_SYN
+        // A connection's first packet, or a segment with one Modbus request.
+        tcp_flags: match (proto, a.modbus_function) {
+            (TCP, None) => conduit_common::parse::TCP_SYN,
+            (TCP, Some(_)) => conduit_common::parse::TCP_ACK | 0x08,
+            _ => 0,
+        },
+        payload_len: if a.modbus_function.is_some() {
+            conduit_common::modbus::MBAP_AND_FUNCTION as u16
         } else {
             0
         },
+        app: a
+            .modbus_function
+            .map(|f| conduit_common::modbus::request_header(a.modbus_unit, f))
+            .unwrap_or_default(),
     };
     let c = &l.compiled;
     let dec = verdict::decide(c, c.slot, &packet, 0);

@@ -85,6 +85,9 @@ impl Tables for Reference {
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.compiled.failsafe(key)
     }
+    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
+        self.compiled.modbus(key)
+    }
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

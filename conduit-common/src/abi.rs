@@ -12,6 +12,7 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_ID_CIDR,
     MAP_MAC,
     MAP_CONDUITS,
+    MAP_MODBUS,
     MAP_ZONES,
     MAP_LIVE,
     MAP_L2,
@@ -19,6 +20,7 @@ pub const PINNED_MAPS: &[&str] = &[
     crate::flow::MAP_FLOWS,
     MAP_CONDUIT_STATS,
     MAP_DROPS,
+    MAP_CONDUIT_DROPS,
     MAP_EVENTS,
     MAP_EVENT_RATE,
     MAP_EVENT_STATS,
@@ -108,10 +110,14 @@ pub enum Reason {
     Arp = 11,
     /// IPv6 neighbour discovery (ICMPv6 133..=137), kept working whatever the conduits say.
     NeighborDiscovery = 12,
+    /// A Modbus/TCP request whose function code the conduit's rule does not allow.
+    ModbusFunction = 13,
+    /// A Modbus/TCP request to a unit ID the conduit's rule does not allow.
+    ModbusUnit = 14,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 15] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -125,6 +131,8 @@ impl Reason {
         Reason::L2Allowed,
         Reason::Arp,
         Reason::NeighborDiscovery,
+        Reason::ModbusFunction,
+        Reason::ModbusUnit,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -142,6 +150,8 @@ impl Reason {
             Reason::L2Allowed => "l2_allowed",
             Reason::Arp => "arp",
             Reason::NeighborDiscovery => "neighbor_discovery",
+            Reason::ModbusFunction => "modbus_function",
+            Reason::ModbusUnit => "modbus_unit",
         }
     }
 }
@@ -170,9 +180,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(13));
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(15));
         // The names are part of SPEC §2 (and the README's extensions) and must never change.
-        let names: [&str; 13] = Reason::ALL.map(Reason::as_str);
+        let names: [&str; 15] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -188,7 +198,9 @@ mod tests {
                 "l2_denied",
                 "l2_allowed",
                 "arp",
-                "neighbor_discovery"
+                "neighbor_discovery",
+                "modbus_function",
+                "modbus_unit"
             ]
         );
     }
@@ -244,6 +256,9 @@ pub const MAP_ACTIVE: &str = "CDT_ACTIVE";
 pub const MAP_CONDUIT_STATS: &str = "CDT_CSTATS";
 /// Dropped and would-drop packets: per-CPU hash [`DropKey`] → [`Counter`].
 pub const MAP_DROPS: &str = "CDT_DROPS";
+/// Per-CPU hash [`ConduitDropKey`] → [`Counter`]: frames a conduit's own filter (Modbus
+/// inspection) denied, per conduit.
+pub const MAP_CONDUIT_DROPS: &str = "CDT_CDROPS";
 pub const MAX_DROP_KEYS: u32 = 1 << 16;
 
 /// The last decision, for tests and `replay` only: an array of one [`Trace`], written only
@@ -289,6 +304,18 @@ pub struct DropKey {
     pub verdict: u32,
 }
 const _: () = assert!(core::mem::size_of::<DropKey>() == 16);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConduitDropKey {
+    pub conduit: u32,
+    /// [`Reason`] as u32.
+    pub reason: u32,
+    /// [`Verdict::Deny`] or [`Verdict::WouldDeny`] as u32.
+    pub verdict: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ConduitDropKey>() == 16);
 
 /// Failsafe: the gateway's own addresses on the failsafe ports, [`FailsafeKey`] → `u32` (1).
 /// Filled by the agent, which knows the host's addresses.
@@ -441,15 +468,64 @@ pub const LPM_CONDUIT_ANY_PROTO_BITS: u32 = 72;
 pub const LPM_CONDUIT_ANY_PORT_BITS: u32 = 80;
 pub const LPM_CONDUIT_FULL_BITS: u32 = 96;
 
-/// The conduit a rule belongs to.
+/// The conduit a rule belongs to, and the rule's Modbus/TCP filter if it has one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConduitHit {
     pub conduit: u32,
     /// [`LOG_NONE`], [`LOG_DENY`] or [`LOG_ALL`]: the conduit's `log`.
     pub log: u32,
+    /// The rule's Modbus filter (`CDT_MODBUS` key with the slot), or 0: no inspection.
+    pub modbus: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<ConduitHit>() == 8);
+const _: () = assert!(core::mem::size_of::<ConduitHit>() == 16);
+
+/// Modbus filters of the rules that have one: [`ModbusKey`] → [`ModbusRule`].
+pub const MAP_MODBUS: &str = "CDT_MODBUS";
+pub const MAX_MODBUS_FILTERS: u32 = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModbusKey {
+    pub slot: u32,
+    /// [`ConduitHit::modbus`], from 1.
+    pub filter: u32,
+}
+const _: () = assert!(core::mem::size_of::<ModbusKey>() == 8);
+
+/// What a Modbus client may send on a rule.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ModbusRule {
+    /// `MODBUS_*` bits.
+    pub flags: u32,
+    /// Allowed function codes: bit `fc % 32` of word `fc / 32` (codes 1..=127).
+    pub functions: [u32; 4],
+    /// Allowed unit IDs (when [`MODBUS_ANY_UNIT`] is clear): bit `u % 32` of word `u / 32`.
+    pub units: [u32; 8],
+}
+const _: () = assert!(core::mem::size_of::<ModbusRule>() == 52);
+
+/// Every unit ID is allowed (no `unit_ids` in the rule).
+pub const MODBUS_ANY_UNIT: u32 = 2;
+
+/// Whether bit `i` of a bitmap of 32-bit words is set (false past its end).
+#[inline(always)]
+pub fn bit(words: &[u32], i: usize) -> bool {
+    match words.get(i / 32) {
+        Some(w) => (w >> (i % 32)) & 1 == 1,
+        None => false,
+    }
+}
+
+/// Sets bit `i` of a bitmap of 32-bit words (ignored past its end).
+#[inline(always)]
+pub fn set_bit(words: &mut [u32], i: usize) {
+    if let Some(w) = words.get_mut(i / 32) {
+        *w |= 1 << (i % 32);
+    }
+}
 
 pub const LOG_NONE: u32 = 0;
 pub const LOG_DENY: u32 = 1;
@@ -517,8 +593,12 @@ pub struct Settings {
     pub unknown_mode: u8,
     /// `defaults.log` for denials that no conduit is involved in.
     pub log: u32,
+    /// 1 when a rule of the policy has a `modbus` section: data segments of established TCP
+    /// flows are then looked up again so that the live filter applies to them.
+    pub modbus: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 
 #[cfg(feature = "user")]
 mod pod_policy {
@@ -543,5 +623,8 @@ mod pod_policy {
     unsafe impl aya::Pod for Event {}
     unsafe impl aya::Pod for EventRate {}
     unsafe impl aya::Pod for DropKey {}
+    unsafe impl aya::Pod for ConduitDropKey {}
+    unsafe impl aya::Pod for ModbusKey {}
+    unsafe impl aya::Pod for ModbusRule {}
     unsafe impl aya::Pod for crate::flow::FlowVal {}
 }

@@ -218,6 +218,16 @@ fn parse_l4<F: Frame + ?Sized>(
             p.sport = be16([t[0], t[1]]);
             p.dport = be16([t[2], t[3]]);
             p.tcp_flags = t[13];
+            let data = off + doff;
+            // At most 65535 - 20 - 20: the IP length is 16 bits.
+            p.payload_len = (end - data) as u16;
+            // Load first, then look at the length: a load guarded only by the IP length
+            // lets the compiler drop the bounds check that the verifier needs.
+            if let Some(app) = f.load::<8>(data)
+                && end - data >= 8
+            {
+                p.app = app;
+            }
         }
         PROTO_UDP => {
             let u: [u8; 8] = f.load(off).ok_or(Malformed)?;

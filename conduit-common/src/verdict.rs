@@ -27,6 +27,22 @@ pub trait Tables {
     fn live(&self, key: &ConduitKey) -> bool;
     /// Whether the destination is the gateway itself on a failsafe port.
     fn failsafe(&self, key: &FailsafeKey) -> bool;
+    /// A rule's Modbus filter, read in place (it is too large to copy onto the BPF stack).
+    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule>;
+}
+
+/// The verdict of the Modbus filter of the rule `hit` on a client-to-server packet, if the
+/// rule has one (see [`crate::modbus`]).
+#[inline(always)]
+fn inspect<T: Tables>(t: &T, slot: u8, hit: &ConduitHit, p: &Packet) -> Option<Reason> {
+    if hit.modbus == 0 {
+        return None;
+    }
+    let key = ModbusKey {
+        slot: slot as u32,
+        filter: hit.modbus,
+    };
+    crate::modbus::check(t.modbus(&key), p)
 }
 
 /// What the parser found in a frame (or what `explain` was told).
@@ -56,6 +72,11 @@ pub struct Packet {
     pub dport: u16,
     /// TCP flags (`parse::TCP_*`).
     pub tcp_flags: u8,
+    /// TCP payload length in bytes (from the IP length, so Ethernet padding is not payload).
+    pub payload_len: u16,
+    /// The first 8 bytes of the TCP payload when it has at least 8 (a Modbus MBAP header
+    /// and function code), else zeros.
+    pub app: [u8; 8],
 }
 
 pub const KIND_IP: u8 = 0;
@@ -216,6 +237,16 @@ impl<T: Tables> Judge<'_, T> {
         }
     }
 
+    /// A denial by a conduit's own filter (Modbus inspection): the conduit is named, so that
+    /// the drop is counted per conduit, and the conduit's `log` decides the audit event.
+    #[inline(always)]
+    fn deny_by(&self, reason: Reason, hit: &ConduitHit) -> Decision {
+        let mut d = self.deny(reason);
+        d.conduit = hit.conduit;
+        d.log = hit.log != LOG_NONE;
+        d
+    }
+
     #[inline(always)]
     fn either(&self, allow: bool, yes: Reason, no: Reason) -> Decision {
         if allow {
@@ -357,6 +388,21 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         if let Some(v) = t.flow(&flow_key(p, false))
             && live(&v)
         {
+            // Data of an established flow on a rule with a Modbus filter: the live policy's
+            // filter judges every client-to-server segment (so a reload that narrows a
+            // conduit to read-only applies to sessions already open).
+            if settings.modbus == 1
+                && p.proto == PROTO_TCP
+                && p.payload_len > 0
+                && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport)
+                && let Some(reason) = inspect(t, slot, &hit, p)
+            {
+                let mut d = j.deny_by(reason, &hit);
+                if d.verdict == Verdict::WouldDeny {
+                    d.flow = FLOW_FWD;
+                }
+                return d;
+            }
             let mut d = j.allow(Reason::Conduit, None);
             d.conduit = v.conduit;
             d.flow = FLOW_FWD;
@@ -391,6 +437,9 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     }
 
     if let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
+        if let Some(reason) = inspect(t, slot, &hit, p) {
+            return j.deny_by(reason, &hit);
+        }
         let mut d = j.allow(Reason::Conduit, Some(hit));
         if tracked {
             d.flow = FLOW_NEW;

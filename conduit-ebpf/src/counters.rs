@@ -1,8 +1,8 @@
 //! Counters: totals per verdict, per-conduit traffic, drops per zone pair and reason.
 use aya_ebpf::maps::PerCpuHashMap;
-use conduit_common::{Counter, DropKey, NO_CONDUIT, Verdict, verdict::Decision};
+use conduit_common::{ConduitDropKey, Counter, DropKey, NO_CONDUIT, Verdict, verdict::Decision};
 
-use crate::maps::{CDT_CSTATS, CDT_DROPS, CDT_TOTALS};
+use crate::maps::{CDT_CDROPS, CDT_CSTATS, CDT_DROPS, CDT_TOTALS};
 
 /// Adds one packet of `len` bytes under `key`, creating the entry on first use.
 #[inline(always)]
@@ -43,6 +43,16 @@ pub fn count(d: &Decision, len: u64) {
                 verdict: d.verdict as u32,
             };
             bump(&CDT_DROPS, &key, len);
+            // Denied by a conduit's own filter (Modbus inspection): counted per conduit too.
+            if d.conduit != NO_CONDUIT {
+                let key = ConduitDropKey {
+                    conduit: d.conduit,
+                    reason: d.reason as u32,
+                    verdict: d.verdict as u32,
+                    _pad: 0,
+                };
+                bump(&CDT_CDROPS, &key, len);
+            }
         }
     }
 }

@@ -37,6 +37,10 @@ pub static CDT_MAC: HashMap<MacKey, MacBinding> =
 pub static CDT_CONDUITS: LpmTrie<LpmConduitData, ConduitHit> =
     LpmTrie::with_max_entries(SLOTS * MAX_CONDUIT_ENTRIES, NO_PREALLOC);
 
+#[map(name = "CDT_MODBUS")]
+pub static CDT_MODBUS: HashMap<ModbusKey, ModbusRule> =
+    HashMap::with_max_entries(SLOTS * MAX_MODBUS_FILTERS, NO_PREALLOC);
+
 #[map(name = "CDT_ZONES")]
 pub static CDT_ZONES: HashMap<ZoneKey, ZoneCfg> = HashMap::with_max_entries(SLOTS * MAX_ZONES, 0);
 
@@ -57,6 +61,10 @@ pub static CDT_CSTATS: PerCpuHashMap<u32, Counter> =
 
 #[map(name = "CDT_DROPS")]
 pub static CDT_DROPS: PerCpuHashMap<DropKey, Counter> =
+    PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
+
+#[map(name = "CDT_CDROPS")]
+pub static CDT_CDROPS: PerCpuHashMap<ConduitDropKey, Counter> =
     PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
 #[map(name = "CDT_TRACE")]

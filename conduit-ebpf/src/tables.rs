@@ -67,6 +67,13 @@ impl Tables for KernelTables {
     }
 
     #[inline(always)]
+    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
+        // SAFETY: read in place; BPF_F_NO_PREALLOC keeps a deleted element readable (RCU)
+        // until the program returns, and the agent only deletes filters of the idle slot.
+        unsafe { CDT_MODBUS.get(key) }
+    }
+
+    #[inline(always)]
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         CDT_FAILSAFE.get_ptr(key).is_some()
     }

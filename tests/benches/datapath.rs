@@ -25,6 +25,7 @@ fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
         proto: Proto::Number(proto),
         ports,
         icmp_types: None,
+        modbus: None,
     }
 }
 

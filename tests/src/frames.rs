@@ -38,12 +38,32 @@ pub enum L4 {
     Raw {
         proto: u8,
     },
+    /// A TCP segment with the first `len` bytes of `data` as payload (e.g. a Modbus ADU).
+    TcpData {
+        sport: u16,
+        dport: u16,
+        flags: u8,
+        data: [u8; 24],
+        len: u8,
+    },
+}
+
+/// A Modbus/TCP request ADU (MBAP header, function code, `pdu` after it) as [`L4::TcpData`]
+/// payload: `(data, len)`.
+pub fn modbus_adu(transaction: u16, unit: u8, function: u8, pdu: &[u8]) -> ([u8; 24], u8) {
+    let mut d = [0u8; 24];
+    d[..2].copy_from_slice(&transaction.to_be_bytes());
+    d[4..6].copy_from_slice(&(2 + pdu.len() as u16).to_be_bytes());
+    d[6] = unit;
+    d[7] = function;
+    d[8..8 + pdu.len()].copy_from_slice(pdu);
+    (d, 8 + pdu.len() as u8)
 }
 
 impl L4 {
     pub fn proto(&self, v6: bool) -> u8 {
         match self {
-            L4::Tcp { .. } => 6,
+            L4::Tcp { .. } | L4::TcpData { .. } => 6,
             L4::Udp { .. } => 17,
             L4::Icmp { .. } => {
                 if v6 {
@@ -83,6 +103,22 @@ impl L4 {
                 i
             }
             L4::Raw { .. } => vec![0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0],
+            L4::TcpData {
+                sport,
+                dport,
+                flags,
+                data,
+                len,
+            } => {
+                let mut t = L4::Tcp {
+                    sport,
+                    dport,
+                    flags,
+                }
+                .bytes();
+                t.extend_from_slice(&data[..usize::from(len).min(data.len())]);
+                t
+            }
         }
     }
 }

@@ -175,24 +175,43 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
         if rng.random_bool(0.2) {
             y += "    bidirectional: true\n";
         }
+        // One Modbus filter per conduit (two tcp rules of a conduit on the same port must
+        // not differ in it), on every tcp rule; then no `proto: any` rule either.
+        let modbus = if rng.random_bool(0.4) {
+            Some(format!(
+                ", modbus: {{ functions: [{}]{} }}",
+                ["read", "read, write", "3", "read, 90"]
+                    .choose(rng)
+                    .unwrap(),
+                if rng.random_bool(0.5) {
+                    ", unit_ids: [1, 255]"
+                } else {
+                    ""
+                }
+            ))
+        } else {
+            None
+        };
+        let mb = modbus.as_deref().unwrap_or("");
         y += "    rules:\n";
         for _ in 0..rng.random_range(1..=3) {
             y += &match rng.random_range(0..8) {
-                0 => "      - { proto: any }\n".to_string(),
+                0 if modbus.is_none() => "      - { proto: any }\n".to_string(),
+                0 => "      - { proto: udp }\n".to_string(),
                 1 => format!(
-                    "      - {{ proto: tcp, ports: [{}, \"20000-20010\"] }}\n",
+                    "      - {{ proto: tcp, ports: [{}, \"20000-20010\"]{mb} }}\n",
                     PORTS.choose(rng).unwrap()
                 ),
                 2 => format!(
                     "      - {{ proto: udp, ports: [{}] }}\n",
                     PORTS.choose(rng).unwrap()
                 ),
-                3 => "      - { proto: tcp }\n".to_string(),
+                3 => format!("      - {{ proto: tcp{mb} }}\n"),
                 4 => "      - { proto: icmp, icmp_types: [echo-request] }\n".to_string(),
                 5 => "      - { proto: icmpv6 }\n".to_string(),
                 6 => "      - { proto: 47 }\n".to_string(),
                 _ => format!(
-                    "      - {{ proto: tcp, ports: [{}] }}\n",
+                    "      - {{ proto: tcp, ports: [{}]{mb} }}\n",
                     PORTS.choose(rng).unwrap()
                 ),
             };
@@ -250,7 +269,7 @@ fn random_l4(rng: &mut impl Rng, ports: &[u16], v6: bool) -> L4 {
             rng.random()
         }
     };
-    match rng.random_range(0..10) {
+    match rng.random_range(0..12) {
         0..=3 => L4::Tcp {
             sport: port(rng),
             dport: port(rng),
@@ -274,9 +293,47 @@ fn random_l4(rng: &mut impl Rng, ports: &[u16], v6: bool) -> L4 {
                 id: rng.random_range(0..4),
             }
         }
+        9..=10 => {
+            let sport = port(rng);
+            let dport = if rng.random_bool(0.5) { 502 } else { port(rng) };
+            random_modbus(rng, sport, dport)
+        }
         _ => L4::Raw {
             proto: *[47u8, 50, 132].choose(rng).unwrap(),
         },
+    }
+}
+
+/// A TCP data segment that is mostly a Modbus/TCP request: function codes inside and outside
+/// the generated filters, unit IDs in and out of them, and broken framing (wrong protocol id
+/// or length, two ADUs in one segment, a short payload).
+fn random_modbus(rng: &mut impl Rng, sport: u16, dport: u16) -> L4 {
+    let function = *[1u8, 3, 4, 5, 6, 16, 23, 43, 90, 0, 128, 200]
+        .choose(rng)
+        .unwrap();
+    let unit = *[1u8, 2, 255, 0].choose(rng).unwrap();
+    let pdu: &[u8] = &[0, 1, 0, 2][..rng.random_range(0..=4)];
+    let (mut data, mut len) = frames::modbus_adu(rng.random(), unit, function, pdu);
+    match rng.random_range(0..10) {
+        0 => data[3] = 1,
+        1 => data[5] = data[5].wrapping_add(1),
+        2 => {
+            // A second ADU right after the first.
+            let n = usize::from(len);
+            let (second, l2) = frames::modbus_adu(7, unit, 3, &[0, 1]);
+            let take = (24 - n).min(usize::from(l2));
+            data[n..n + take].copy_from_slice(&second[..take]);
+            len += take as u8;
+        }
+        3 => len = rng.random_range(1..8),
+        _ => {}
+    }
+    L4::TcpData {
+        sport,
+        dport,
+        flags: *[0x18u8, 0x10, 0x19].choose(rng).unwrap(),
+        data,
+        len,
     }
 }
 

@@ -114,6 +114,20 @@ fn object_maps_match_common_types() {
             size_of::<abi::Counter>(),
             abi::MAX_DROP_KEYS,
         ),
+        (
+            abi::MAP_MODBUS,
+            HASH,
+            size_of::<abi::ModbusKey>(),
+            size_of::<abi::ModbusRule>(),
+            S * abi::MAX_MODBUS_FILTERS,
+        ),
+        (
+            abi::MAP_CONDUIT_DROPS,
+            PERCPU_HASH,
+            size_of::<abi::ConduitDropKey>(),
+            size_of::<abi::Counter>(),
+            abi::MAX_DROP_KEYS,
+        ),
         (abi::MAP_TRACE, ARRAY, 4, size_of::<abi::Trace>(), 1),
         (abi::MAP_EVENTS, RINGBUF, 0, 0, abi::EVENTS_BYTES),
         (

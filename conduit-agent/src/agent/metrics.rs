@@ -135,6 +135,39 @@ impl Collector for KernelCollector {
                 })
                 .collect()
         };
+        // Denials by a conduit's own filter (Modbus inspection), per conduit.
+        let (mut cdropped, mut cwould) = (Vec::new(), Vec::new());
+        if let Ok(drops) = s.dp.conduit_drops() {
+            for (k, c) in drops {
+                let Some(name) = st.conduits.get(&k.conduit) else {
+                    continue;
+                };
+                let reason = Reason::try_from(k.reason)
+                    .map(Reason::as_str)
+                    .unwrap_or("other");
+                let m = counter(
+                    vec![label("conduit", name), label("reason", reason)],
+                    c.packets as f64,
+                );
+                if k.verdict == Verdict::WouldDeny as u32 {
+                    cwould.push(m);
+                } else {
+                    cdropped.push(m);
+                }
+            }
+        }
+        out.push(family(
+            "conduit_inspection_dropped_packets_total",
+            "Packets a conduit's own filter dropped (Modbus function or unit not allowed, malformed Modbus), by conduit and reason.",
+            MetricType::COUNTER,
+            cdropped,
+        ));
+        out.push(family(
+            "conduit_inspection_would_drop_packets_total",
+            "Packets a conduit's own filter would drop in a monitor-mode zone, by conduit and reason.",
+            MetricType::COUNTER,
+            cwould,
+        ));
         out.push(family(
             "conduit_dropped_packets_total",
             "Packets dropped, by zone pair and reason.",

@@ -120,6 +120,12 @@ impl Datapath {
             |k: &MacKey| u32::from(k.slot),
             c.mac.iter().map(|(k, v)| (*k, *v)),
         )?;
+        self.sync_hash(
+            MAP_MODBUS,
+            s32,
+            |k: &ModbusKey| k.slot,
+            c.modbus.iter().map(|(k, v)| (*k, *v)),
+        )?;
         self.sync_lpm(MAP_CONDUITS, slot, |d: &LpmConduitData| d[0], &c.conduits)?;
         self.sync_hash(
             MAP_ZONES,

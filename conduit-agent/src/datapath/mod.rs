@@ -204,6 +204,15 @@ impl Datapath {
         self.per_cpu_hash(conduit_common::MAP_DROPS)
     }
 
+    /// Packets a conduit's own filter (Modbus inspection) denied, per (conduit, reason,
+    /// verdict), summed over CPUs.
+    pub fn conduit_drops(
+        &self,
+    ) -> Result<std::collections::BTreeMap<conduit_common::ConduitDropKey, Counter>, DatapathError>
+    {
+        self.per_cpu_hash(conduit_common::MAP_CONDUIT_DROPS)
+    }
+
     fn per_cpu_hash<K: aya::Pod + Ord>(
         &self,
         name: &'static str,

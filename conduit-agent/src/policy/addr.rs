@@ -234,3 +234,44 @@ pub fn ethertype(s: &str) -> Result<u16, String> {
         n => Ok(n),
     }
 }
+
+/// A Modbus function-code entry: a named set (`read`, `write`, `diagnostics`,
+/// `programming`) or a code in 1..=127 (128..=255 are exception responses, 0 is invalid).
+pub fn modbus_functions(s: &str) -> Result<Vec<u8>, String> {
+    use conduit_common::modbus::SETS;
+    let s = s.trim();
+    if let Some(&(_, codes)) = SETS.iter().find(|(name, _)| *name == s) {
+        return Ok(codes.to_vec());
+    }
+    let names = || SETS.iter().map(|(n, _)| *n);
+    match s.parse::<u32>() {
+        Ok(n @ 1..=127) => Ok(vec![n as u8]),
+        Ok(n) => Err(format!(
+            "Modbus function code `{n}` is out of range: request function codes are 1..127"
+        )),
+        Err(_) => {
+            let hint = super::diag::did_you_mean(s, names())
+                .map(|h| format!("did you mean `{h}`? "))
+                .unwrap_or_default();
+            Err(format!(
+                "`{s}` is not a Modbus function set or code; {hint}use a code 1..127 or one of: {}",
+                names().collect::<Vec<_>>().join(", ")
+            ))
+        }
+    }
+}
+
+/// A Modbus unit ID, 0..=255 (0 is the broadcast and TCP-gateway address, 255 the usual
+/// "this device" value of Modbus/TCP servers).
+pub fn modbus_unit(s: &str) -> Result<u8, String> {
+    match s.trim().parse::<u32>() {
+        Ok(n @ 0..=255) => Ok(n as u8),
+        Ok(n) => Err(format!(
+            "Modbus unit ID `{n}` is out of range: unit IDs are 0..255"
+        )),
+        Err(_) => Err(format!(
+            "`{}` is not a Modbus unit ID: use a number 0..255",
+            s.trim()
+        )),
+    }
+}

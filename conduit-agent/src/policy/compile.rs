@@ -14,7 +14,7 @@ use conduit_common::{verdict::Tables, *};
 
 use super::{
     diag::Pos,
-    model::{Addr, LogLevel, Mode, Policy, Proto, Rule},
+    model::{Addr, LogLevel, ModbusFilter, Mode, Policy, Proto, Rule},
 };
 
 /// A policy compiled for one slot: the map contents, and the names behind the IDs.
@@ -27,6 +27,8 @@ pub struct Compiled {
     pub mac: BTreeMap<MacKey, MacBinding>,
     /// (prefix length in bits, data) → conduit.
     pub conduits: BTreeMap<(u32, LpmConduitData), ConduitHit>,
+    /// The rules' Modbus filters, one entry per distinct filter.
+    pub modbus: BTreeMap<ModbusKey, ModbusRule>,
     pub zones: BTreeMap<ZoneKey, ZoneCfg>,
     pub live: BTreeMap<ConduitKey, ConduitInfo>,
     pub l2: BTreeSet<EtherTypeKey>,
@@ -150,6 +152,24 @@ fn mode_code(m: Mode) -> u8 {
     }
 }
 
+/// The datapath form of a rule's Modbus filter: bitmaps of the allowed function codes and
+/// unit IDs.
+fn modbus_rule(m: &ModbusFilter) -> ModbusRule {
+    let mut r = ModbusRule::default();
+    for &f in &m.functions {
+        set_bit(&mut r.functions, usize::from(f));
+    }
+    match &m.unit_ids {
+        None => r.flags |= MODBUS_ANY_UNIT,
+        Some(units) => {
+            for &u in units {
+                set_bit(&mut r.units, usize::from(u));
+            }
+        }
+    }
+    r
+}
+
 /// Compiles `p` for policy slot `slot` (0 or 1).
 pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
     let mut c = Compiled {
@@ -184,6 +204,13 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         l2_allow: u8::from(p.defaults.l2_default_allow),
         unknown_mode: mode_code(p.defaults.mode),
         log: log_code(p.defaults.log),
+        modbus: u32::from(
+            p.conduits
+                .iter()
+                .flat_map(|x| &x.rules)
+                .any(|r| r.modbus.is_some()),
+        ),
+        _pad: 0,
     };
     for r in &p.defaults.failsafe {
         if let (Proto::Number(proto), Some(ranges)) = (r.proto, &r.ports) {
@@ -265,6 +292,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     };
     let mut entries: BTreeMap<(u32, LpmConduitData), ConduitHit> = BTreeMap::new();
+    let mut filters: BTreeMap<ModbusRule, u32> = BTreeMap::new();
     for x in &p.conduits {
         let cid = c.conduit_ids[&x.name];
         let log = log_code(x.log.unwrap_or(p.defaults.log));
@@ -291,10 +319,24 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
             pairs.extend(dsts.iter().flat_map(|&d| srcs.iter().map(move |&s| (d, s))));
         }
         for rule in &x.rules {
+            // Identical filters share one entry; IDs in order of first use, from 1.
+            let filter = match &rule.modbus {
+                None => 0,
+                Some(m) => {
+                    let r = modbus_rule(m);
+                    let n = filters.len() as u32 + 1;
+                    *filters.entry(r).or_insert(n)
+                }
+            };
             let mut won_any = false;
             for &(s, d) in &pairs {
                 for (plen, data) in rule_entries(slot, s, d, rule) {
-                    let hit = ConduitHit { conduit: cid, log };
+                    let hit = ConduitHit {
+                        conduit: cid,
+                        log,
+                        modbus: filter,
+                        _pad: 0,
+                    };
                     let e = entries.entry((plen, data)).or_insert(hit);
                     won_any |= e.conduit == cid;
                     c.conduit_lens.insert(plen);
@@ -306,6 +348,18 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     }
     c.conduits = entries;
+    c.modbus = filters
+        .into_iter()
+        .map(|(rule, filter)| {
+            (
+                ModbusKey {
+                    slot: u32::from(slot),
+                    filter,
+                },
+                rule,
+            )
+        })
+        .collect();
 
     let checks = [
         (
@@ -321,6 +375,11 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
             MAX_CONDUIT_ENTRIES,
         ),
         ("zones", c.zones.len(), MAX_ZONES),
+        (
+            "distinct Modbus filters",
+            c.modbus.len(),
+            MAX_MODBUS_FILTERS,
+        ),
         ("conduits", c.live.len(), MAX_CONDUITS),
         ("allowed EtherTypes", c.l2.len(), MAX_L2_ETHERTYPES),
     ];
@@ -444,6 +503,10 @@ impl Tables for Compiled {
     fn live(&self, key: &ConduitKey) -> bool {
         self.live.contains_key(key)
     }
+    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
+        self.modbus.get(key)
+    }
+
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.failsafe.contains(key)
     }

@@ -6,6 +6,9 @@ use super::{
     model::{Addr, Policy},
 };
 
+/// The registered Modbus/TCP port.
+const MODBUS_PORT: u16 = 502;
+
 /// SL-T of a zone by name; `unknown` (the outside world) counts as SL 1.
 fn sl(p: &Policy, zone: &str) -> u8 {
     p.zone(zone).map_or(1, |z| z.security_level)
@@ -56,6 +59,24 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
                     x.name,
                     if r.proto == super::model::Proto::Any { "every protocol".to_owned() } else { format!("every {} port", r.proto.name()) },
                     sl(p, target)));
+            }
+        }
+        // 8. Modbus/TCP into a high-SL zone without a function filter: any client allowed to
+        //    read could also write, or stop and reprogram the PLC (function 90, 125, 126).
+        //    A `modbus` filter (read-only is least privilege) settles it.
+        if let Some(target) = high_into.first() {
+            for r in x.rules.iter().filter(|r| {
+                r.modbus.is_none()
+                    && r.proto == super::model::Proto::Number(super::model::TCP)
+                    && r.ports.as_ref().is_some_and(|ports| {
+                        ports
+                            .iter()
+                            .any(|&(lo, hi)| lo <= MODBUS_PORT && MODBUS_PORT <= hi)
+                    })
+            }) {
+                d.warning(r.pos, format!(
+                    "[L8] conduit \"{}\" allows Modbus/TCP (port 502) into zone \"{target}\" (SL-T {}) without a `modbus` filter: every function code passes, programming and stop included; add `modbus: {{ functions: [read] }}` (least privilege), or list what the clients must send",
+                    x.name, sl(p, target)));
             }
         }
         // 3. The conduit's own SL-T must reach the highest of the zones it joins.

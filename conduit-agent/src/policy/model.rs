@@ -128,6 +128,25 @@ pub struct Rule {
     pub ports: Option<Vec<(u16, u16)>>,
     /// ICMP types; `None`: every type.
     pub icmp_types: Option<Vec<u8>>,
+    /// The Modbus/TCP filter of a tcp rule; `None`: no inspection.
+    pub modbus: Option<ModbusFilter>,
+}
+
+/// `modbus:` of a rule, resolved: sorted, deduplicated function codes and unit IDs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ModbusFilter {
+    pub functions: Vec<u8>,
+    /// `None`: every unit ID.
+    pub unit_ids: Option<Vec<u8>>,
+}
+
+impl ModbusFilter {
+    /// Whether the filter allows only functions that read (the `read` set or a subset).
+    pub fn is_read_only(&self) -> bool {
+        self.functions
+            .iter()
+            .all(|f| conduit_common::modbus::READ.contains(f))
+    }
 }
 
 impl Rule {

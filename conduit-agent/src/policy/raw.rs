@@ -103,8 +103,18 @@ pub struct Rule {
     pub proto: S,
     pub ports: Option<Spanned<Vec<S>>>,
     pub icmp_types: Option<Spanned<Vec<S>>>,
+    pub modbus: Option<Spanned<Modbus>>,
 }
-pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types"];
+pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus"];
+
+/// `modbus:` of a tcp rule: the function codes (named sets or numbers) and unit IDs a
+/// client may send.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Modbus {
+    pub functions: Spanned<Vec<S>>,
+    pub unit_ids: Option<Spanned<Vec<S>>>,
+}
 
 /// A zone name or a list of zone names (`from`, `to`).
 #[derive(Debug)]

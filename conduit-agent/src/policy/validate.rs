@@ -11,6 +11,20 @@ use super::{
     raw::{self, S},
 };
 
+/// Whether two rules of one conduit both reach some TCP port with different Modbus filters.
+fn modbus_conflict(a: &Rule, b: &Rule) -> bool {
+    let tcp = |r: &Rule| matches!(r.proto, Proto::Any | Proto::Number(TCP));
+    if a.modbus == b.modbus || !tcp(a) || !tcp(b) {
+        return false;
+    }
+    match (&a.ports, &b.ports) {
+        (None, _) | (_, None) => true,
+        (Some(x), Some(y)) => x
+            .iter()
+            .any(|&(lo, hi)| y.iter().any(|&(l, h)| lo <= h && l <= hi)),
+    }
+}
+
 /// Files larger than this are refused before parsing.
 pub const MAX_POLICY_BYTES: usize = 256 << 20;
 
@@ -310,7 +324,10 @@ impl Validator<'_> {
                 };
                 match self.rule(&r.value, r.pos) {
                     Some(rule) => {
-                        if rule.proto == Proto::Any || rule.icmp_types.is_some() {
+                        if rule.modbus.is_some() {
+                            self.err(rule.pos, "a failsafe entry cannot have `modbus`: failsafe traffic to the gateway is never inspected");
+                            ok = false;
+                        } else if rule.proto == Proto::Any || rule.icmp_types.is_some() {
                             self.err(rule.pos, "a failsafe entry names a port-based protocol (tcp or udp) and its ports, e.g. { proto: tcp, ports: [22] }");
                             ok = false;
                         } else if rule.ports.is_none() {
@@ -407,11 +424,63 @@ impl Validator<'_> {
                 Some(v)
             }
         };
+        let modbus = match &r.modbus {
+            None => None,
+            Some(m) => {
+                if proto != Proto::Number(TCP) {
+                    self.err(
+                        pos(m),
+                        format!(
+                            "`modbus` only applies to tcp rules (Modbus/TCP), not to `{}`",
+                            proto.name()
+                        ),
+                    );
+                    return None;
+                }
+                let mut functions = Vec::new();
+                if m.functions.is_empty() {
+                    self.err(pos(&m.functions), "`functions: []` would allow no Modbus request; list the allowed sets or codes, e.g. [read]");
+                    ok = false;
+                }
+                for f in m.functions.iter() {
+                    match self.parse(f, addr::modbus_functions) {
+                        Some(v) => functions.extend(v),
+                        None => ok = false,
+                    }
+                }
+                functions.sort_unstable();
+                functions.dedup();
+                let unit_ids = match &m.unit_ids {
+                    None => None,
+                    Some(list) => {
+                        if list.is_empty() {
+                            self.err(pos(list), "`unit_ids: []` would allow no Modbus request; remove it to allow every unit ID, or list them");
+                            ok = false;
+                        }
+                        let mut v = Vec::new();
+                        for u in list.iter() {
+                            match self.parse(u, addr::modbus_unit) {
+                                Some(x) => v.push(x),
+                                None => ok = false,
+                            }
+                        }
+                        v.sort_unstable();
+                        v.dedup();
+                        Some(v)
+                    }
+                };
+                Some(ModbusFilter {
+                    functions,
+                    unit_ids,
+                })
+            }
+        };
         ok.then_some(Rule {
             pos: at,
             proto,
             ports,
             icmp_types,
+            modbus,
         })
     }
 
@@ -761,6 +830,16 @@ impl Validator<'_> {
                                 None => ok = false,
                             },
                             None => ok = false,
+                        }
+                    }
+                    // Two rules of one conduit that cover the same TCP port with different Modbus filters
+                    // would make the filter depend on which rule the lookup finds: refuse.
+                    for (i, b) in rules.iter().enumerate() {
+                        if let Some(a) = rules[..i].iter().find(|a| modbus_conflict(a, b)) {
+                            self.err(b.pos, format!(
+                                "this rule and the rule at line {} of conduit \"{cname}\" both allow tcp port(s) in common with different `modbus` filters; merge them into one rule (or give them disjoint ports)",
+                                a.pos.line));
+                            ok = false;
                         }
                     }
                 }
