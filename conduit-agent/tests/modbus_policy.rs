@@ -1,0 +1,262 @@
+//! The `modbus` section of a tcp rule: what it accepts, every error it reports (with the line
+//! of the offending value), the lint that asks for it, and what the compiled policy decides for
+//! requests (through `decide`, the function the XDP program runs).
+use conduit_agent::policy::load::{Loaded, load_bytes};
+use conduit_common::{
+    FAMILY_V4, Reason, Verdict,
+    modbus::request_header,
+    parse::TCP_ACK,
+    verdict::{KIND_IP, PROTO_TCP, Packet, decide},
+};
+
+/// A policy whose conduit hmi → plc has `rule` (one YAML line, indented as a list item).
+fn policy(rule: &str) -> String {
+    format!(
+        "version: 1
+site: t
+zones:
+  - name: sup
+    security_level: 2
+    assets: [{{ name: hmi, ip: 10.0.0.1 }}]
+  - name: ctl
+    security_level: 3
+    assets: [{{ name: plc, ip: 10.1.0.1, mac: \"02:00:00:00:00:01\" }}]
+conduits:
+  - name: hmi-plc
+    from: sup
+    to: ctl
+    security_level: 3
+    rules:
+{rule}
+"
+    )
+}
+
+/// The errors of `yaml` as "line: message".
+fn errors(yaml: &str) -> Vec<String> {
+    let (loaded, d) = load_bytes(yaml.as_bytes(), 0);
+    assert!(
+        loaded.is_none(),
+        "expected errors, the policy loaded:\n{yaml}"
+    );
+    d.errors()
+        .map(|e| format!("{}: {}", e.pos.line, e.message))
+        .collect()
+}
+
+fn load(yaml: &str) -> (Loaded, Vec<String>) {
+    let (loaded, d) = load_bytes(yaml.as_bytes(), 0);
+    let warnings = d.warnings().map(|w| w.message.clone()).collect();
+    (
+        loaded.unwrap_or_else(|| panic!("invalid:\n{d}\n{yaml}")),
+        warnings,
+    )
+}
+
+fn has(errors: &[String], line: usize, needle: &str) {
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with(&format!("{line}: ")) && e.contains(needle)),
+        "no error on line {line} containing {needle:?}: {errors:#?}"
+    );
+}
+
+/// The verdict on a request segment hmi → plc:502 with `function` and `unit`.
+fn request(l: &Loaded, function: u8, unit: u8) -> (Verdict, Reason) {
+    let mut p = Packet {
+        kind: KIND_IP,
+        family: FAMILY_V4,
+        ethertype: 0x0800,
+        proto: PROTO_TCP,
+        sport: 40000,
+        dport: 502,
+        tcp_flags: TCP_ACK,
+        payload_len: 8,
+        app: request_header(unit, function),
+        ..Default::default()
+    };
+    p.src[..4].copy_from_slice(&[10, 0, 0, 1]);
+    p.dst[..4].copy_from_slice(&[10, 1, 0, 1]);
+    let d = decide(&l.compiled, 0, &p, 0);
+    (d.verdict, d.reason)
+}
+
+#[test]
+fn named_sets_and_codes() {
+    let (l, warnings) = load(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read, 6], unit_ids: [1, 2] } }",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for f in [1u8, 2, 3, 4, 7, 11, 12, 17, 20, 24, 6] {
+        assert_eq!(request(&l, f, 1), (Verdict::Allow, Reason::Conduit), "{f}");
+    }
+    for f in [5u8, 15, 16, 21, 22, 23, 8, 43, 90, 125, 126] {
+        assert_eq!(
+            request(&l, f, 1),
+            (Verdict::Deny, Reason::ModbusFunction),
+            "{f}"
+        );
+    }
+    assert_eq!(request(&l, 3, 2), (Verdict::Allow, Reason::Conduit));
+    assert_eq!(request(&l, 3, 3), (Verdict::Deny, Reason::ModbusUnit));
+    assert_eq!(request(&l, 3, 0), (Verdict::Deny, Reason::ModbusUnit));
+
+    let (l, _) = load(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [write, diagnostics, programming] } }",
+    ));
+    for f in [
+        5u8, 6, 15, 16, 21, 22, 23, 7, 8, 11, 12, 17, 43, 90, 125, 126,
+    ] {
+        assert_eq!(
+            request(&l, f, 255),
+            (Verdict::Allow, Reason::Conduit),
+            "{f}"
+        );
+    }
+    for f in [1u8, 2, 3, 4, 20, 24] {
+        assert_eq!(request(&l, f, 255), (Verdict::Deny, Reason::ModbusFunction));
+    }
+}
+
+#[test]
+fn the_first_packet_of_a_connection_is_not_a_request() {
+    // A SYN has no payload: the filter has nothing to judge, the conduit allows it.
+    let (l, _) = load(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }",
+    ));
+    let mut p = Packet {
+        kind: KIND_IP,
+        family: FAMILY_V4,
+        proto: PROTO_TCP,
+        dport: 502,
+        tcp_flags: conduit_common::parse::TCP_SYN,
+        ..Default::default()
+    };
+    p.src[..4].copy_from_slice(&[10, 0, 0, 1]);
+    p.dst[..4].copy_from_slice(&[10, 1, 0, 1]);
+    assert_eq!(decide(&l.compiled, 0, &p, 0).reason, Reason::Conduit);
+}
+
+#[test]
+fn every_mistake_is_an_error_on_its_line() {
+    // Line 16 is the rule line in `policy`.
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [reed] } }",
+    ));
+    has(
+        &e,
+        16,
+        "`reed` is not a Modbus function set or code; did you mean `read`?",
+    );
+    has(&e, 16, "read, write, diagnostics, programming");
+    for code in ["0", "128", "255", "1000"] {
+        let e = errors(&policy(&format!(
+            "      - {{ proto: tcp, ports: [502], modbus: {{ functions: [{code}] }} }}"
+        )));
+        has(&e, 16, "out of range: request function codes are 1..127");
+    }
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [] } }",
+    ));
+    has(&e, 16, "`functions: []` would allow no Modbus request");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [256] } }",
+    ));
+    has(&e, 16, "unit IDs are 0..255");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [] } }",
+    ));
+    has(&e, 16, "`unit_ids: []`");
+    let e = errors(&policy(
+        "      - { proto: udp, ports: [502], modbus: { functions: [read] } }",
+    ));
+    has(&e, 16, "`modbus` only applies to tcp rules");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { function: [read] } }",
+    ));
+    assert!(
+        e.iter().any(|m| m.contains("function")),
+        "unknown key inside modbus: {e:?}"
+    );
+    let e = errors(&policy("      - { proto: tcp, ports: [502], modbus: {} }"));
+    assert!(
+        e.iter().any(|m| m.contains("functions")),
+        "missing functions: {e:?}"
+    );
+    // Several mistakes: all reported.
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [reed, 0], unit_ids: [300] } }",
+    ));
+    assert!(e.len() >= 3, "{e:#?}");
+}
+
+#[test]
+fn two_rules_of_one_conduit_must_not_disagree_on_a_port() {
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
+      - { proto: tcp, ports: [\"500-510\"] }",
+    ));
+    has(&e, 17, "different `modbus` filters; merge them");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
+      - { proto: any }",
+    ));
+    has(&e, 17, "different `modbus` filters");
+    // Disjoint ports, or the same filter: fine.
+    load(&policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
+      - { proto: tcp, ports: [503], modbus: { functions: [write] } }
+      - { proto: tcp, ports: [\"500-502\"], modbus: { functions: [read] } }
+      - { proto: udp }",
+    ));
+}
+
+#[test]
+fn failsafe_entries_cannot_inspect() {
+    let yaml = policy("      - { proto: tcp, ports: [502] , modbus: { functions: [read] } }")
+        .replace(
+            "site: t\n",
+            "site: t\ndefaults:\n  failsafe: [{ proto: tcp, ports: [22], modbus: { functions: [read] } }]\n",
+        );
+    let e = errors(&yaml);
+    has(&e, 4, "a failsafe entry cannot have `modbus`");
+}
+
+#[test]
+fn lint_asks_for_a_filter_on_modbus_into_high_sl_zones() {
+    let (_, w) = load(&policy("      - { proto: tcp, ports: [502] }"));
+    assert!(
+        w.iter()
+            .any(|m| m.starts_with("[L8]") && m.contains("modbus: { functions: [read] }")),
+        "{w:?}"
+    );
+    let (_, w) = load(&policy("      - { proto: tcp, ports: [\"500-510\"] }"));
+    assert!(w.iter().any(|m| m.starts_with("[L8]")), "{w:?}");
+    // Read-only is least privilege: no warning; nor for other ports.
+    for rule in [
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }",
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read, write] } }",
+        "      - { proto: tcp, ports: [4840] }",
+    ] {
+        let (_, w) = load(&policy(rule));
+        assert!(!w.iter().any(|m| m.starts_with("[L8]")), "{rule}: {w:?}");
+    }
+}
+
+#[test]
+fn identical_filters_share_one_entry_and_compilation_is_deterministic() {
+    let yaml = policy(
+        "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
+      - { proto: tcp, ports: [503], modbus: { functions: [3, 1, 2, 4, 7, 11, 12, 17, 20, 24] } }
+      - { proto: tcp, ports: [504], modbus: { functions: [write] } }",
+    );
+    let (a, _) = load(&yaml);
+    let (b, _) = load(&yaml);
+    assert_eq!(a.compiled, b.compiled);
+    assert_eq!(a.compiled.modbus.len(), 2);
+    assert_eq!(a.compiled.settings.modbus, 1);
+    let (c, _) = load(&policy("      - { proto: tcp, ports: [502] }"));
+    assert_eq!(c.compiled.settings.modbus, 0);
+    assert!(c.compiled.modbus.is_empty());
+}
