@@ -391,32 +391,61 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
         &policy(true, true, ""),
         &["--debounce-ms", "3600000"],
     );
+    // tcp/8080 on the gateway: allowed by the odd policies only. A listener of the test's
+    // own, in the gateway namespace, accepting and closing.
+    let listener = conduit_tests::in_netns(&n.gw, || {
+        std::net::TcpListener::bind("10.202.0.2:8080").expect("listen on tcp/8080")
+    });
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            drop(c);
+        }
+    });
+    let target: std::net::SocketAddr = "10.202.0.2:8080".parse().unwrap();
     let g0 = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    // The flow both policies allow: ping every 5 ms for the whole test.
     let flood = n
         .client
         .command("ping")
-        .args(["-c", "1500", "-i", "0.005", "-W", "1", "10.202.0.2"])
+        .args(["-c", "100000", "-i", "0.005", "-W", "1", "10.202.0.2"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut last = 0.0;
+    let mut wrong = Vec::new();
     for i in 0..200 {
-        let text = if i % 2 == 0 {
-            policy(true, false, "")
-        } else {
-            policy(true, true, "")
-        };
-        std::fs::write(&a.policy, text).unwrap();
+        let allows_tcp = i % 2 == 1;
+        // The generation before this reload. Another trigger (the agent re-reads the file
+        // when the host's addresses change) may add a reload of the same file: what counts
+        // is that a generation newer than this one, loaded from the new file, is live.
+        let before = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+        std::fs::write(&a.policy, policy(true, allows_tcp, "")).unwrap();
         a.signal(libc::SIGHUP);
-        // Each reload completes (signals sent faster than handled would coalesce).
-        let want = g0 + f64::from(i + 1);
         let t = Instant::now();
-        while a.metric(&n.gw, "conduit_policy_generation") != Some(want) {
+        let want = loop {
+            let g = a
+                .metric(&n.gw, "conduit_policy_generation")
+                .unwrap_or(before);
+            if g > before {
+                break g;
+            }
             assert!(
                 t.elapsed() < Duration::from_secs(10),
                 "reload {i} did not happen"
             );
             sleep(Duration::from_millis(5));
+        };
+        // The flow only one policy allows, attempted under the generation now in force: a
+        // new connection each time (a denied SYN is dropped, so the attempt times out).
+        let connected = conduit_tests::in_netns(&n.client, || {
+            std::net::TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok()
+        });
+        if connected != allows_tcp {
+            wrong.push(format!(
+                "generation {want}: tcp/8080 {} but the policy {} it",
+                if connected { "connected" } else { "failed" },
+                if allows_tcp { "allows" } else { "denies" }
+            ));
         }
         let v = a
             .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
@@ -424,6 +453,13 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
         assert!(v >= last, "counter went backwards: {last} then {v}");
         last = v;
     }
+    assert!(
+        wrong.is_empty(),
+        "judged wrongly for the generation in force: {wrong:#?}"
+    );
+    assert!(a.metric(&n.gw, "conduit_policy_generation").unwrap() >= g0 + 200.0);
+    // SAFETY: SIGINT to our own ping, by PID: it stops and prints its summary.
+    unsafe { libc::kill(flood.id() as i32, libc::SIGINT) };
     let out = flood.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -436,4 +472,41 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
     );
     a.signal(libc::SIGTERM);
     assert_eq!(a.wait(), Some(0));
+}
+
+#[test]
+fn json_logs_for_log_collectors() {
+    require_root();
+    let n = net();
+    let a = Agent::start(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &["--log-format", "json"],
+    );
+    write_policy(
+        &a,
+        "version: 1\nsite: x\nzones:\n  - name: Bad\n    security_level: 9\nconduits: []\n",
+    );
+    wait_for("the failed reload", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(1.0)
+    });
+    let log = a.log_text();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in &lines {
+        assert!(l["level"].is_string() && l["timestamp"].is_string(), "{l}");
+    }
+    // The rejected policy's errors, with their line numbers, are in the JSON lines.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "ERROR" && l.to_string().contains(":4:")),
+        "{log}"
+    );
 }

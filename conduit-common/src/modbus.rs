@@ -61,7 +61,7 @@ pub fn check(rule: Option<&ModbusRule>, p: &Packet) -> Option<Reason> {
     let a = &p.app;
     let protocol = u16::from_be_bytes([a[2], a[3]]);
     let length = u16::from_be_bytes([a[4], a[5]]);
-    if protocol != 0 || length < 2 || length > MAX_MBAP_LENGTH || length + 6 != p.payload_len {
+    if protocol != 0 || !(2..=MAX_MBAP_LENGTH).contains(&length) || length + 6 != p.payload_len {
         return Some(Reason::Malformed);
     }
     let unit = a[6];

@@ -1,4 +1,6 @@
-//! Audit events into the ring buffer, at most one per flow per window; what is held back is
+//! Audit events into the ring buffer, at most one per flow and outcome (verdict, reason) per
+//! window, so a denied request inside a logged, allowed session still gets its line; what is
+//! held back is
 //! counted (and reported with the flow's next event), what the ring buffer cannot take is
 //! counted too. Never silently lost.
 use conduit_common::{
@@ -19,10 +21,12 @@ fn bump(index: u32) {
 
 #[inline(always)]
 pub fn emit(d: &Decision, p: Option<&Packet>, ifindex: u32, now: u64) {
-    let key = match p {
+    let mut key = match p {
         Some(p) => flow_key(p, false),
         None => FlowKey::default(),
     };
+    // The key's padding carries the outcome: one window per (flow, verdict, reason).
+    key._pad = [d.verdict as u8, d.reason as u8];
     let mut suppressed = 0;
     match CDT_EVRATE.get_ptr_mut(&key) {
         Some(r) => {

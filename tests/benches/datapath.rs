@@ -12,7 +12,7 @@ use conduit_agent::{
     policy::{
         Pos,
         compile::compile,
-        model::{Addr, Asset, Conduit, Defaults, Policy, Proto, Rule, Zone},
+        model::{Addr, Asset, Conduit, Defaults, ModbusFilter, Policy, Proto, Rule, Zone},
     },
 };
 use conduit_tests::frames::{self, L4, V4Opts};
@@ -95,10 +95,18 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         log: None,
         description: None,
     };
-    let mut cs = vec![conduit(
-        "web".into(),
-        vec![rule(6, Some(vec![(502, 502)])), rule(1, None)],
-    )];
+    let mut read_only = rule(6, Some(vec![(1502, 1502)]));
+    read_only.modbus = Some(ModbusFilter {
+        functions: conduit_common::modbus::READ.to_vec(),
+        unit_ids: Some(vec![1]),
+    });
+    let mut cs = vec![
+        conduit(
+            "web".into(),
+            vec![rule(6, Some(vec![(502, 502)])), rule(1, None)],
+        ),
+        conduit("modbus-read-only".into(), vec![read_only]),
+    ];
     for i in 1..conduits {
         cs.push(conduit(
             format!("c{i}"),
@@ -111,6 +119,18 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         defaults: Defaults::default(),
         zones: vec![zone("a", a_assets), zone("b", b_assets)],
         conduits: cs,
+    }
+}
+
+/// A data segment with a Modbus read-holding-registers request to unit 1.
+fn modbus_read(sport: u16, dport: u16) -> L4 {
+    let (data, len) = frames::modbus_adu(1, 1, 3, &[0, 0, 0, 4]);
+    L4::TcpData {
+        sport,
+        dport,
+        flags: 0x18,
+        data,
+        len,
     }
 }
 
@@ -194,6 +214,27 @@ fn main() {
                 },
             )
         }),
+        (
+            "established flow, TCP data with a Modbus read (rule without filter)",
+            v4(modbus_read(40005, 502)),
+        ),
+        (
+            "established flow, Modbus read inspected (read-only rule)",
+            v4(modbus_read(40006, 1502)),
+        ),
+        (
+            "established flow, Modbus write dropped (read-only rule)",
+            v4({
+                let (data, len) = frames::modbus_adu(1, 1, 6, &[0, 1, 0, 42]);
+                L4::TcpData {
+                    sport: 40006,
+                    dport: 1502,
+                    flags: 0x18,
+                    data,
+                    len,
+                }
+            }),
+        ),
         ("VLAN-tagged (2 tags) established flow", {
             let mut f = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
             f.extend(frames::ipv4(
@@ -276,6 +317,19 @@ fn main() {
                 V4Opts::default(),
             ));
             let _ = cost(prog, &syn, 1, 1);
+            for (sport, dport) in [(40005, 502), (40006, 1502)] {
+                let syn = L4::Tcp {
+                    sport,
+                    dport,
+                    flags: 0x02,
+                };
+                let _ = cost(
+                    prog,
+                    &frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], syn),
+                    1,
+                    1,
+                );
+            }
             for (name, f) in &cases {
                 let ns = cost(prog, f, repeat, rounds);
                 out += &format!("| {name} | {ns:.1} | {:.1} |\n", ns / floor);

@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """A Modbus/TCP client (pymodbus) for Conduit's tests. Runs each request of the command line
 in one TCP session and prints one JSON object: {"connected": bool, "results": {"N": "ok" |
-"error" | "timeout"}} where N is the request's function code.
+"exception" | "no_answer"}} where N is the request's function code: "exception" is a
+Modbus exception response from the server, "no_answer" a request that got no answer (dropped
+on the way, or the connection failed).
 
 Usage: client.py HOST UNIT FC [FC ...]   (FC: 1, 2, 3, 4, 5, 6, 15, 16)"""
 import json
@@ -9,6 +11,7 @@ import logging
 import sys
 
 from pymodbus.client import ModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
 
 logging.basicConfig(level=logging.CRITICAL)
 host, unit, codes = sys.argv[1], int(sys.argv[2]), [int(c) for c in sys.argv[3:]]
@@ -27,10 +30,14 @@ out = {"connected": bool(c.connect()), "results": {}}
 for code in codes:
     try:
         r = requests[code]()
-        ok = r is not None and not r.isError()
-        out["results"][str(code)] = "ok" if ok else "error"
-    except Exception as e:  # a dropped request ends in a timeout / connection exception
-        out["results"][str(code)] = "timeout"
+        if r is None or isinstance(r, ModbusIOException):
+            result = "no_answer"
+        else:
+            result = "exception" if r.isError() else "ok"
+    except Exception:  # a connection that failed or was reset
+        result = "no_answer"
+    out["results"][str(code)] = result
+    if result == "no_answer":
         # The session is unusable after a lost answer (transaction ids drift): reconnect.
         c.close()
         c.connect()

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod frames;
 pub mod kernel;
 pub mod netns;
+pub mod plant;
 pub mod random;
 
 pub use netns::{Netns, VethPair, in_netns, ip, unique_name};
