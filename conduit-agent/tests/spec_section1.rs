@@ -2471,7 +2471,7 @@ fn lint_base() -> String {
             to: high
             security_level: 3
             rules:
-              - { proto: tcp, ports: [502] }
+              - { proto: tcp, ports: [4840] }
     "#)
 }
 
@@ -2494,16 +2494,16 @@ fn lint_base_policy_has_no_warning() {
 
 #[test]
 fn lint_l1_wide_open_rule_into_high_sl_zone() {
-    let p = lint_base().replace("{ proto: tcp, ports: [502] }", "{ proto: tcp }");
+    let p = lint_base().replace("{ proto: tcp, ports: [4840] }", "{ proto: tcp }");
     one_warning(&p, "[L1]", "{ proto: tcp }");
-    let p = lint_base().replace("{ proto: tcp, ports: [502] }", "{ proto: any }");
+    let p = lint_base().replace("{ proto: tcp, ports: [4840] }", "{ proto: any }");
     one_warning(&p, "[L1]", "{ proto: any }");
-    let p = lint_base().replace("ports: [502]", "ports: [\"1-65535\"]");
+    let p = lint_base().replace("ports: [4840]", "ports: [\"1-65535\"]");
     one_warning(&p, "[L1]", "1-65535");
     // Into an SL 2 zone, a wide rule is not flagged.
     let p = lint_base()
         .replace("from: low\n    to: high", "from: high\n    to: low")
-        .replace("{ proto: tcp, ports: [502] }", "{ proto: tcp }");
+        .replace("{ proto: tcp, ports: [4840] }", "{ proto: tcp }");
     assert_eq!(warnings_of(&p), vec![]);
 }
 
@@ -2608,8 +2608,8 @@ fn lint_l7_zone_without_assets_and_conduit_that_never_matches() {
 #[test]
 fn lint_l7_shadowed_rule() {
     let p = lint_base().replace(
-        "      - { proto: tcp, ports: [502] }\n",
-        "      - { proto: tcp, ports: [502] }\n  - name: again\n    from: low\n    to: high\n    security_level: 3\n    rules:\n      - { proto: tcp, ports: [502] }\n      - { proto: tcp, ports: [503] }\n",
+        "      - { proto: tcp, ports: [4840] }\n",
+        "      - { proto: tcp, ports: [4840] }\n  - name: again\n    from: low\n    to: high\n    security_level: 3\n    rules:\n      - { proto: tcp, ports: [4840] }\n      - { proto: tcp, ports: [4841] }\n",
     );
     let w = warnings_of(&p);
     assert_eq!(w.len(), 1, "{w:#?}");
@@ -2618,7 +2618,7 @@ fn lint_l7_shadowed_rule() {
     let shadowed = p
         .lines()
         .enumerate()
-        .filter(|(_, l)| l.contains("ports: [502]"))
+        .filter(|(_, l)| l.contains("ports: [4840]"))
         .map(|(i, _)| i + 1)
         .nth(1)
         .unwrap();

@@ -66,7 +66,9 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
         //    A `modbus` filter (read-only is least privilege) settles it.
         if let Some(target) = high_into.first() {
             for r in x.rules.iter().filter(|r| {
+                // A wide-open rule has its own, stronger warning ([L1]).
                 r.modbus.is_none()
+                    && !r.is_wide_open()
                     && r.proto == super::model::Proto::Number(super::model::TCP)
                     && r.ports.as_ref().is_some_and(|ports| {
                         ports
