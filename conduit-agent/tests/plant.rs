@@ -452,6 +452,8 @@ fn scenario(mode: Mode) {
         Plant::neigh(victim, &plc1)
     );
     let unused = plant.unused_ip(Role::Plc2);
+    // A MAC that no asset is bound to (a bound MAC claiming any other address is arp_spoof).
+    let stranger = "02:00:00:99:99:99";
     let before = r.metrics();
     plant.scapy_send(
         Role::Plc2,
@@ -459,16 +461,16 @@ fn scenario(mode: Mode) {
             "[Ether(src='{plc2_mac}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=1, psrc='{plc1}', hwsrc='{plc2_mac}', pdst='{victim_ip}'),
               Ether(src='{plc2_mac}', dst='{victim_mac}')/ARP(op=2, psrc='{plc1}', hwsrc='{plc2_mac}', pdst='{victim_ip}', hwdst='{victim_mac}'),
               Ether(src='{plc2_mac}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=2, psrc='{plc1}', hwsrc='{plc2_mac}', pdst='{plc1}', hwdst='ff:ff:ff:ff:ff:ff'),
-              Ether(src='{plc2_mac}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=1, psrc='{unused}', hwsrc='{plc2_mac}', pdst='{victim_ip}')]"
+              Ether(src='{stranger}', dst='ff:ff:ff:ff:ff:ff')/ARP(op=1, psrc='{unused}', hwsrc='{stranger}', pdst='{victim_ip}')]"
         ),
         3,
     );
     sleep(Duration::from_millis(300));
-    // The same kind of frame for an address nobody binds passes and is learnt: the forgeries
-    // would have been too.
+    // The same kind of frame for an address nobody binds, from a MAC nobody binds, passes and
+    // is learnt: the forgeries would have been too.
     let control = Plant::neigh(victim, &unused);
     assert!(
-        control.contains(&plc2_mac),
+        control.contains(stranger),
         "an ARP request for an unbound address reaches the victim: {control:?}"
     );
     let entry = Plant::neigh(victim, &plc1);

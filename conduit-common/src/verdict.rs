@@ -326,6 +326,22 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         if src.flags & IDENT_MAC_BOUND != 0 && (src.mac != p.arp_sha || src.mac != p.src_mac) {
             return j.deny(Reason::ArpSpoof);
         }
+        // A bound device claims an address that is not its own (the gateway's, an unused
+        // one, another unbound host's): the same poisoning, seen from the MAC's side. An ARP
+        // probe (RFC 5227: sender address 0.0.0.0) claims nothing.
+        if p.src[..4] != [0, 0, 0, 0] {
+            let mut i = 0;
+            while i < 2 {
+                let mac = if i == 0 { p.arp_sha } else { p.src_mac };
+                if let Some(b) = t.mac(&MacKey { slot, _pad: 0, mac })
+                    && b.family == FAMILY_V4
+                    && b.addr != p.src
+                {
+                    return j.deny(Reason::ArpSpoof);
+                }
+                i += 1;
+            }
+        }
         return j.allow(Reason::Arp, None);
     }
 

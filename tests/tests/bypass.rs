@@ -340,3 +340,29 @@ fn arp_poisoning_of_a_bound_address() {
         Reason::ArpSpoof,
     );
 }
+
+/// A bound device (the PLC) claims an address no asset has, e.g. the gateway's, to sit in the
+/// middle of its neighbours' traffic: its MAC is bound to another address.
+#[test]
+fn arp_poisoning_by_a_bound_device() {
+    require_root();
+    let gateway = [10, 1, 0, 1];
+    for (eth, sha) in [
+        (PLC_MAC, PLC_MAC),
+        (frames::MAC_A, PLC_MAC),
+        (PLC_MAC, frames::MAC_A),
+    ] {
+        denied(&frames::arp(eth, sha, gateway, PLC, 2), Reason::ArpSpoof);
+        denied(&frames::arp(eth, sha, SRC, PLC, 1), Reason::ArpSpoof);
+    }
+    // Its own address, and an address probe (RFC 5227, sender 0.0.0.0), are fine.
+    let (mut k, _) = kernel::with_policy(POLICY);
+    for f in [
+        frames::arp(PLC_MAC, PLC_MAC, PLC, gateway, 1),
+        frames::arp(PLC_MAC, PLC_MAC, [0, 0, 0, 0], PLC, 1),
+    ] {
+        let (action, t) = k.run(&f);
+        assert_eq!(action, kernel::XDP_PASS, "{t:?}");
+        assert_eq!(t.reason, Reason::Arp as u32);
+    }
+}
