@@ -486,6 +486,9 @@ fn scenario(mode: Mode) {
     r.expect_audit(&[
         ("verdict", "deny".into()),
         ("reason", "arp_spoof".into()),
+        ("proto", "arp".into()),
+        ("sport", Value::Null),
+        ("dport", Value::Null),
         ("src_zone", "control".into()),
         ("src_ip", plc1.as_str().into()),
         ("dst_ip", victim_ip.as_str().into()),

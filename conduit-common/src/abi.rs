@@ -369,7 +369,9 @@ pub struct Event {
     /// 0 when the frame had no IP header to report.
     pub family: u8,
     pub proto: u8,
-    pub _pad: u16,
+    /// 1 for an ARP frame (its addresses are the ARP body's; no protocol, no ports).
+    pub arp: u8,
+    pub _pad: u8,
     /// Host order.
     pub sport: u16,
     pub dport: u16,

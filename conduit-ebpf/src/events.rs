@@ -67,6 +67,7 @@ pub fn emit(d: &Decision, p: Option<&Packet>, ifindex: u32, now: u64) {
     if let Some(p) = p {
         ev.family = p.family;
         ev.proto = p.proto;
+        ev.arp = u8::from(p.kind == conduit_common::verdict::KIND_ARP);
         ev.sport = p.sport;
         ev.dport = p.dport;
         ev.src = p.src;

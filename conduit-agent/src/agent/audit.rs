@@ -67,7 +67,8 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
                 .unwrap_or_else(|| format!("zone-{id}"))
         }
     };
-    let icmp = matches!(ev.proto, 1 | 58);
+    let icmp = ev.arp == 0 && matches!(ev.proto, 1 | 58);
+    let ports = ev.family != 0 && ev.arp == 0 && !icmp;
     let v = json!({
         "ts": rfc3339(wall),
         "verdict": Verdict::try_from(ev.verdict).map(Verdict::as_str).unwrap_or("?"),
@@ -77,9 +78,9 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
         "dst_zone": zone(ev.dst_zone),
         "src_ip": addr(ev.family, &ev.src),
         "dst_ip": addr(ev.family, &ev.dst),
-        "proto": proto_name(ev.proto, ev.family),
-        "sport": if ev.family == 0 || icmp { None } else { Some(ev.sport) },
-        "dport": if ev.family == 0 || icmp { None } else { Some(ev.dport) },
+        "proto": if ev.arp == 1 { "arp".into() } else { proto_name(ev.proto, ev.family) },
+        "sport": ports.then_some(ev.sport),
+        "dport": ports.then_some(ev.dport),
         "icmp_type": if icmp { Some(ev.dport >> 8) } else { None },
         "interface": ifname(ev.ifindex),
         "suppressed_before": ev.suppressed,
