@@ -193,6 +193,8 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             .modbus_function
             .map(|f| conduit_common::modbus::request_header(a.modbus_unit, f))
             .unwrap_or_default(),
+        // A first packet: not an ICMP error about another flow.
+        ..Packet::default()
     };
     let c = &l.compiled;
     let dec = verdict::decide(c, c.slot, &packet, 0);

@@ -68,6 +68,14 @@ fn be16(b: [u8; 2]) -> u16 {
 #[inline(always)]
 pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Packet, Malformed> {
     let mut p = Packet::default();
+    parse_into(f, &mut p)?;
+    Ok(p)
+}
+
+/// [`parse`] into a [`Packet`] the caller provides, which must be `Packet::default()` (the
+/// XDP program keeps it in a per-CPU map: it does not fit on the BPF stack next to the rest).
+#[inline(always)]
+pub fn parse_into<F: Frame + ?Sized>(f: &F, p: &mut Packet) -> Result<(), Malformed> {
     let eth: [u8; 14] = f.load(0).ok_or(Malformed)?;
     p.src_mac = [eth[6], eth[7], eth[8], eth[9], eth[10], eth[11]];
     let mut ethertype = be16([eth[12], eth[13]]);
@@ -88,12 +96,12 @@ pub fn parse<F: Frame + ?Sized>(f: &F) -> Result<Packet, Malformed> {
     }
     p.ethertype = ethertype;
     match ethertype {
-        ETH_P_IP => parse_ipv4(f, off, &mut p)?,
-        ETH_P_IPV6 => parse_ipv6(f, off, &mut p)?,
-        ETH_P_ARP => parse_arp(f, off, &mut p)?,
+        ETH_P_IP => parse_ipv4(f, off, p)?,
+        ETH_P_IPV6 => parse_ipv6(f, off, p)?,
+        ETH_P_ARP => parse_arp(f, off, p)?,
         _ => p.kind = KIND_OTHER,
     }
-    Ok(p)
+    Ok(())
 }
 
 #[inline(always)]
@@ -197,6 +205,43 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize, p: &mut Packet) -> Result<()
     parse_l4(f, cur, end, p)
 }
 
+/// The packet an ICMP error quotes, at `off`: when its source is this packet's destination
+/// (the error goes back to the sender) and its ports are there, fills `p.inner_*` and sets
+/// `p.icmp_error`. A quote that is cut short or odd just leaves the error on its own.
+#[inline(always)]
+fn quoted<F: Frame + ?Sized>(f: &F, off: usize, end: usize, p: &mut Packet) {
+    let (proto, l4) = if p.family == FAMILY_V4 {
+        let Some(h) = f.load::<20>(off) else { return };
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 || h[12..16] != p.dst[..4] {
+            return;
+        }
+        p.inner_dst = [0; 16];
+        p.inner_dst[..4].copy_from_slice(&h[16..20]);
+        (h[9], off + ihl)
+    } else {
+        let Some(h) = f.load::<40>(off) else { return };
+        if h[0] >> 4 != 6 || h[8..24] != p.dst[..] {
+            return;
+        }
+        p.inner_dst.copy_from_slice(&h[24..40]);
+        (h[6], off + 40)
+    };
+    let Some(q) = f.load::<8>(l4) else { return };
+    if l4 + 8 > end {
+        return;
+    }
+    let (sport, dport) = match proto {
+        PROTO_TCP | PROTO_UDP => (be16([q[0], q[1]]), be16([q[2], q[3]])),
+        PROTO_ICMP | PROTO_ICMPV6 => (be16([q[4], q[5]]), be16([q[4], q[5]])),
+        _ => (0, 0),
+    };
+    p.icmp_error = 1;
+    p.inner_proto = proto;
+    p.inner_sport = sport;
+    p.inner_dport = dport;
+}
+
 /// The transport header at `off`; it must end by `end` (the IP datagram's end).
 #[inline(always)]
 fn parse_l4<F: Frame + ?Sized>(
@@ -249,6 +294,12 @@ fn parse_l4<F: Frame + ?Sized>(
                 (PROTO_ICMP, 0 | 8) | (PROTO_ICMPV6, 128 | 129)
             ) {
                 p.sport = be16([i[4], i[5]]);
+            }
+            if matches!(
+                (p.proto, i[0]),
+                (PROTO_ICMP, 3 | 4 | 11 | 12) | (PROTO_ICMPV6, 1..=4)
+            ) {
+                quoted(f, off + 8, end, p);
             }
         }
         _ => {}

@@ -77,6 +77,15 @@ pub struct Packet {
     /// The first 8 bytes of the TCP payload when it has at least 8 (a Modbus MBAP header
     /// and function code), else zeros.
     pub app: [u8; 8],
+    /// 1 for an ICMP/ICMPv6 error (unreachable, too big, time exceeded, parameter problem)
+    /// whose quoted packet was sent by this packet's destination: the quoted packet's
+    /// protocol, ports (echo: identifier twice) and destination below, so that the error can
+    /// be tied to the flow it is about.
+    pub icmp_error: u8,
+    pub inner_proto: u8,
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+    pub inner_dst: [u8; 16],
 }
 
 pub const KIND_IP: u8 = 0;
@@ -388,6 +397,32 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         let ty = (p.dport >> 8) as u8;
         if (133..=137).contains(&ty) {
             return j.allow(Reason::NeighborDiscovery, None);
+        }
+    }
+
+    // An ICMP error about a packet of a live flow (port unreachable, fragmentation needed,
+    // time exceeded) goes back to the flow's initiator as part of the flow: a reply.
+    if p.icmp_error == 1 {
+        let key = FlowKey {
+            family: p.family,
+            proto: p.inner_proto,
+            _pad: [0; 2],
+            sport: p.inner_sport,
+            dport: p.inner_dport,
+            src: p.dst,
+            dst: p.inner_dst,
+        };
+        if let Some(v) = t.flow(&key)
+            && alive(&v, p.inner_proto, now)
+            && v.state & FLOW_MONITOR == 0
+            && t.live(&ConduitKey {
+                slot: slot as u32,
+                conduit: v.conduit,
+            })
+        {
+            let mut d = j.allow(Reason::Reply, None);
+            d.conduit = v.conduit;
+            return d;
         }
     }
 

@@ -67,6 +67,12 @@ pub static CDT_DROPS: PerCpuHashMap<DropKey, Counter> =
 pub static CDT_CDROPS: PerCpuHashMap<ConduitDropKey, Counter> =
     PerCpuHashMap::with_max_entries(MAX_DROP_KEYS, 0);
 
+/// Scratch space for the frame being judged: the parsed packet does not fit on the BPF
+/// stack next to the verdict's lookups. Never read from userspace.
+#[map(name = "CDT_SCRATCH")]
+pub static CDT_SCRATCH: PerCpuArray<conduit_common::verdict::Packet> =
+    PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "CDT_TRACE")]
 pub static CDT_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
 

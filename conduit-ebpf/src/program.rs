@@ -8,13 +8,13 @@ use aya_ebpf::{
 };
 use conduit_common::{
     Verdict,
-    parse::{Frame, parse},
-    verdict::{decide, malformed},
+    parse::{Frame, parse_into},
+    verdict::{Packet, decide, malformed},
 };
 
 use crate::{
     counters, events, flow,
-    maps::{CDT_ACTIVE, CDT_TRACE},
+    maps::{CDT_ACTIVE, CDT_SCRATCH, CDT_TRACE},
     tables::KernelTables,
 };
 
@@ -62,12 +62,21 @@ pub fn conduit_xdp(ctx: XdpContext) -> u32 {
     // SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_ns() };
     let ifindex = ctx.ingress_ifindex() as u32;
-    let d = match parse(&frame) {
-        Ok(p) => {
-            let d = decide(&t, slot, &p, now);
-            flow::update(&d, &p, now);
+    let Some(scratch) = CDT_SCRATCH.get_ptr_mut(0) else {
+        // Cannot happen (a one-slot per-CPU array); fail closed if it ever does.
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's slot, used only while this program runs on it (XDP programs are not
+    // preempted by another XDP run on the same CPU).
+    let p = unsafe { &mut *scratch };
+    *p = Packet::default();
+    let d = match parse_into(&frame, p) {
+        Ok(()) => {
+            let p: &Packet = p;
+            let d = decide(&t, slot, p, now);
+            flow::update(&d, p, now);
             if d.log {
-                events::emit(&d, Some(&p), ifindex, now);
+                events::emit(&d, Some(p), ifindex, now);
             }
             d
         }

@@ -246,3 +246,50 @@ pub fn tcp_syn(dport: u16) -> Vec<u8> {
         },
     )
 }
+
+/// The ICMP (IPv4: destination unreachable, code `code`) or ICMPv6 (type 1) error that the
+/// receiver of the Ethernet frame `f` would send back to its sender, quoting `f`'s IP header
+/// and the first 8 bytes after it (as routers and hosts do). `None` unless `f` is IPv4 or
+/// IPv6 with at least 8 bytes after its header.
+pub fn icmp_error_about(f: &[u8], code: u8) -> Option<Vec<u8>> {
+    let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
+    let ip = f.get(14..)?;
+    let (src_mac, dst_mac) = (f.get(6..12)?, f.get(0..6)?);
+    let mut out = Vec::new();
+    out.extend_from_slice(src_mac);
+    out.extend_from_slice(dst_mac);
+    match et {
+        0x0800 => {
+            let ihl = usize::from(*ip.first()? & 0x0f) * 4;
+            let quote = ip.get(..ihl + 8)?;
+            let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(quote);
+            let (src, dst) = (ip.get(12..16)?, ip.get(16..20)?);
+            out.extend_from_slice(&0x0800u16.to_be_bytes());
+            out.extend(ipv4(
+                dst.try_into().ok()?,
+                src.try_into().ok()?,
+                1,
+                &icmp,
+                V4Opts::default(),
+            ));
+        }
+        0x86dd => {
+            let quote = ip.get(..48)?;
+            let mut icmp = vec![1, code, 0, 0, 0, 0, 0, 0];
+            icmp.extend_from_slice(quote);
+            let (src, dst) = (ip.get(8..24)?, ip.get(24..40)?);
+            out.extend_from_slice(&0x86ddu16.to_be_bytes());
+            out.extend(ipv6(
+                dst.try_into().ok()?,
+                src.try_into().ok()?,
+                &[],
+                58,
+                &icmp,
+                0,
+            ));
+        }
+        _ => return None,
+    }
+    Some(out)
+}

@@ -129,6 +129,13 @@ fn object_maps_match_common_types() {
             abi::MAX_DROP_KEYS,
         ),
         (abi::MAP_TRACE, ARRAY, 4, size_of::<abi::Trace>(), 1),
+        (
+            "CDT_SCRATCH",
+            PERCPU_ARRAY,
+            4,
+            size_of::<conduit_common::verdict::Packet>(),
+            1,
+        ),
         (abi::MAP_EVENTS, RINGBUF, 0, 0, abi::EVENTS_BYTES),
         (
             abi::MAP_EVENT_RATE,

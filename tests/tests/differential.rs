@@ -33,6 +33,13 @@ fn kernel_and_reference_agree() {
         let mut recent: Vec<Vec<u8>> = Vec::new();
         for _ in 0..per_policy.min(total - done) {
             let f = match recent.choose(&mut rng) {
+                Some(prev)
+                    if rng.random_bool(0.05)
+                        && let Some(e) = conduit_tests::frames::icmp_error_about(prev, 3) =>
+                {
+                    // An ICMP error about an earlier frame, from its receiver.
+                    e
+                }
                 Some(prev) if rng.random_bool(0.3) => {
                     let mut rev = random::reverse(prev).unwrap_or_else(|| prev.clone());
                     if rng.random_bool(0.5)
