@@ -93,7 +93,7 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         .command("tcpdump")
         .args(["-i", &veth.b, "-w"])
         .arg(&pcap)
-        .args(["-U", "-s", "0", "tcp port 502"])
+        .args(["-U", "--immediate-mode", "-s", "0", "tcp port 502"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -136,8 +136,9 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
             );
         }
     }
-    sleep(Duration::from_millis(500));
-    for child in [&mut srv, &mut dump] {
+    // Let tcpdump write the last frames (immediate mode hands each frame over at once).
+    sleep(Duration::from_millis(1000));
+    for child in [&mut dump, &mut srv] {
         // SAFETY: signals to our own children, by PID; tcpdump flushes on SIGINT.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
         let _ = child.wait();
@@ -217,9 +218,10 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         }
     }
     // 4 reads and 4 writes to unit 1, one read to unit 2 (and their answers).
-    assert_eq!(seen.get("conduit"), Some(&4), "{seen:?}");
-    assert_eq!(seen.get("modbus_function"), Some(&4), "{seen:?}");
-    assert_eq!(seen.get("modbus_unit"), Some(&1), "{seen:?}");
-    assert!(seen.get("reply").copied().unwrap_or(0) >= 9, "{seen:?}");
+    let why = format!("{seen:?}\ntshark:\n{decoded}");
+    assert_eq!(seen.get("conduit"), Some(&4), "{why}");
+    assert_eq!(seen.get("modbus_function"), Some(&4), "{why}");
+    assert_eq!(seen.get("modbus_unit"), Some(&1), "{why}");
+    assert!(seen.get("reply").copied().unwrap_or(0) >= 9, "{why}");
     std::fs::remove_dir_all(&dir).ok();
 }

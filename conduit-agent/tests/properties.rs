@@ -1229,7 +1229,8 @@ proptest! {
     #![proptest_config(config())]
 
     /// 5. ARP (SPEC §1 "Identity"): a frame whose sender IP is a bound asset's IP but whose
-    /// sender MAC (ARP body or Ethernet header) differs is `arp_spoof`; other ARP passes.
+    /// sender MAC (ARP body or Ethernet header) differs is `arp_spoof`, and so is a bound MAC
+    /// claiming another IPv4 address (README); other ARP passes.
     #[test]
     fn p5_arp(spec in arb_spec(), frames in vec((any::<(u8, u16, u32)>(), any::<(u8, u16, u32)>(), any::<(u8, u8, u16)>()), 1..32)) {
         let text = spec.yaml();
@@ -1259,7 +1260,17 @@ proptest! {
                 ..Default::default()
             };
             let got = judge(&c, &pkt);
-            let spoof = own.is_some_and(|m| m != sha || m != eth);
+            // A bound MAC that claims another IPv4 address (not a probe from 0.0.0.0).
+            let claims_other = |m: [u8; 6]| {
+                !sender.is_unspecified()
+                    && p.zones.iter().flat_map(|z| &z.assets).any(|a| {
+                        a.mac == Some(m)
+                            && matches!(a.addr, Addr::Ip(ip) if ip.is_ipv4() && ip != sender)
+                    })
+            };
+            let spoof = own.is_some_and(|m| m != sha || m != eth)
+                || claims_other(sha)
+                || claims_other(eth);
             let want = if spoof {
                 (deny_verdict(&p, &owner(&p, target)), Reason::ArpSpoof)
             } else {

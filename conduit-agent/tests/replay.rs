@@ -64,7 +64,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         .command("tcpdump")
         .args(["-i", &veth.b, "-w"])
         .arg(&pcap)
-        .args(["-U", "-s", "0", "not ip6"])
+        .args(["-U", "--immediate-mode", "-s", "0", "not ip6"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -484,10 +484,17 @@ pub fn twice() -> Result<()> {
     let mut passed = 0;
     let mut failed = 0;
     for round in 1..=2 {
-        let ok = run()
+        let ran = run()
             .map_err(|e| eprintln!("demo round {round}: {e:#}"))
-            .is_ok()
-            && footprint()? == before;
+            .is_ok();
+        let after = footprint()?;
+        if after != before {
+            eprintln!(
+                "demo round {round}: namespaces, bpffs pins or conduit processes differ from before \
+                 (something else running on this machine also counts):\n  before: {before:?}\n  after:  {after:?}"
+            );
+        }
+        let ok = ran && after == before;
         if ok { passed += 1 } else { failed += 1 }
     }
     println!("demo: {passed} passed, {failed} failed");

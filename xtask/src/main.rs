@@ -145,17 +145,42 @@ fn bench(full: bool) -> Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // Forwarding through a gateway namespace and a flood of denied frames, against nftables.
+    cargo(&["build", "--release", "--package", "conduit-agent"])?;
+    let forwarding =
+        std::env::temp_dir().join(format!("conduit-bench-fwd-{}.md", std::process::id()));
+    let mut fwd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    fwd.args([
+        "bench",
+        "--package",
+        "conduit-tests",
+        "--bench",
+        "forwarding",
+    ])
+    .current_dir(&root)
+    .env("CONDUIT_BENCH_OUT", &forwarding)
+    .env("CONDUIT_BIN", root.join("target/release/conduit"));
+    if !full {
+        fwd.env("CONDUIT_FWD_SIZES", "100,1000")
+            .env("CONDUIT_FWD_SECS", "1");
+    }
+    eprintln!("[xtask] forwarding benchmark");
+    if !fwd.status()?.success() {
+        bail!("the forwarding benchmark failed");
+    }
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()?;
     let report = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n{}\n## Policy compile time\n\n```\n{}```\n",
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n{}\n{}\n## Policy compile time\n\n```\n{}```\n",
         if full { " --full" } else { "" },
         String::from_utf8_lossy(&date.stdout).trim(),
         std::fs::read_to_string(&datapath)?,
+        std::fs::read_to_string(&forwarding)?,
         String::from_utf8_lossy(&out.stdout)
     );
     std::fs::remove_file(&datapath).ok();
+    std::fs::remove_file(&forwarding).ok();
     std::fs::write(root.join("BENCHMARKS.md"), report)?;
     eprintln!("[xtask] wrote BENCHMARKS.md");
     Ok(())
