@@ -181,7 +181,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         // A connection's first packet, or a segment with one Modbus request.
         tcp_flags: match (proto, a.modbus_function) {
             (TCP, None) => conduit_common::parse::TCP_SYN,
-            (TCP, Some(_)) => conduit_common::parse::TCP_ACK | 0x08,
+            (TCP, Some(_)) => conduit_common::parse::TCP_ACK | conduit_common::parse::TCP_PSH,
             _ => 0,
         },
         payload_len: if a.modbus_function.is_some() {

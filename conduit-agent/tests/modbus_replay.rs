@@ -11,7 +11,11 @@ use std::{
 };
 
 use conduit_common::modbus::READ;
-use conduit_tests::{Netns, VethPair, require_root, unique_name};
+use conduit_tests::{
+    Netns, VethPair,
+    capture::{PcapWriter, run_json},
+    require_root, unique_name,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
@@ -34,17 +38,6 @@ conduits:
         ports: [502]
         modbus: { functions: [read], unit_ids: [1] }
 "#;
-
-fn json(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().expect("run conduit");
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
 
 fn modbus_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/modbus")
@@ -89,15 +82,7 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
 
-    let mut dump = server
-        .command("tcpdump")
-        .args(["-i", &veth.b, "-w"])
-        .arg(&pcap)
-        .args(["-U", "--immediate-mode", "-s", "0", "tcp port 502"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
+    let dump = PcapWriter::start(&server, &veth.b, &pcap, "tcp port 502");
     let mut srv = server
         .command("/usr/bin/python3")
         .arg(modbus_dir().join("server.py"))
@@ -136,15 +121,12 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
             );
         }
     }
-    // Let tcpdump write the last frames (immediate mode hands each frame over at once).
-    sleep(Duration::from_millis(1000));
-    for child in [&mut dump, &mut srv] {
-        // SAFETY: signals to our own children, by PID; tcpdump flushes on SIGINT.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let _ = child.wait();
-    }
+    dump.stop();
+    // SAFETY: SIGINT to our own child, by PID.
+    unsafe { libc::kill(srv.id() as i32, libc::SIGINT) };
+    let _ = srv.wait();
 
-    let replay = json(
+    let replay = run_json(
         Command::new(BIN)
             .arg("replay")
             .arg(&policy)
@@ -199,7 +181,7 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         };
         assert_eq!(v["reason"], expected, "frame {n} ({line}): {v}");
         *seen.entry(expected).or_default() += 1;
-        let explain = json(
+        let explain = run_json(
             Command::new(BIN)
                 .arg("explain")
                 .arg(&policy)

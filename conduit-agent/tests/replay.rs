@@ -8,7 +8,11 @@ use std::{
     time::Duration,
 };
 
-use conduit_tests::{Netns, VethPair, require_root};
+use conduit_tests::{
+    Netns, VethPair,
+    capture::{PcapWriter, run_json},
+    require_root,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
@@ -35,17 +39,6 @@ conduits:
     rules: [{ proto: icmp, icmp_types: [echo-request] }]
 "#;
 
-fn json(cmd: &mut Command) -> serde_json::Value {
-    let out = cmd.output().expect("run conduit");
-    assert!(
-        out.status.success(),
-        "{:?}: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("JSON output")
-}
-
 #[test]
 fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
     require_root();
@@ -60,16 +53,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
 
     // Capture on the server's side while real traffic flows (no policy attached: everything
     // reaches the server, so the capture holds allowed and denied flows alike).
-    let mut dump = server
-        .command("tcpdump")
-        .args(["-i", &veth.b, "-w"])
-        .arg(&pcap)
-        .args(["-U", "--immediate-mode", "-s", "0", "not ip6"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tcpdump");
-    sleep(Duration::from_millis(800));
+    let dump = PcapWriter::start(&server, &veth.b, &pcap, "not ip6");
     let mut listeners = Vec::new();
     for port in ["8080", "9090"] {
         listeners.push(
@@ -110,11 +94,9 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
         let _ = l.wait();
     }
-    // SAFETY: as above; tcpdump flushes on SIGINT.
-    unsafe { libc::kill(dump.id() as i32, libc::SIGINT) };
-    let _ = dump.wait();
+    dump.stop();
 
-    let replay = json(
+    let replay = run_json(
         Command::new(BIN)
             .arg("replay")
             .arg(&policy)
@@ -222,7 +204,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         if !first {
             continue;
         }
-        let explain = json(
+        let explain = run_json(
             Command::new(BIN)
                 .arg("explain")
                 .arg(&policy)

@@ -340,7 +340,8 @@ const _: () = assert!(core::mem::size_of::<FailsafeKey>() == 24);
 /// Audit events: a BPF ring buffer of [`Event`]s.
 pub const MAP_EVENTS: &str = "CDT_EVENTS";
 pub const EVENTS_BYTES: u32 = 1 << 20;
-/// Per-flow rate limit of audit events: LRU hash `flow::FlowKey` → [`EventRate`].
+/// Rate limit of audit events per flow and outcome: LRU hash `flow::FlowKey` whose `_pad`
+/// holds the verdict and the reason → [`EventRate`].
 pub const MAP_EVENT_RATE: &str = "CDT_EVRATE";
 pub const MAX_EVENT_RATE: u32 = 1 << 16;
 /// Per-CPU array of `u64` counters: [`EVSTAT_SUPPRESSED`], [`EVSTAT_LOST`].

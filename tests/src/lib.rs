@@ -4,6 +4,7 @@
 //!
 //! Tests that need root call [`require_root`] first: it fails loudly, never skips.
 pub mod agent;
+pub mod capture;
 pub mod frames;
 pub mod kernel;
 pub mod netns;

@@ -14,7 +14,7 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     process::{Child, Output, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{Netns, ip, unique_name};
@@ -566,20 +566,7 @@ zones:
                 .spawn()
                 .expect("tcpdump");
         // tcpdump says "listening on ..." on stderr once the capture is live.
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        let t = Instant::now();
-        while !line.contains("listening on") {
-            line.clear();
-            if stderr.read_line(&mut line).unwrap_or(0) == 0
-                || t.elapsed() > Duration::from_secs(10)
-            {
-                // SAFETY: kill on the PID of our own child.
-                unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-                let _ = child.wait();
-                panic!("tcpdump did not start: {line}");
-            }
-        }
+        crate::capture::wait_until_capturing(&mut child);
         Capture { child: Some(child) }
     }
 }

@@ -1,0 +1,79 @@
+//! Writing a capture with tcpdump in a namespace the test created, and running a `conduit`
+//! command that answers JSON.
+use std::{
+    io::{BufRead as _, BufReader},
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::Netns;
+
+/// tcpdump writing `filter`ed frames of `iface` to a pcap file; stopped (and flushed) by
+/// [`PcapWriter::stop`] or on drop.
+pub struct PcapWriter(Option<Child>);
+
+impl PcapWriter {
+    /// Starts tcpdump and returns once it is capturing. Immediate mode: every frame is written
+    /// as it arrives, so none is lost when the capture stops.
+    pub fn start(ns: &Netns, iface: &str, path: &Path, filter: &str) -> Self {
+        let mut child = ns
+            .command("tcpdump")
+            .args(["-i", iface, "-w"])
+            .arg(path)
+            .args(["-U", "--immediate-mode", "-s", "0", filter])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        wait_until_capturing(&mut child);
+        Self(Some(child))
+    }
+
+    /// Stops the capture; the file is complete when this returns.
+    pub fn stop(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            // SAFETY: SIGINT to our own child, by PID: tcpdump flushes and exits.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PcapWriter {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Waits until a tcpdump started with a piped stderr says it is capturing ("listening on").
+pub fn wait_until_capturing(child: &mut Child) {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let t = Instant::now();
+    while !line.contains("listening on") {
+        line.clear();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 || t.elapsed() > Duration::from_secs(10) {
+            // SAFETY: kill on the PID of our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            let _ = child.wait();
+            panic!("tcpdump did not start: {line}");
+        }
+    }
+}
+
+/// Runs a command that must succeed and print JSON; returns the JSON.
+pub fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let out = cmd.output().expect("run the command");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
