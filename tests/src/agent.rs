@@ -34,6 +34,13 @@ impl Agent {
     /// Starts `bin run` in `ns` on `ifaces` with the policy text `yaml`, and waits until
     /// /healthz answers 200.
     pub fn start(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
+        let a = Self::launch(bin, ns, ifaces, yaml, extra);
+        a.wait_healthy(ns);
+        a
+    }
+
+    /// Like [`Agent::start`], without waiting: the process has just been spawned.
+    pub fn launch(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
         let tag = unique_name("cdtag");
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();
@@ -53,7 +60,6 @@ impl Agent {
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         a.spawn();
-        a.wait_healthy(ns);
         a
     }
 

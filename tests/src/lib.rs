@@ -9,6 +9,7 @@ pub mod frames;
 pub mod kernel;
 pub mod netns;
 pub mod plant;
+pub mod policygen;
 pub mod random;
 
 pub use netns::{Netns, VethPair, in_netns, ip, unique_name};

@@ -1,6 +1,8 @@
 //! The kernel side as seen from userspace: load the embedded XDP object, attach it, write the
 //! compiled policy into its maps, read its counters.
 mod apply;
+mod sys;
+pub use apply::{ApplyReport, LpmKey, MapSync};
 use aya::{
     Ebpf,
     maps::PerCpuArray,
@@ -28,6 +30,25 @@ pub enum DatapathError {
     MissingMap(&'static str),
     #[error("reading map {0}: {1}")]
     Map(&'static str, #[source] aya::maps::MapError),
+    #[error("map {map}: {what}: {source}")]
+    Sync {
+        map: &'static str,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "map {map}: the kernel's {what} size is {expected} bytes, this conduit's {size} (ABI \
+         mismatch: rebuild conduit; pins of an older conduit go with `conduit detach`)"
+    )]
+    Layout {
+        map: &'static str,
+        what: &'static str,
+        size: usize,
+        expected: u32,
+    },
+    #[error("map {0} is neither a hash map nor an LPM trie (ABI mismatch: rebuild conduit)")]
+    MapType(&'static str),
     #[error(
         "internal error: policy compiled for slot {compiled}, but slot {expected} is the free one"
     )]
@@ -62,6 +83,8 @@ pub struct Datapath {
     pub(crate) ebpf: Option<Ebpf>,
     /// Maps opened from pins without a program (`conduit status`).
     pinned: std::collections::HashMap<&'static str, aya::maps::Map>,
+    /// What this process knows the policy maps hold (see `apply.rs`).
+    written: apply::Written,
 }
 
 impl Datapath {
@@ -91,12 +114,16 @@ impl Datapath {
         let flag = u32::from(trace);
         let mut loader = aya::EbpfLoader::new();
         loader.override_global(conduit_common::GLOBAL_TRACE, &flag, true);
+        // Maps created by this load start empty; adopted pins hold what an earlier agent
+        // wrote, which the first apply lists.
+        let mut fresh: Vec<&'static str> = conduit_common::PINNED_MAPS.to_vec();
         if let Some(dir) = pin_dir {
             let maps = dir.join("maps");
             std::fs::create_dir_all(&maps).map_err(|e| DatapathError::PinDir(maps.clone(), e))?;
             for name in conduit_common::PINNED_MAPS {
                 loader.map_pin_path(name, maps.join(name));
             }
+            fresh.retain(|name| !maps.join(name).exists());
         }
         let mut ebpf = loader.load(obj).map_err(DatapathError::Load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
@@ -104,6 +131,7 @@ impl Datapath {
         Ok(Self {
             ebpf: Some(ebpf),
             pinned: Default::default(),
+            written: apply::Written::new(&fresh),
         })
     }
 
@@ -118,7 +146,11 @@ impl Datapath {
             let m = aya::maps::Map::from_map_data(md).map_err(|e| DatapathError::Map(name, e))?;
             pinned.insert(*name, m);
         }
-        Ok(Self { ebpf: None, pinned })
+        Ok(Self {
+            ebpf: None,
+            pinned,
+            written: apply::Written::new(&[]),
+        })
     }
 
     /// A map by name: the loaded object's, else one opened from its pin.
@@ -133,19 +165,38 @@ impl Datapath {
     /// The empty XDP_PASS program of the object (`conduit_pass`), loaded on first use: the
     /// benchmarks' floor.
     pub fn floor_program(&mut self) -> Result<&mut Xdp, DatapathError> {
-        let ebpf = self
-            .ebpf
-            .as_mut()
-            .ok_or(DatapathError::MissingMap("conduit_pass"))?;
+        self.bench_program("conduit_pass")
+    }
+
+    /// A benchmark program of the object (`conduit_pass`, `conduit_bench_vary`,
+    /// `conduit_bench_vary_pass`), loaded on first use. Never attached.
+    pub fn bench_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
+        let ebpf = self.ebpf.as_mut().ok_or(DatapathError::MissingMap(name))?;
         let prog: &mut Xdp = ebpf
-            .program_mut("conduit_pass")
-            .ok_or(DatapathError::MissingMap("conduit_pass"))?
+            .program_mut(name)
+            .ok_or(DatapathError::MissingMap(name))?
             .try_into()
             .map_err(DatapathError::Program)?;
         if prog.fd().is_err() {
             prog.load().map_err(DatapathError::Program)?;
         }
         Ok(prog)
+    }
+
+    /// Benchmarks: makes `conduit_bench_vary` cycle through `sources` (a power of two)
+    /// source addresses, starting over from the first.
+    pub fn set_bench_sources(&mut self, sources: u32) -> Result<(), DatapathError> {
+        const MAP: &str = "CDT_BENCH";
+        let m = self
+            .ebpf
+            .as_mut()
+            .and_then(|e| e.map_mut(MAP))
+            .ok_or(DatapathError::MissingMap(MAP))?;
+        let mut a: aya::maps::Array<&mut aya::maps::MapData, u32> =
+            aya::maps::Array::try_from(m).map_err(|e| DatapathError::Map(MAP, e))?;
+        a.set(0, &sources, 0)
+            .map_err(|e| DatapathError::Map(MAP, e))?;
+        a.set(1, &0, 0).map_err(|e| DatapathError::Map(MAP, e))
     }
 
     /// The loaded XDP program, for attaching or for BPF_PROG_TEST_RUN.

@@ -1,0 +1,231 @@
+//! The bpf(2) map commands that aya 0.16 does not offer (BPF_MAP_*_BATCH), next to the
+//! per-element commands they fall back to, on a map's fd with typed key and value slices.
+//!
+//! Every function is one syscall; chunking, fallback and error reporting are the caller's
+//! (`apply.rs`).
+use std::{
+    io,
+    mem::{offset_of, size_of},
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
+
+use aya::Pod;
+
+const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// `elem_flags`/`flags` for updates: create or replace.
+pub const BPF_ANY: u64 = 0;
+
+/// The kernel's "operation not supported" for a map type without batch ops (`ENOTSUPP`, a
+/// kernel-internal errno that reaches userspace from `bpf_map_do_batch`).
+pub const ENOTSUPP: i32 = 524;
+
+/// The member of `union bpf_attr` for the per-element commands (include/uapi/linux/bpf.h):
+/// `struct { __u32 map_fd; __aligned_u64 key; union { __aligned_u64 value, next_key; };
+/// __u64 flags; }`.
+#[repr(C)]
+#[derive(Default)]
+struct ElemAttr {
+    map_fd: u32,
+    _pad: u32,
+    key: u64,
+    /// `value`, or `next_key` for BPF_MAP_GET_NEXT_KEY.
+    value: u64,
+    flags: u64,
+}
+const _: () = {
+    assert!(size_of::<ElemAttr>() == 32);
+    assert!(offset_of!(ElemAttr, key) == 8);
+    assert!(offset_of!(ElemAttr, value) == 16);
+    assert!(offset_of!(ElemAttr, flags) == 24);
+};
+
+/// The member of `union bpf_attr` for BPF_MAP_*_BATCH (include/uapi/linux/bpf.h):
+/// `struct { __aligned_u64 in_batch, out_batch, keys, values; __u32 count, map_fd;
+/// __u64 elem_flags, flags; } batch`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    /// Start of a lookup batch (NULL: from the beginning).
+    in_batch: u64,
+    /// Where the kernel writes the position to continue a lookup from.
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    /// In: elements in `keys`/`values`. Out: elements processed (also on error).
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+const _: () = {
+    assert!(size_of::<BatchAttr>() == 56);
+    assert!(offset_of!(BatchAttr, out_batch) == 8);
+    assert!(offset_of!(BatchAttr, keys) == 16);
+    assert!(offset_of!(BatchAttr, values) == 24);
+    assert!(offset_of!(BatchAttr, count) == 32);
+    assert!(offset_of!(BatchAttr, map_fd) == 36);
+    assert!(offset_of!(BatchAttr, elem_flags) == 40);
+    assert!(offset_of!(BatchAttr, flags) == 48);
+};
+
+fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    // SAFETY: `attr` is a fully initialised `bpf_attr` member of the size passed (the kernel
+    // zero-extends shorter attrs); every pointer in it was taken from a live slice of the
+    // caller that outlives this call and is as long as the count or map sizes it announces.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            std::ptr::from_mut(attr),
+            size_of::<A>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
+    fd.as_raw_fd() as u32
+}
+
+/// A batch call that stopped early: how many elements it processed first, and why.
+#[derive(Debug)]
+pub struct Partial {
+    pub done: usize,
+    pub error: io::Error,
+}
+
+/// BPF_MAP_UPDATE_BATCH: `keys[i] → values[i]` for every `i`, in one call.
+pub fn update_batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+    elem_flags: u64,
+) -> Result<(), Partial> {
+    assert_eq!(keys.len(), values.len());
+    let mut a = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd_u32(fd),
+        elem_flags,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_BATCH, &mut a).map_err(|error| Partial {
+        done: a.count as usize,
+        error,
+    })
+}
+
+/// BPF_MAP_DELETE_BATCH: removes every key of `keys`, in one call. Stops at the first key
+/// that is not in the map (ENOENT).
+pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Partial> {
+    let mut a = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd_u32(fd),
+        ..Default::default()
+    };
+    bpf(BPF_MAP_DELETE_BATCH, &mut a).map_err(|error| Partial {
+        done: a.count as usize,
+        error,
+    })
+}
+
+/// BPF_MAP_LOOKUP_BATCH: reads up to `keys.len()` entries, continuing from `token` when
+/// `first` is false; the kernel writes where to continue into `token` (at least
+/// `max(key size, 8)` bytes: a bucket index for hash maps, a key for the generic
+/// implementation). Returns the number of entries read and whether the map has more.
+pub fn lookup_batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    token: &mut [u8],
+    first: bool,
+    keys: &mut [K],
+    values: &mut [V],
+) -> Result<(usize, bool), Partial> {
+    assert_eq!(keys.len(), values.len());
+    assert!(token.len() >= size_of::<K>().max(8));
+    // The kernel reads in_batch before it writes out_batch, so one buffer serves both.
+    let tok = token.as_mut_ptr() as u64;
+    let mut a = BatchAttr {
+        in_batch: if first { 0 } else { tok },
+        out_batch: tok,
+        keys: keys.as_mut_ptr() as u64,
+        values: values.as_mut_ptr() as u64,
+        count: keys.len() as u32,
+        map_fd: fd_u32(fd),
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_LOOKUP_BATCH, &mut a) {
+        Ok(()) => Ok((a.count as usize, true)),
+        // ENOENT: the end of the map; `count` entries were still read.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((a.count as usize, false)),
+        Err(error) => Err(Partial {
+            done: a.count as usize,
+            error,
+        }),
+    }
+}
+
+/// BPF_MAP_UPDATE_ELEM.
+pub fn update_elem<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    key: &K,
+    value: &V,
+    flags: u64,
+) -> io::Result<()> {
+    let mut a = ElemAttr {
+        map_fd: fd_u32(fd),
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_ref(value) as u64,
+        flags,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &mut a)
+}
+
+/// BPF_MAP_DELETE_ELEM.
+pub fn delete_elem<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+    let mut a = ElemAttr {
+        map_fd: fd_u32(fd),
+        key: std::ptr::from_ref(key) as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_DELETE_ELEM, &mut a)
+}
+
+/// BPF_MAP_LOOKUP_ELEM.
+pub fn lookup_elem<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
+    let mut a = ElemAttr {
+        map_fd: fd_u32(fd),
+        key: std::ptr::from_ref(key) as u64,
+        value: std::ptr::from_mut(value) as u64,
+        ..Default::default()
+    };
+    bpf(BPF_MAP_LOOKUP_ELEM, &mut a)
+}
+
+/// BPF_MAP_GET_NEXT_KEY: the key after `key` (the first key for `None`); `None` at the end.
+pub fn next_key<K: Pod>(fd: BorrowedFd<'_>, key: Option<&K>, next: &mut K) -> io::Result<bool> {
+    let mut a = ElemAttr {
+        map_fd: fd_u32(fd),
+        key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
+        value: std::ptr::from_mut(next) as u64,
+        ..Default::default()
+    };
+    match bpf(BPF_MAP_GET_NEXT_KEY, &mut a) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
