@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use conduit_common::{
     flow::{FLOW_NEW, FlowKey, FlowVal, next_state, state_key},
     parse::parse,
-    verdict::{Decision, Tables, decide, malformed},
+    verdict::{Decision, FlowTable, Tables, decide, fast_path, malformed},
     *,
 };
 
@@ -15,6 +15,10 @@ use crate::policy::compile::Compiled;
 pub struct Reference {
     pub compiled: Compiled,
     pub flows: BTreeMap<FlowKey, FlowVal>,
+    /// Frames judged by the fast path (each checked against the full decision).
+    pub fast_hits: u64,
+    /// Whether the last frame was judged by the fast path.
+    pub last_fast: bool,
 }
 
 impl Reference {
@@ -22,17 +26,38 @@ impl Reference {
         Self {
             compiled,
             flows: BTreeMap::new(),
+            fast_hits: 0,
+            last_fast: false,
         }
     }
 
     /// Judges one frame at `now` (CLOCK_MONOTONIC ns) and updates the flow table.
     pub fn judge(&mut self, frame: &[u8], now: u64) -> Decision {
         let slot = self.compiled.slot;
+        self.last_fast = false;
         let p = match parse(frame) {
             Ok(p) => p,
             Err(_) => return malformed(self, slot),
         };
-        let d = decide(self, slot, &p, now);
+        // The kernel's fast path, which must give what the full decision gives.
+        let full = decide(self, slot, &p, now);
+        let mut flows = Flows(&mut self.flows);
+        let mut d = Decision::FAIL_CLOSED;
+        if fast_path(
+            &self.compiled,
+            &mut flows,
+            slot,
+            GENERATION,
+            &p,
+            now,
+            &mut d,
+        ) {
+            assert_eq!(d, full, "the fast path disagrees with decide on {p:?}");
+            self.fast_hits += 1;
+            self.last_fast = true;
+            return d;
+        }
+        let d = full;
         if let Some(key) = state_key(&d, &p) {
             let old = if d.flow == FLOW_NEW {
                 Some(FlowVal::default())
@@ -40,7 +65,7 @@ impl Reference {
                 self.flows.get(&key).copied()
             };
             if let Some(old) = old {
-                match next_state(&d, &p, &old, now) {
+                match next_state(&d, &p, &old, now, GENERATION) {
                     Some(v) => {
                         self.flows.insert(key, v);
                     }
@@ -51,6 +76,18 @@ impl Reference {
             }
         }
         d
+    }
+}
+
+/// The reference holds one policy: its generation never changes.
+const GENERATION: u64 = 1;
+
+/// The reference's flow table as the fast path updates it.
+struct Flows<'a>(&'a mut BTreeMap<FlowKey, FlowVal>);
+
+impl FlowTable for Flows<'_> {
+    fn with_flow(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> bool) -> Option<bool> {
+        self.0.get_mut(key).map(f)
     }
 }
 
@@ -90,7 +127,7 @@ impl Tables for Reference {
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+/// CLOCK_MONOTONIC in ns: the clock of the kernel program (which reads its coarse variant).
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -17,7 +17,8 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_LIVE,
     MAP_L2,
     MAP_FAILSAFE,
-    crate::flow::MAP_FLOWS,
+    crate::flow::MAP_FLOWS4,
+    crate::flow::MAP_FLOWS6,
     MAP_CONDUIT_STATS,
     MAP_DROPS,
     MAP_CONDUIT_DROPS,
@@ -278,8 +279,11 @@ pub struct Trace {
     pub src_zone: u32,
     pub dst_zone: u32,
     pub flow: u32,
+    /// 1 when the fast path (a verdict cached in the flow) decided.
+    pub fast: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(core::mem::size_of::<Trace>() == 32);
+const _: () = assert!(core::mem::size_of::<Trace>() == 40);
 
 /// Which slot holds the live policy, and its generation.
 #[repr(C)]
@@ -620,6 +624,7 @@ mod pod_policy {
     unsafe impl aya::Pod for EtherTypeKey {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}
+    unsafe impl aya::Pod for crate::flow::FlowKey4 {}
     unsafe impl aya::Pod for Active {}
     unsafe impl aya::Pod for Trace {}
     unsafe impl aya::Pod for FailsafeKey {}

@@ -4,9 +4,14 @@
 //! exists in the live policy.
 use crate::verdict::{Decision, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet};
 
-/// The flow table: LRU hash [`FlowKey`] → [`FlowVal`].
-pub const MAP_FLOWS: &str = "CDT_FLOWS";
-pub const MAX_FLOWS: u32 = 1 << 18;
+/// The flow table, in two LRU hash maps: IPv4 flows under the compact [`FlowKey4`] (a
+/// shorter key is a cheaper hash on every packet), IPv6 flows under [`FlowKey`]. The value is
+/// [`FlowVal`] in both. (The names carry the family and replace `CDT_FLOWS`, whose value was
+/// smaller: pins of an older build are never read with this layout.)
+pub const MAP_FLOWS4: &str = "CDT_FLOWS4";
+pub const MAX_FLOWS4: u32 = 1 << 18;
+pub const MAP_FLOWS6: &str = "CDT_FLOWS6";
+pub const MAX_FLOWS6: u32 = 1 << 16;
 
 /// A flow in the direction of its first packet. Ports in host byte order; ICMP echo uses the
 /// identifier for both ports, so the reply's swapped key is the request's key.
@@ -24,6 +29,39 @@ pub struct FlowKey {
 }
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 40);
 
+/// An IPv4 [`FlowKey`]: the same fields with 4-byte addresses.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FlowKey4 {
+    pub proto: u8,
+    pub _pad: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad2: u16,
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<FlowKey4>() == 16);
+
+impl FlowKey {
+    /// The compact form of an IPv4 key (meaningful when `family` is `FAMILY_V4`).
+    #[inline(always)]
+    pub fn v4(&self) -> FlowKey4 {
+        FlowKey4 {
+            proto: self.proto,
+            _pad: 0,
+            sport: self.sport,
+            dport: self.dport,
+            _pad2: 0,
+            src: [self.src[0], self.src[1], self.src[2], self.src[3]],
+            dst: [self.dst[0], self.dst[1], self.dst[2], self.dst[3]],
+        }
+    }
+}
+
+/// A flow's state, and the verdict its packets got under the live policy (the fast path of
+/// [`crate::verdict::fast_path`]): valid only while the policy generation is `generation`
+/// and the packet comes from the MAC address the verdict was given for.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowVal {
@@ -31,10 +69,30 @@ pub struct FlowVal {
     pub conduit: u32,
     /// `FLOW_*` state bits.
     pub state: u32,
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last packet.
+    /// CLOCK_MONOTONIC (coarse, `bpf_ktime_get_coarse_ns`) of the last packet.
     pub last_seen: u64,
+    /// The policy generation (`Active::generation`) of the cached verdicts below.
+    pub generation: u64,
+    /// The initiator's and the responder's zones under that generation.
+    pub src_zone: u32,
+    pub dst_zone: u32,
+    /// The Modbus filter of the rule that matches the initiator's packets under that
+    /// generation (`ConduitHit::modbus`), 0 for none.
+    pub filter: u32,
+    /// [`CACHE_FWD`] | [`CACHE_REV`]: which directions have a cached verdict.
+    pub cached: u8,
+    pub _pad: [u8; 3],
+    /// The source MAC address each direction's cached verdict was given for.
+    pub mac_fwd: [u8; 6],
+    pub mac_rev: [u8; 6],
+    pub _pad2: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<FlowVal>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowVal>() == 56);
+
+/// [`FlowVal::cached`]: the initiator's packets have a verdict under `generation`.
+pub const CACHE_FWD: u8 = 1;
+/// [`FlowVal::cached`]: the replies have a verdict under `generation`.
+pub const CACHE_REV: u8 = 2;
 
 /// The initiator sent a FIN.
 pub const FLOW_FIN_FWD: u32 = 1;
@@ -148,9 +206,16 @@ pub fn alive(v: &FlowVal, proto: u8, now: u64) -> bool {
 }
 
 /// What to store after a packet of a flow: the new value, or `None` to remove the flow (a
-/// TCP reset). For [`FLOW_NEW`], `old` is ignored.
+/// TCP reset). For [`FLOW_NEW`], `old` is ignored. An allowed packet of a tracked flow leaves
+/// its verdict for the fast path, under the policy `generation` that gave it.
 #[inline(always)]
-pub fn next_state(d: &Decision, p: &Packet, old: &FlowVal, now: u64) -> Option<FlowVal> {
+pub fn next_state(
+    d: &Decision,
+    p: &Packet,
+    old: &FlowVal,
+    now: u64,
+    generation: u64,
+) -> Option<FlowVal> {
     if p.proto == PROTO_TCP && p.tcp_flags & crate::parse::TCP_RST != 0 {
         return None;
     }
@@ -162,10 +227,13 @@ pub fn next_state(d: &Decision, p: &Packet, old: &FlowVal, now: u64) -> Option<F
             } else {
                 0
             },
-            last_seen: now,
+            ..FlowVal::default()
         },
         _ => *old,
     };
+    if d.verdict == crate::Verdict::Allow && v.state & FLOW_MONITOR == 0 {
+        remember(&mut v, d, p, generation);
+    }
     v.last_seen = now;
     let fin = p.proto == PROTO_TCP && p.tcp_flags & crate::parse::TCP_FIN != 0;
     if d.flow == FLOW_REV {
@@ -177,6 +245,28 @@ pub fn next_state(d: &Decision, p: &Packet, old: &FlowVal, now: u64) -> Option<F
         v.state |= FLOW_FIN_FWD;
     }
     Some(v)
+}
+
+/// Caches an allowed packet's verdict in its flow for the packets that follow in the same
+/// direction, from the same MAC address, under the same policy generation.
+#[inline(always)]
+fn remember(v: &mut FlowVal, d: &Decision, p: &Packet, generation: u64) {
+    if v.generation != generation {
+        v.generation = generation;
+        v.cached = 0;
+    }
+    if d.flow == FLOW_REV {
+        v.cached |= CACHE_REV;
+        v.mac_rev = p.src_mac;
+        v.src_zone = d.dst_zone;
+        v.dst_zone = d.src_zone;
+    } else {
+        v.cached |= CACHE_FWD;
+        v.mac_fwd = p.src_mac;
+        v.src_zone = d.src_zone;
+        v.dst_zone = d.dst_zone;
+        v.filter = u32::from(d.filter);
+    }
 }
 
 /// The key under which a decision's flow state is stored, if it has any: the packet's own

@@ -4,9 +4,10 @@
 use crate::{
     abi::*,
     flow::{
-        FLOW_FWD, FLOW_MONITOR, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey, FlowVal, alive, flow_key,
-        reply_shaped, tracked,
+        CACHE_FWD, CACHE_REV, FLOW_FWD, FLOW_MONITOR, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey,
+        FlowVal, alive, flow_key, next_state, reply_shaped, tracked,
     },
+    parse::TCP_RST,
 };
 
 /// Lookups into the compiled policy. The kernel implements them with BPF map lookups (LPM
@@ -110,7 +111,14 @@ pub struct Decision {
     pub log: bool,
     /// How the frame relates to the flow table (`flow::FLOW_*`).
     pub flow: u8,
+    /// The Modbus filter of the rule that matched an allowed initiator's packet (new or
+    /// established flow), 0 for none: kept in the flow for the fast path. A `u16` so that
+    /// the struct has no padding: the BPF verifier rejects a copy whose padding bytes the
+    /// compiler fills from a pointer register.
+    pub filter: u16,
 }
+const _: () = assert!(core::mem::size_of::<Decision>() == 24);
+const _: () = assert!(MAX_MODBUS_FILTERS <= u16::MAX as u32);
 
 /// Resolves an address: exact `ip` assets first, then the longest CIDR, else `unknown`.
 #[inline(always)]
@@ -225,6 +233,7 @@ impl<T: Tables> Judge<'_, T> {
             dst_zone: self.dst_zone,
             log,
             flow: FLOW_NONE,
+            filter: 0,
         }
     }
 
@@ -243,6 +252,7 @@ impl<T: Tables> Judge<'_, T> {
             dst_zone: self.dst_zone,
             log: self.settings.log != LOG_NONE,
             flow: FLOW_NONE,
+            filter: 0,
         }
     }
 
@@ -290,7 +300,8 @@ pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
 
 /// Judges a frame: identity and binding checks, fragments, then the flow table (packets of
 /// known flows and their replies), then the conduits and the intra-zone rule. `now` is
-/// CLOCK_MONOTONIC in ns (what `bpf_ktime_get_ns` returns), for flow expiry.
+/// CLOCK_MONOTONIC in ns (the kernel reads the coarse clock, `bpf_ktime_get_coarse_ns`), for
+/// flow expiry.
 #[inline(always)]
 pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     let settings = settings_of(t, slot);
@@ -439,24 +450,27 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         if let Some(v) = t.flow(&flow_key(p, false))
             && live(&v)
         {
-            // Data of an established flow on a rule with a Modbus filter: the live policy's
-            // filter judges every client-to-server segment (so a reload that narrows a
-            // conduit to read-only applies to sessions already open).
+            // An established TCP flow in a policy with Modbus filters: the live policy's
+            // filter judges every client-to-server segment with data (so a reload that
+            // narrows a conduit to read-only applies to sessions already open).
+            let mut filter = 0;
             if settings.modbus == 1
                 && p.proto == PROTO_TCP
-                && p.payload_len > 0
                 && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport)
-                && let Some(reason) = inspect(t, slot, &hit, p)
             {
-                let mut d = j.deny_by(reason, &hit);
-                if d.verdict == Verdict::WouldDeny {
-                    d.flow = FLOW_FWD;
+                filter = hit.modbus as u16;
+                if let Some(reason) = inspect(t, slot, &hit, p) {
+                    let mut d = j.deny_by(reason, &hit);
+                    if d.verdict == Verdict::WouldDeny {
+                        d.flow = FLOW_FWD;
+                    }
+                    return d;
                 }
-                return d;
             }
             let mut d = j.allow(Reason::Conduit, None);
             d.conduit = v.conduit;
             d.flow = FLOW_FWD;
+            d.filter = filter;
             return d;
         }
         if reply_shaped(p)
@@ -494,6 +508,10 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         let mut d = j.allow(Reason::Conduit, Some(hit));
         if tracked {
             d.flow = FLOW_NEW;
+            // What the established path finds for the flow's next packets.
+            if settings.modbus == 1 && p.proto == PROTO_TCP {
+                d.filter = hit.modbus as u16;
+            }
         }
         return d;
     }
@@ -516,4 +534,139 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
         d.flow = FLOW_NEW;
     }
     d
+}
+
+/// The flow table with in-place access, for [`fast_path`]: the kernel's LRU hash map, or the
+/// reference model's ordered map.
+pub trait FlowTable {
+    /// Runs `f` on the flow stored under `key` and returns its answer; `None` when there is
+    /// no such flow.
+    fn with_flow(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> bool) -> Option<bool>;
+}
+
+impl Decision {
+    /// A starting value that fails closed (deny, malformed), for code that fills a decision
+    /// in place.
+    pub const FAIL_CLOSED: Decision = Decision {
+        verdict: Verdict::Deny,
+        reason: Reason::Malformed,
+        conduit: NO_CONDUIT,
+        src_zone: ZONE_UNKNOWN,
+        dst_zone: ZONE_UNKNOWN,
+        log: false,
+        flow: FLOW_NONE,
+        filter: 0,
+    };
+}
+
+/// The fast path: a packet of a flow whose direction already has a verdict under the live
+/// policy `generation` (see [`crate::flow::next_state`]). Writes to `out` exactly what
+/// [`decide`] would return, updates the flow as the full path would, with one flow lookup
+/// (two for a reply), and returns true; returns false, `out` untouched, when the full
+/// decision must run: no flow, no verdict cached for this generation, another source MAC,
+/// an expired flow, a fragment, a reset, an ICMP error, or a Modbus segment that the filter
+/// would not let through. (An out-parameter, not an `Option`: the BPF verifier rejects the
+/// niche-encoded copies the compiler makes of an `Option<Decision>`.)
+///
+/// Why the cached verdict is [`decide`]'s: every step before the flow lookup in [`decide`]
+/// depends only on the policy (the generation), the flow's addresses, ports and protocol
+/// (the key) and the source MAC (cached per direction); the flow's conduit was live under
+/// this generation when the verdict was cached; what remains (expiry, Modbus inspection of
+/// the initiator's data) is checked here on every packet.
+#[inline(always)]
+pub fn fast_path<T: Tables, F: FlowTable>(
+    t: &T,
+    flows: &mut F,
+    slot: u8,
+    generation: u64,
+    p: &Packet,
+    now: u64,
+    out: &mut Decision,
+) -> bool {
+    if p.kind != KIND_IP
+        || p.fragment != 0
+        || p.icmp_error != 0
+        || !tracked(p)
+        || (p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0)
+    {
+        return false;
+    }
+    let settings = settings_of(t, slot);
+    if settings.valid != 1 {
+        return false;
+    }
+    // The order of `decide`: the packet's own key first, then (for a reply) the swapped one.
+    if let Some(hit) = flows.with_flow(&flow_key(p, false), |v| {
+        cached(t, slot, generation, &settings, p, v, FLOW_FWD, now, out)
+    }) {
+        return hit;
+    }
+    if !reply_shaped(p) {
+        return false;
+    }
+    flows.with_flow(&flow_key(p, true), |v| {
+        cached(t, slot, generation, &settings, p, v, FLOW_REV, now, out)
+    }) == Some(true)
+}
+
+/// The cached verdict of flow `v` for a packet in direction `dir` ([`FLOW_FWD`] or
+/// [`FLOW_REV`]), if it still holds: written to `out`, and the flow updated.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn cached<T: Tables>(
+    t: &T,
+    slot: u8,
+    generation: u64,
+    settings: &Settings,
+    p: &Packet,
+    v: &mut FlowVal,
+    dir: u8,
+    now: u64,
+    out: &mut Decision,
+) -> bool {
+    let (bit, mac) = if dir == FLOW_FWD {
+        (CACHE_FWD, &v.mac_fwd)
+    } else {
+        (CACHE_REV, &v.mac_rev)
+    };
+    if v.generation != generation
+        || v.cached & bit == 0
+        || *mac != p.src_mac
+        || v.state & FLOW_MONITOR != 0
+        || !alive(v, p.proto, now)
+    {
+        return false;
+    }
+    let mut d = Decision {
+        verdict: Verdict::Allow,
+        reason: Reason::Conduit,
+        conduit: v.conduit,
+        src_zone: v.src_zone,
+        dst_zone: v.dst_zone,
+        log: settings.log == LOG_ALL,
+        flow: dir,
+        filter: 0,
+    };
+    if dir == FLOW_FWD {
+        d.filter = v.filter as u16;
+        if v.filter != 0 {
+            let key = ModbusKey {
+                slot: slot as u32,
+                filter: v.filter,
+            };
+            if crate::modbus::check(t.modbus(&key), p).is_some() {
+                // Denied by the filter: the full path says how and counts it.
+                return false;
+            }
+        }
+    } else {
+        d.reason = Reason::Reply;
+        d.src_zone = v.dst_zone;
+        d.dst_zone = v.src_zone;
+    }
+    if let Some(n) = next_state(&d, p, v, now, generation) {
+        *v = n;
+    }
+    *out = d;
+    true
 }

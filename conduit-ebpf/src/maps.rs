@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use conduit_common::{
-    flow::{FlowKey, FlowVal, MAX_FLOWS},
+    flow::{FlowKey, FlowKey4, FlowVal, MAX_FLOWS4, MAX_FLOWS6},
     *,
 };
 
@@ -52,8 +52,11 @@ pub static CDT_LIVE: HashMap<ConduitKey, ConduitInfo> =
 pub static CDT_L2: HashMap<EtherTypeKey, u32> =
     HashMap::with_max_entries(SLOTS * MAX_L2_ETHERTYPES, 0);
 
-#[map(name = "CDT_FLOWS")]
-pub static CDT_FLOWS: LruHashMap<FlowKey, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS, 0);
+#[map(name = "CDT_FLOWS4")]
+pub static CDT_FLOWS4: LruHashMap<FlowKey4, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS4, 0);
+
+#[map(name = "CDT_FLOWS6")]
+pub static CDT_FLOWS6: LruHashMap<FlowKey, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS6, 0);
 
 #[map(name = "CDT_CSTATS")]
 pub static CDT_CSTATS: PerCpuHashMap<u32, Counter> =
@@ -72,6 +75,10 @@ pub static CDT_CDROPS: PerCpuHashMap<ConduitDropKey, Counter> =
 #[map(name = "CDT_SCRATCH")]
 pub static CDT_SCRATCH: PerCpuArray<conduit_common::verdict::Packet> =
     PerCpuArray::with_max_entries(1, 0);
+
+/// Benchmarks only: the modulus and run counter of `conduit_bench_vary`.
+#[map(name = "CDT_BENCH")]
+pub static CDT_BENCH: Array<u32> = Array::with_max_entries(2, 0);
 
 #[map(name = "CDT_TRACE")]
 pub static CDT_TRACE: Array<Trace> = Array::with_max_entries(1, 0);

@@ -58,7 +58,7 @@ impl Tables for KernelTables {
     fn flow(&self, key: &FlowKey) -> Option<FlowVal> {
         // SAFETY: copied out at once; a racing update at worst gives a slightly older
         // `last_seen`.
-        unsafe { CDT_FLOWS.get(key).copied() }
+        crate::flow::get(key).map(|v| unsafe { *v })
     }
 
     #[inline(always)]

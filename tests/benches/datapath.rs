@@ -48,6 +48,14 @@ fn policy(identities: u32, conduits: u32) -> Policy {
             mac: None,
         },
     ];
+    // The network the distinct-flows cases send from (10.1.0.0 ..): matched by this CIDR
+    // asset where the policy has no `ip` asset for an address.
+    a_assets.push(Asset {
+        name: "plant-net".into(),
+        pos: Pos::default(),
+        addr: Addr::Cidr(ip("10.1.0.0"), 16),
+        mac: None,
+    });
     for i in 0..identities.saturating_sub(4) {
         let addr = IpAddr::from([10, 1 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
         a_assets.push(Asset {
@@ -135,6 +143,89 @@ fn modbus_read(sport: u16, dport: u16) -> L4 {
 }
 
 /// Median ns per run of `frame` over `rounds` runs of `repeat` repetitions.
+/// Distinct sources of the many-flows cases.
+const DISTINCT: u32 = 1024;
+const VARY_ESTABLISHED: &str = "established flows, distinct sources (TCP ACK)";
+const VARY_NEW: &str = "new flows allowed, distinct sources (SYN+RST)";
+
+/// The source MAC of the distinct-flows frames: bound to no address (the client's MAC is
+/// bound to 10.0.0.1, so frames from it with other addresses would be `spoofed`).
+const NET_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
+
+/// A TCP segment from 10.1.0.0 (the varying program changes the last two bytes) to the
+/// server's allowed port.
+fn from_net(flags: u8) -> Vec<u8> {
+    frames::v4(
+        NET_MAC,
+        [10, 1, 0, 0],
+        [10, 200, 0, 1],
+        L4::Tcp {
+            sport: 41000,
+            dport: 502,
+            flags,
+        },
+    )
+}
+
+/// One measurement.
+struct Row {
+    ids: u32,
+    cds: u32,
+    name: String,
+    ns: f64,
+    floor: f64,
+}
+
+/// The scale goals, from the distinct-flows rows: the cost at the largest identity count
+/// against the smallest (goal ≤ 1.5×), and across conduit counts (goal: flat).
+fn scale_summary(rows: &[Row]) -> String {
+    let get = |ids: u32, cds: u32, name: &str| {
+        rows.iter()
+            .find(|r| r.ids == ids && r.cds == cds && r.name == name)
+            .map(|r| r.ns)
+    };
+    let ids: Vec<u32> = {
+        let mut v: Vec<u32> = rows.iter().map(|r| r.ids).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let cds: Vec<u32> = {
+        let mut v: Vec<u32> = rows.iter().map(|r| r.cds).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let (Some(&i0), Some(&i1), Some(&c0), Some(&c1)) =
+        (ids.first(), ids.last(), cds.first(), cds.last())
+    else {
+        return String::new();
+    };
+    let mut s = String::from(
+        "### Scale (distinct flows)\n\n| case | identities | conduits | ratio | goal |\n| --- | --- | --- | ---: | --- |\n",
+    );
+    for name in [VARY_ESTABLISHED, VARY_NEW] {
+        for &c in &cds {
+            if let (Some(a), Some(b)) = (get(i0, c, name), get(i1, c, name)) {
+                let r = b / a;
+                s += &format!(
+                    "| {name} | {i1} vs {i0} | {c} | {r:.2} | ≤ 1.5×: {} |\n",
+                    if r <= 1.5 { "met" } else { "missed" }
+                );
+            }
+        }
+        for &i in &ids {
+            if let (Some(a), Some(b)) = (get(i, c0, name), get(i, c1, name)) {
+                s += &format!(
+                    "| {name} | {i} | {c1} vs {c0} | {:.2} | flat (program size does not depend on the policy) |\n",
+                    b / a
+                );
+            }
+        }
+    }
+    s + "\n"
+}
+
 fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
     let mut v: Vec<f64> = (0..rounds)
         .map(|_| {
@@ -155,6 +246,8 @@ fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
 fn main() {
     conduit_tests::require_root();
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
+    // For profiling (e.g. under `perf record`): only the cases whose name contains this.
+    let only = std::env::var("CONDUIT_BENCH_ONLY").ok();
     let (repeat, rounds) = if full { (1_000_000, 5) } else { (200_000, 3) };
     let id_sizes: &[u32] = if full {
         &[10, 10_000, 1_000_000]
@@ -253,6 +346,7 @@ fn main() {
         }),
     ];
     let mut out = String::new();
+    let mut rows: Vec<Row> = Vec::new();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -264,7 +358,7 @@ fn main() {
         .to_owned();
     out += "## Per-packet cost (BPF_PROG_TEST_RUN)\n\n";
     out += &format!(
-        "Machine: {cpu}, {} CPUs, kernel {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: these are best cases, not the cost of many distinct flows.\n\n",
+        "Machine: {cpu}, {} CPUs, kernel {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: the first table of each size gives best cases; the distinct-flows table below it changes the source address with every run (1,024 devices) inside the measured program, against that program's own floor.\n\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         kernel.trim()
     );
@@ -281,7 +375,7 @@ fn main() {
             let apply_ms = t.elapsed().as_millis();
             let floor = cost(dp.floor_program().unwrap(), &cases[0].1, repeat, rounds);
             out += &format!(
-                "### {ids} identities, {cds} conduits\n\nload: compile {compile_ms} ms, apply {apply_ms} ms (single-element map updates). Floor (empty XDP_PASS): {floor:.1} ns.\n\n| case | ns/packet | × floor |\n| --- | ---: | ---: |\n"
+                "### {ids} identities, {cds} conduits\n\nload: compile {compile_ms} ms, apply {apply_ms} ms. Floor (empty XDP_PASS): {floor:.1} ns.\n\n| case | ns/packet | × floor |\n| --- | ---: | ---: |\n"
             );
             let prog = dp.program().unwrap();
             // Warm up: the first established-flow frames create their flows.
@@ -331,15 +425,86 @@ fn main() {
                 );
             }
             for (name, f) in &cases {
+                if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                    continue;
+                }
                 let ns = cost(prog, f, repeat, rounds);
                 out += &format!("| {name} | {ns:.1} | {:.1} |\n", ns / floor);
+                rows.push(Row {
+                    ids,
+                    cds,
+                    name: name.to_string(),
+                    ns,
+                    floor,
+                });
+            }
+            // Many distinct flows: the source address changes with every run (see
+            // `conduit_bench_vary`), against the same program's floor (the change, then pass).
+            dp.set_bench_sources(DISTINCT).unwrap();
+            let vfloor = cost(
+                dp.bench_program("conduit_bench_vary_pass").unwrap(),
+                &from_net(0x10),
+                repeat,
+                rounds,
+            );
+            let vary = dp.bench_program("conduit_bench_vary").unwrap();
+            // One SYN from every source opens its flow.
+            let _ = cost(vary, &from_net(0x02), DISTINCT, 1);
+            out += &format!(
+                "\nMany distinct flows ({DISTINCT} sources, 10.1.0.0 upwards, cycled run by run): floor of the varying program {vfloor:.1} ns.\n\n| case | ns/packet | × floor |\n| --- | ---: | ---: |\n"
+            );
+            for (name, flags) in [
+                (VARY_ESTABLISHED, 0x10),
+                (VARY_NEW, 0x06),
+                (
+                    "new flows denied, distinct sources (SYN to a closed port)",
+                    0x02,
+                ),
+            ] {
+                if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
+                    continue;
+                }
+                let mut f = from_net(flags);
+                if flags == 0x02 {
+                    f = frames::v4(
+                        NET_MAC,
+                        [10, 1, 0, 0],
+                        [10, 200, 0, 1],
+                        L4::Tcp {
+                            sport: 41000,
+                            dport: 503,
+                            flags,
+                        },
+                    );
+                }
+                let ns = cost(vary, &f, repeat, rounds);
+                out += &format!("| {name} | {ns:.1} | {:.1} |\n", ns / vfloor);
+                rows.push(Row {
+                    ids,
+                    cds,
+                    name: name.to_string(),
+                    ns,
+                    floor: vfloor,
+                });
             }
             out += "\n";
             eprintln!("done: {ids} identities, {cds} conduits");
         }
     }
+    out += &scale_summary(&rows);
     print!("{out}");
     if let Ok(path) = std::env::var("CONDUIT_BENCH_OUT") {
         std::fs::write(path, &out).expect("write the report");
+    }
+    // For the plot (`cargo xtask bench` draws it).
+    if let Ok(path) = std::env::var("CONDUIT_BENCH_CSV") {
+        let mut csv = String::from("identities,conduits,case,ns,floor_ns\n");
+        for r in &rows {
+            csv += &format!(
+                "{},{},{},{:.1},{:.1}\n",
+                r.ids, r.cds, r.name, r.ns, r.floor
+            );
+        }
+        std::fs::write(path, &csv).expect("write the CSV");
     }
 }

@@ -56,8 +56,9 @@ pub fn action_of(d: &Decision) -> u32 {
     }
 }
 
-/// The decision as the kernel records it, for comparison.
-pub fn as_trace(d: &Decision, seq: u64) -> Trace {
+/// The decision as the kernel records it, for comparison; `fast`: the reference's fast path
+/// decided (the kernel's must have too).
+pub fn as_trace(d: &Decision, fast: bool, seq: u64) -> Trace {
     Trace {
         seq,
         verdict: d.verdict as u32,
@@ -66,5 +67,7 @@ pub fn as_trace(d: &Decision, seq: u64) -> Trace {
         src_zone: d.src_zone,
         dst_zone: d.dst_zone,
         flow: u32::from(d.flow),
+        fast: u32::from(fast),
+        _pad: 0,
     }
 }

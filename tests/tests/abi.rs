@@ -94,11 +94,18 @@ fn object_maps_match_common_types() {
             S * abi::MAX_FAILSAFE,
         ),
         (
-            abi::flow::MAP_FLOWS,
+            abi::flow::MAP_FLOWS4,
+            LRU_HASH,
+            size_of::<abi::flow::FlowKey4>(),
+            size_of::<FlowVal>(),
+            abi::flow::MAX_FLOWS4,
+        ),
+        (
+            abi::flow::MAP_FLOWS6,
             LRU_HASH,
             size_of::<FlowKey>(),
             size_of::<FlowVal>(),
-            abi::flow::MAX_FLOWS,
+            abi::flow::MAX_FLOWS6,
         ),
         (
             abi::MAP_CONDUIT_STATS,
@@ -129,6 +136,7 @@ fn object_maps_match_common_types() {
             abi::MAX_DROP_KEYS,
         ),
         (abi::MAP_TRACE, ARRAY, 4, size_of::<abi::Trace>(), 1),
+        ("CDT_BENCH", ARRAY, 4, 4, 2),
         (
             "CDT_SCRATCH",
             PERCPU_ARRAY,

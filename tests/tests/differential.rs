@@ -25,6 +25,7 @@ fn kernel_and_reference_agree() {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut mismatches = Vec::new();
     let mut done = 0u64;
+    let mut fast = 0u64;
     let mut verdicts = [0u64; 3];
     let mut reasons = std::collections::BTreeMap::new();
     while done < total {
@@ -40,6 +41,17 @@ fn kernel_and_reference_agree() {
                     // An ICMP error about an earlier frame, from its receiver.
                     e
                 }
+                // The initiator's next packet, as sent (the fast path, once its flow has a
+                // verdict), sometimes from another MAC address.
+                Some(prev) if rng.random_bool(0.15) => {
+                    let mut again = prev.clone();
+                    if rng.random_bool(0.2)
+                        && let Some(h) = p.hosts.choose(&mut rng)
+                    {
+                        random::set_src_mac(&mut again, h.mac);
+                    }
+                    again
+                }
                 Some(prev) if rng.random_bool(0.3) => {
                     let mut rev = random::reverse(prev).unwrap_or_else(|| prev.clone());
                     if rng.random_bool(0.5)
@@ -54,7 +66,7 @@ fn kernel_and_reference_agree() {
             let now = monotonic_ns();
             let want = r.judge(&f, now);
             let (action, got) = k.run(&f);
-            let want_t = kernel::as_trace(&want, got.seq);
+            let want_t = kernel::as_trace(&want, r.last_fast, got.seq);
             verdicts[want.verdict as usize] += 1;
             *reasons.entry(want.reason.as_str()).or_insert(0u64) += 1;
             if got != want_t || action != kernel::action_of(&want) {
@@ -73,16 +85,22 @@ fn kernel_and_reference_agree() {
             }
             done += 1;
         }
+        fast += r.fast_hits;
     }
     eprintln!(
         "differential: allow {} deny {} would_deny {}",
         verdicts[0], verdicts[1], verdicts[2]
     );
     eprintln!("differential: reasons {reasons:?}");
+    eprintln!("differential: {fast} frames judged by the fast path (checked against decide)");
     if total >= 20_000 {
         // The generator must exercise every verdict and every reason the datapath can give
         // (failsafe needs the agent's own addresses and is tested with the agent).
         assert!(verdicts.iter().all(|&v| v > 0), "verdicts {verdicts:?}");
+        assert!(
+            fast >= total / 500,
+            "only {fast} of {total} frames took the fast path"
+        );
         for r in conduit_common::Reason::ALL {
             if r != conduit_common::Reason::Failsafe {
                 assert!(

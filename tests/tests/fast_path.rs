@@ -381,3 +381,44 @@ fn a_reset_ends_the_flow() {
     assert_eq!(t.fast, 0, "no cached verdict after a reset: {t:?}");
     assert_eq!(t.flow, u32::from(flow::FLOW_NEW), "{t:?}");
 }
+
+/// Many flows at once (a thousand PLC polls): each one's packets after the first are fast.
+#[test]
+fn many_flows_each_keep_their_verdict() {
+    require_root();
+    let yaml = policy(Some(TCP_502)).replace(
+        "assets: [{ name: hmi, ip: 10.0.0.20, mac: \"02:00:00:00:00:0a\" }]",
+        "assets: [{ name: hmi, ip: 10.0.0.20, mac: \"02:00:00:00:00:0a\" }, { name: hmis, cidr: 10.0.4.0/22 }]",
+    );
+    let (mut k, _) = kernel::with_policy(&yaml);
+    let from = |i: u16, flags| {
+        let [hi, lo] = i.to_be_bytes();
+        segment(
+            ATTACKER_MAC,
+            [10, 0, 4 + hi, lo],
+            PLC,
+            (CLIENT_PORT, 502),
+            flags,
+        )
+    };
+    for i in 0..1024 {
+        expect(
+            &mut k,
+            &from(i, SYN),
+            XDP_PASS,
+            Reason::Conduit,
+            false,
+            "syn",
+        );
+    }
+    for i in 0..1024 {
+        expect(
+            &mut k,
+            &from(i, ACK),
+            XDP_PASS,
+            Reason::Conduit,
+            true,
+            "ack",
+        );
+    }
+}
