@@ -603,9 +603,16 @@ pub struct Settings {
     /// 1 when a rule of the policy has a `modbus` section: data segments of established TCP
     /// flows are then looked up again so that the live filter applies to them.
     pub modbus: u32,
-    pub _pad: u32,
+    /// [`SETTINGS_FAILSAFE`] | [`SETTINGS_MACS`]: which optional tables the slot fills, so
+    /// that a packet skips the lookups into empty ones.
+    pub flags: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
+
+/// [`Settings::flags`]: the slot has failsafe entries (`CDT_FAILSAFE`).
+pub const SETTINGS_FAILSAFE: u32 = 1;
+/// [`Settings::flags`]: the slot has MAC bindings (`CDT_MAC`).
+pub const SETTINGS_MACS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod pod_policy {

@@ -210,7 +210,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
                 .flat_map(|x| &x.rules)
                 .any(|r| r.modbus.is_some()),
         ),
-        _pad: 0,
+        flags: 0,
     };
     for r in &p.defaults.failsafe {
         if let (Proto::Number(proto), Some(ranges)) = (r.proto, &r.ports) {
@@ -348,6 +348,9 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     }
     c.conduits = entries;
+    if !c.mac.is_empty() {
+        c.settings.flags |= SETTINGS_MACS;
+    }
     c.modbus = filters
         .into_iter()
         .map(|(rule, filter)| {
@@ -429,6 +432,7 @@ impl Compiled {
     /// ranges are expanded; a policy with more than [`MAX_FAILSAFE`] entries is refused.
     pub fn with_failsafe(mut self, addrs: &[IpAddr]) -> Result<Self, CapacityError> {
         self.failsafe.clear();
+        self.settings.flags &= !SETTINGS_FAILSAFE;
         for &ip in addrs {
             let (family, addr) = addr_bytes(ip);
             for &(proto, lo, hi) in &self.failsafe_ports {
@@ -442,6 +446,7 @@ impl Compiled {
                         _pad2: 0,
                         addr,
                     });
+                    self.settings.flags |= SETTINGS_FAILSAFE;
                     if self.failsafe.len() > MAX_FAILSAFE as usize {
                         return Err(CapacityError {
                             what: "failsafe entries (addresses x ports)",
