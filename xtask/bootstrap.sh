@@ -16,8 +16,8 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 [ -n "$NIGHTLY" ] || { say "cannot read the channel from rust-toolchain.toml"; exit 2; }
 
 # --- Debian packages -----------------------------------------------------------------------
-PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool
-      prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip)
+PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool libxml2-utils
+      prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip iperf3)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@
 //! bpf-linker and the Debian packages that these commands use.
 mod demo;
 mod deploy;
+mod plot;
 
 use std::process::Command;
 
@@ -117,9 +118,11 @@ fn bench(full: bool) -> Result<()> {
     let root = workspace_root();
     let datapath = std::env::temp_dir().join(format!("conduit-bench-{}.md", std::process::id()));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let csv = std::env::temp_dir().join(format!("conduit-bench-{}.csv", std::process::id()));
     cmd.args(["bench", "--package", "conduit-tests", "--bench", "datapath"])
         .current_dir(&root)
-        .env("CONDUIT_BENCH_OUT", &datapath);
+        .env("CONDUIT_BENCH_OUT", &datapath)
+        .env("CONDUIT_BENCH_CSV", &csv);
     if full {
         cmd.env("CONDUIT_BENCH_FULL", "1");
     }
@@ -130,6 +133,8 @@ fn bench(full: bool) -> Result<()> {
     if !cmd.status()?.success() {
         bail!("the datapath benchmark failed");
     }
+    plot::write(&csv, &root.join("BENCHMARKS.svg"))?;
+    std::fs::remove_file(&csv).ok();
     let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     compile
         .args(["bench", "--package", "conduit-agent", "--bench", "compile"])
@@ -168,19 +173,36 @@ fn bench(full: bool) -> Result<()> {
     if !fwd.status()?.success() {
         bail!("the forwarding benchmark failed");
     }
+    // The control plane: compile, apply, a real agent's memory and reload latency.
+    let control =
+        std::env::temp_dir().join(format!("conduit-bench-control-{}.md", std::process::id()));
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["bench", "--package", "conduit-tests", "--bench", "control"])
+        .current_dir(&root)
+        .env("CONDUIT_BENCH_OUT", &control)
+        .env("CONDUIT_BIN", root.join("target/release/conduit"));
+    if full {
+        c.env("CONDUIT_BENCH_FULL", "1");
+    }
+    eprintln!("[xtask] control-plane benchmark");
+    if !c.status()?.success() {
+        bail!("the control-plane benchmark failed");
+    }
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()?;
     let report = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n{}\n{}\n## Policy compile time\n\n```\n{}```\n",
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{}\n{}\n{}\n## Policy compile time\n\n```\n{}```\n",
         if full { " --full" } else { "" },
         String::from_utf8_lossy(&date.stdout).trim(),
         std::fs::read_to_string(&datapath)?,
         std::fs::read_to_string(&forwarding)?,
+        std::fs::read_to_string(&control)?,
         String::from_utf8_lossy(&out.stdout)
     );
     std::fs::remove_file(&datapath).ok();
     std::fs::remove_file(&forwarding).ok();
+    std::fs::remove_file(&control).ok();
     std::fs::write(root.join("BENCHMARKS.md"), report)?;
     eprintln!("[xtask] wrote BENCHMARKS.md");
     Ok(())
