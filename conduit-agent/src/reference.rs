@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use conduit_common::{
     flow::{FLOW_NEW, FlowKey, FlowVal, next_state, state_key},
     parse::parse,
-    verdict::{Decision, FlowTable, Tables, decide, fast_path, malformed},
+    verdict::{Decision, Fast, FlowTable, Tables, decide, decide_with, fast_path, malformed},
     *,
 };
 
@@ -43,19 +43,20 @@ impl Reference {
         let full = decide(self, slot, &p, now);
         let mut flows = Flows(&mut self.flows);
         let mut d = Decision::FAIL_CLOSED;
-        if fast_path(
-            &self.compiled,
-            &mut flows,
-            slot,
-            GENERATION,
-            &p,
-            now,
-            &mut d,
-        ) {
-            assert_eq!(d, full, "the fast path disagrees with decide on {p:?}");
-            self.fast_hits += 1;
-            self.last_fast = true;
-            return d;
+        let compiled = &self.compiled;
+        match fast_path(compiled, &mut flows, slot, GENERATION, &p, now, &mut d) {
+            Fast::Decided => {
+                assert_eq!(d, full, "the fast path disagrees with decide on {p:?}");
+                self.fast_hits += 1;
+                self.last_fast = true;
+                return d;
+            }
+            Fast::NoFlow => {
+                // The full path without its flow lookups: the table has nothing for them.
+                let d = decide_with(&*self, slot, &p, now, true);
+                assert_eq!(d, full, "decide without flow lookups disagrees on {p:?}");
+            }
+            Fast::Full => {}
         }
         let d = full;
         if let Some(key) = state_key(&d, &p) {

@@ -304,6 +304,14 @@ pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
 /// flow expiry.
 #[inline(always)]
 pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
+    decide_with(t, slot, p, now, false)
+}
+
+/// [`decide`], told by the fast path that the flow table has no entry under the packet's key
+/// nor (for a reply-shaped packet) under its reply's key (`no_flow`): the flow lookups, which
+/// would miss, are left out. Same answer.
+#[inline(always)]
+pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bool) -> Decision {
     let settings = settings_of(t, slot);
     if settings.valid != 1 {
         // No policy in this slot: nothing passes (fail closed).
@@ -443,7 +451,7 @@ pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     }
 
     let tracked = tracked(p);
-    if tracked {
+    if tracked && !no_flow {
         let live = |v: &FlowVal| {
             alive(v, p.proto, now)
                 && v.state & FLOW_MONITOR == 0
@@ -567,10 +575,11 @@ impl Decision {
 /// The fast path: a packet of a flow whose direction already has a verdict under the live
 /// policy `generation` (see [`crate::flow::next_state`]). Writes to `out` exactly what
 /// [`decide`] would return, updates the flow as the full path would, with one flow lookup
-/// (two for a reply), and returns true; returns false, `out` untouched, when the full
-/// decision must run: no flow, no verdict cached for this generation, another source MAC,
-/// an expired flow, a fragment, a reset, an ICMP error, or a Modbus segment that the filter
-/// would not let through. (An out-parameter, not an `Option`: the BPF verifier rejects the
+/// (two for a reply), and returns [`Fast::Decided`]; otherwise `out` is untouched and the
+/// full decision must run: [`Fast::NoFlow`] when no flow exists under the keys `decide`
+/// would look up, [`Fast::Full`] for no verdict cached for this generation, another source
+/// MAC, an expired flow, a fragment, a reset, an ICMP error, or a Modbus segment that the
+/// filter would not let through. (An out-parameter, not an `Option`: the BPF verifier rejects the
 /// niche-encoded copies the compiler makes of an `Option<Decision>`.)
 ///
 /// Why the cached verdict is [`decide`]'s: every step before the flow lookup in [`decide`]
@@ -587,31 +596,47 @@ pub fn fast_path<T: Tables, F: FlowTable>(
     p: &Packet,
     now: u64,
     out: &mut Decision,
-) -> bool {
+) -> Fast {
     if p.kind != KIND_IP
         || p.fragment != 0
         || p.icmp_error != 0
         || !tracked(p)
         || (p.proto == PROTO_TCP && p.tcp_flags & TCP_RST != 0)
     {
-        return false;
+        return Fast::Full;
     }
     let settings = settings_of(t, slot);
     if settings.valid != 1 {
-        return false;
+        return Fast::Full;
     }
+    let of = |hit: bool| if hit { Fast::Decided } else { Fast::Full };
     // The order of `decide`: the packet's own key first, then (for a reply) the swapped one.
     if let Some(hit) = flows.with_flow(&flow_key(p, false), |v| {
         cached(t, slot, generation, &settings, p, v, FLOW_FWD, now, out)
     }) {
-        return hit;
+        return of(hit);
     }
     if !reply_shaped(p) {
-        return false;
+        return Fast::NoFlow;
     }
-    flows.with_flow(&flow_key(p, true), |v| {
+    match flows.with_flow(&flow_key(p, true), |v| {
         cached(t, slot, generation, &settings, p, v, FLOW_REV, now, out)
-    }) == Some(true)
+    }) {
+        Some(hit) => of(hit),
+        None => Fast::NoFlow,
+    }
+}
+
+/// What [`fast_path`] did.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fast {
+    /// It decided: the decision is in `out`.
+    Decided = 1,
+    /// The flow table has nothing for the packet: [`decide_with`] may skip the flow lookups.
+    NoFlow = 2,
+    /// The full decision must run as it is.
+    Full = 3,
 }
 
 /// The cached verdict of flow `v` for a packet in direction `dir` ([`FLOW_FWD`] or

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use conduit_common::{
     Verdict,
     parse::{Frame, parse_into},
-    verdict::{Decision, Packet, decide, fast_path, malformed},
+    verdict::{Decision, Fast, Packet, decide_with, fast_path, malformed},
 };
 
 use crate::{
@@ -67,7 +67,7 @@ fn zero(p: *mut Packet) {
 /// out of line, its registers and stack slots cannot be confused with the full decision's
 /// by the verifier.
 #[inline(never)]
-fn fast(p: &Packet, slot: u8, generation: u64, now: u64, out: &mut Decision) -> bool {
+fn fast(p: &Packet, slot: u8, generation: u64, now: u64, out: &mut Decision) -> Fast {
     fast_path(
         &KernelTables,
         &mut flow::KernelFlows,
@@ -118,9 +118,10 @@ fn judge(ctx: &XdpContext) -> u32 {
             // A packet of a flow with a verdict under this policy: one flow lookup. Else
             // the full decision.
             let mut d = Decision::FAIL_CLOSED;
-            quick = fast(p, slot, generation, now, &mut d);
+            let f = fast(p, slot, generation, now, &mut d);
+            quick = f == Fast::Decided;
             if !quick {
-                d = decide(&t, slot, p, now);
+                d = decide_with(&t, slot, p, now, f == Fast::NoFlow);
                 flow::update(&d, p, now, generation);
             }
             if d.log {
