@@ -205,7 +205,7 @@ fn scale_summary(rows: &[Row]) -> String {
         "### Scale (distinct flows)\n\n| case | identities | conduits | ratio | goal |\n| --- | --- | --- | ---: | --- |\n",
     );
     for name in [VARY_ESTABLISHED, VARY_NEW] {
-        for &c in &cds {
+        for &c in cds.iter().filter(|_| i0 != i1) {
             if let (Some(a), Some(b)) = (get(i0, c, name), get(i1, c, name)) {
                 let r = b / a;
                 s += &format!(
@@ -214,7 +214,7 @@ fn scale_summary(rows: &[Row]) -> String {
                 );
             }
         }
-        for &i in &ids {
+        for &i in ids.iter().filter(|_| c0 != c1) {
             if let (Some(a), Some(b)) = (get(i, c0, name), get(i, c1, name)) {
                 s += &format!(
                     "| {name} | {i} | {c1} vs {c0} | {:.2} | flat (program size does not depend on the policy) |\n",
@@ -248,14 +248,27 @@ fn main() {
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
     // For profiling (e.g. under `perf record`): only the cases whose name contains this.
     let only = std::env::var("CONDUIT_BENCH_ONLY").ok();
-    let (repeat, rounds) = if full { (1_000_000, 5) } else { (200_000, 3) };
+    // CI's smoke run: every case once, short, smallest policy (it checks that the benchmark
+    // works, its numbers mean little).
+    let smoke = std::env::var("CONDUIT_BENCH_SMOKE").is_ok_and(|v| v == "1");
+    let (repeat, rounds) = if full {
+        (1_000_000, 5)
+    } else if smoke {
+        (20_000, 1)
+    } else {
+        (200_000, 3)
+    };
     let id_sizes: &[u32] = if full {
         &[10, 10_000, 1_000_000]
+    } else if smoke {
+        &[10]
     } else {
         &[10, 10_000]
     };
     let conduit_sizes: &[u32] = if full {
         &[10, 1_000, 10_000]
+    } else if smoke {
+        &[10]
     } else {
         &[10, 1_000]
     };

@@ -19,7 +19,8 @@
 //! Run: `cargo build --release -p conduit-agent && cargo bench -p conduit-tests --bench
 //! forwarding` (about 2 minutes). A TCP stream (iperf3) through the same gateway closes the
 //! report. Knobs: CONDUIT_BIN (default target/release/conduit), CONDUIT_FWD_SECS (seconds per
-//! interval, default 2), CONDUIT_FWD_SIZES (nftables sizes, default "100,1000,10000").
+//! interval, default 2), CONDUIT_FWD_SIZES (nftables sizes, default "100,1000,10000"),
+//! CONDUIT_FWD_ROUNDS (intervals per contestant, default 3).
 use std::{
     fmt::Write as _,
     net::{IpAddr, Ipv4Addr},
@@ -627,7 +628,10 @@ fn iperf(t: &Topo, secs: f64) -> f64 {
                 "-p",
                 IPERF_PORT,
                 "-t",
-                &format!("{secs}"),
+                // Whole seconds (iperf3 reads an integer; 0 would mean forever).
+                &format!("{}", secs.ceil().max(1.0) as u32),
+                "--connect-timeout",
+                "3000",
                 "-J",
             ])
             .output()
@@ -694,7 +698,10 @@ fn main() {
         .ok()
         .map(|v| v.split(',').map(|s| s.trim().parse().unwrap()).collect())
         .unwrap_or_else(|| vec![100, 1000, 10_000]);
-    let rounds = 3;
+    let rounds: usize = std::env::var("CONDUIT_FWD_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
     let bin = conduit_bin();
     assert!(
         bin.exists(),

@@ -38,11 +38,16 @@ enum Task {
     /// shell completions. Prints the path of the .deb.
     Package,
     /// Benchmarks (numbers, never pass/fail): per-packet cost against an empty XDP program,
-    /// policy compile times. Writes BENCHMARKS.md. Needs root.
+    /// forwarding, flood and a TCP stream against nftables, the control plane, compile
+    /// times. Writes BENCHMARKS.md and BENCHMARKS.svg (a few minutes). Needs root.
     Bench {
-        /// Release mode: 1M repeats, up to 1M identities and 10k conduits (minutes).
-        #[arg(long)]
+        /// Release mode: 1M repeats, up to 1M identities and 10k conduits (about 10 minutes).
+        #[arg(long, conflicts_with = "smoke")]
         full: bool,
+        /// Every benchmark once at its smallest (seconds); the report goes to
+        /// target/bench-smoke/. Run by `cargo xtask test`.
+        #[arg(long)]
+        smoke: bool,
     },
 }
 
@@ -54,17 +59,23 @@ fn main() -> Result<()> {
             args.extend(cargo_test_args.iter().map(String::as_str));
             let tests = cargo(&args);
             // The demo, twice in a row, must leave the machine as it found it.
-            let (demo, deploy) = if cargo_test_args.is_empty() {
-                (demo::twice(), deploy::test())
+            let (demo, deploy, smoke) = if cargo_test_args.is_empty() {
+                (demo::twice(), deploy::test(), bench(Mode::Smoke))
             } else {
-                (Ok(()), Ok(()))
+                (Ok(()), Ok(()), Ok(()))
             };
-            tests.and(demo).and(deploy)
+            tests.and(demo).and(deploy).and(smoke)
         }
         Task::Lint => lint(),
         Task::Demo => demo::run(),
         Task::DeployTest => deploy::test(),
-        Task::Bench { full } => bench(full),
+        Task::Bench { full, smoke } => bench(if full {
+            Mode::Full
+        } else if smoke {
+            Mode::Smoke
+        } else {
+            Mode::Quick
+        }),
         Task::Package => package().map(|p| println!("{}", p.display())),
     }
 }
@@ -113,9 +124,26 @@ pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs the benchmarks and writes BENCHMARKS.md at the workspace root.
-fn bench(full: bool) -> Result<()> {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Smoke,
+    Quick,
+    Full,
+}
+
+/// Runs the benchmarks and writes BENCHMARKS.md and BENCHMARKS.svg at the workspace root
+/// (smoke: under target/bench-smoke/).
+fn bench(mode: Mode) -> Result<()> {
+    let full = mode == Mode::Full;
+    let smoke = mode == Mode::Smoke;
     let root = workspace_root();
+    let dest = if smoke {
+        let d = root.join("target/bench-smoke");
+        std::fs::create_dir_all(&d)?;
+        d
+    } else {
+        root.clone()
+    };
     let datapath = std::env::temp_dir().join(format!("conduit-bench-{}.md", std::process::id()));
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     let csv = std::env::temp_dir().join(format!("conduit-bench-{}.csv", std::process::id()));
@@ -126,30 +154,43 @@ fn bench(full: bool) -> Result<()> {
     if full {
         cmd.env("CONDUIT_BENCH_FULL", "1");
     }
+    if smoke {
+        cmd.env("CONDUIT_BENCH_SMOKE", "1");
+    }
     eprintln!(
         "[xtask] datapath benchmark ({})",
-        if full { "full" } else { "quick" }
+        match mode {
+            Mode::Smoke => "smoke",
+            Mode::Quick => "quick",
+            Mode::Full => "full",
+        }
     );
     if !cmd.status()?.success() {
         bail!("the datapath benchmark failed");
     }
-    plot::write(&csv, &root.join("BENCHMARKS.svg"))?;
+    plot::write(&csv, &dest.join("BENCHMARKS.svg"))?;
     std::fs::remove_file(&csv).ok();
-    let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    compile
-        .args(["bench", "--package", "conduit-agent", "--bench", "compile"])
-        .current_dir(&root);
-    if !full {
-        compile.env("CONDUIT_BENCH_QUICK", "1");
-    }
-    eprintln!("[xtask] compile benchmark");
-    let out = compile.output()?;
-    if !out.status.success() {
-        bail!(
-            "the compile benchmark failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    // The compiler alone (the control-plane benchmark times it too, at 1k assets in smoke).
+    let compile_report = if smoke {
+        "(not run in smoke mode)\n".to_string()
+    } else {
+        let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        compile
+            .args(["bench", "--package", "conduit-agent", "--bench", "compile"])
+            .current_dir(&root);
+        if !full {
+            compile.env("CONDUIT_BENCH_QUICK", "1");
+        }
+        eprintln!("[xtask] compile benchmark");
+        let out = compile.output()?;
+        if !out.status.success() {
+            bail!(
+                "the compile benchmark failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
     // Forwarding through a gateway namespace and a flood of denied frames, against nftables.
     cargo(&["build", "--release", "--package", "conduit-agent"])?;
     let forwarding =
@@ -165,7 +206,11 @@ fn bench(full: bool) -> Result<()> {
     .current_dir(&root)
     .env("CONDUIT_BENCH_OUT", &forwarding)
     .env("CONDUIT_BIN", root.join("target/release/conduit"));
-    if !full {
+    if smoke {
+        fwd.env("CONDUIT_FWD_SIZES", "100")
+            .env("CONDUIT_FWD_SECS", "1")
+            .env("CONDUIT_FWD_ROUNDS", "1");
+    } else if !full {
         fwd.env("CONDUIT_FWD_SIZES", "100,1000")
             .env("CONDUIT_FWD_SECS", "1");
     }
@@ -184,6 +229,9 @@ fn bench(full: bool) -> Result<()> {
     if full {
         c.env("CONDUIT_BENCH_FULL", "1");
     }
+    if smoke {
+        c.env("CONDUIT_CONTROL_SIZES", "1000");
+    }
     eprintln!("[xtask] control-plane benchmark");
     if !c.status()?.success() {
         bail!("the control-plane benchmark failed");
@@ -193,18 +241,23 @@ fn bench(full: bool) -> Result<()> {
         .output()?;
     let report = format!(
         "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{}\n{}\n{}\n## Policy compile time\n\n```\n{}```\n",
-        if full { " --full" } else { "" },
+        match mode {
+            Mode::Smoke => " --smoke",
+            Mode::Quick => "",
+            Mode::Full => " --full",
+        },
         String::from_utf8_lossy(&date.stdout).trim(),
         std::fs::read_to_string(&datapath)?,
         std::fs::read_to_string(&forwarding)?,
         std::fs::read_to_string(&control)?,
-        String::from_utf8_lossy(&out.stdout)
+        compile_report
     );
     std::fs::remove_file(&datapath).ok();
     std::fs::remove_file(&forwarding).ok();
     std::fs::remove_file(&control).ok();
-    std::fs::write(root.join("BENCHMARKS.md"), report)?;
-    eprintln!("[xtask] wrote BENCHMARKS.md");
+    let md = dest.join("BENCHMARKS.md");
+    std::fs::write(&md, report)?;
+    eprintln!("[xtask] wrote {}", md.display());
     Ok(())
 }
 
