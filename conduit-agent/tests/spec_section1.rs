@@ -14,7 +14,7 @@ use conduit_agent::policy::{
     validate::validate_str,
 };
 use conduit_common::{
-    FAMILY_V4, FAMILY_V6, Reason, SETTINGS_FAILSAFE, SETTINGS_MACS, Verdict,
+    FAMILY_V4, FAMILY_V6, Reason, SKIP_FAILSAFE, SKIP_MACS, Verdict,
     parse::TCP_SYN,
     verdict::{
         KIND_ARP, KIND_IP, KIND_OTHER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet,
@@ -1794,9 +1794,9 @@ fn log_values_are_checked() {
     one_error(&p, "verbose", "log");
 }
 
-/// The gateway's own addresses on failsafe ports pass; the slot says it has failsafe entries
-/// (the datapath skips the lookup when it has none), and a gateway without addresses has
-/// none.
+/// The gateway's own addresses on failsafe ports pass; a slot without failsafe entries tells
+/// the datapath to skip the lookup (a gateway without addresses has none), one with entries
+/// does not.
 #[test]
 fn failsafe_reaches_the_gateway_and_the_slot_flag_follows_its_entries() {
     let text = ab(
@@ -1804,16 +1804,16 @@ fn failsafe_reaches_the_gateway_and_the_slot_flag_follows_its_entries() {
         "[]",
     );
     let l = load(&text);
-    assert_eq!(l.compiled.settings.flags & SETTINGS_FAILSAFE, 0);
+    assert_ne!(l.compiled.settings.skip & SKIP_FAILSAFE, 0);
     let gw: IpAddr = "10.0.1.254".parse().unwrap();
     let with = l.compiled.clone().with_failsafe(&[gw]).unwrap();
-    assert_ne!(with.settings.flags & SETTINGS_FAILSAFE, 0);
+    assert_eq!(with.settings.skip & SKIP_FAILSAFE, 0);
     let d = decide(&with, with.slot, &tcp("10.0.2.1", "10.0.1.254", 22), 0);
     assert_eq!((d.verdict, d.reason), (Verdict::Allow, Reason::Failsafe));
     let d = decide(&with, with.slot, &tcp("10.0.2.1", "10.0.1.254", 23), 0);
     assert_eq!((d.verdict, d.reason), (Verdict::Deny, Reason::NoConduit));
     let without = with.with_failsafe(&[]).unwrap();
-    assert_eq!(without.settings.flags & SETTINGS_FAILSAFE, 0);
+    assert_ne!(without.settings.skip & SKIP_FAILSAFE, 0);
     let d = decide(
         &without,
         without.slot,
@@ -1823,18 +1823,18 @@ fn failsafe_reaches_the_gateway_and_the_slot_flag_follows_its_entries() {
     assert_eq!(d.reason, Reason::NoConduit);
 }
 
-/// A policy with MAC bindings says so in its slot (the binding checks depend on it); one
-/// without does not.
+/// A policy without MAC bindings lets the datapath skip the MAC lookups; one with bindings
+/// does not, and they are enforced.
 #[test]
 fn the_slot_flag_for_mac_bindings_follows_the_policy() {
     let l = load(&ab("", "[]"));
-    assert_eq!(l.compiled.settings.flags & SETTINGS_MACS, 0);
+    assert_ne!(l.compiled.settings.skip & SKIP_MACS, 0);
     let bound = ab("", "[]").replace(
         "{ name: a1, ip: 10.0.1.1 }",
         "{ name: a1, ip: 10.0.1.1, mac: \"02:00:00:00:01:01\" }",
     );
     let l = load(&bound);
-    assert_ne!(l.compiled.settings.flags & SETTINGS_MACS, 0);
+    assert_eq!(l.compiled.settings.skip & SKIP_MACS, 0);
     // The binding is enforced: a1's address from another MAC is spoofed.
     let mut p = tcp("10.0.1.1", "10.0.2.1", 80);
     p.src_mac = [2, 0, 0, 0, 9, 9];

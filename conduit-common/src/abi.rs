@@ -603,16 +603,17 @@ pub struct Settings {
     /// 1 when a rule of the policy has a `modbus` section: data segments of established TCP
     /// flows are then looked up again so that the live filter applies to them.
     pub modbus: u32,
-    /// [`SETTINGS_FAILSAFE`] | [`SETTINGS_MACS`]: which optional tables the slot fills, so
-    /// that a packet skips the lookups into empty ones.
-    pub flags: u32,
+    /// [`SKIP_FAILSAFE`] | [`SKIP_MACS`]: optional tables the slot leaves empty, whose
+    /// lookups a packet skips. Zero (what this field held as padding in older builds) means
+    /// every lookup runs: a slot that says nothing is judged the careful way.
+    pub skip: u32,
 }
 const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 
-/// [`Settings::flags`]: the slot has failsafe entries (`CDT_FAILSAFE`).
-pub const SETTINGS_FAILSAFE: u32 = 1;
-/// [`Settings::flags`]: the slot has MAC bindings (`CDT_MAC`).
-pub const SETTINGS_MACS: u32 = 2;
+/// [`Settings::skip`]: the slot has no failsafe entries (`CDT_FAILSAFE`).
+pub const SKIP_FAILSAFE: u32 = 1;
+/// [`Settings::skip`]: the slot has no MAC bindings (`CDT_MAC`).
+pub const SKIP_MACS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod pod_policy {

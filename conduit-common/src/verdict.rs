@@ -357,7 +357,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         // A bound device claims an address that is not its own (the gateway's, an unused
         // one, another unbound host's): the same poisoning, seen from the MAC's side. An ARP
         // probe (RFC 5227: sender address 0.0.0.0) claims nothing.
-        if settings.flags & SETTINGS_MACS != 0 && p.src[..4] != [0, 0, 0, 0] {
+        if settings.skip & SKIP_MACS == 0 && p.src[..4] != [0, 0, 0, 0] {
             let mut i = 0;
             while i < 2 {
                 let mac = if i == 0 { p.arp_sha } else { p.src_mac };
@@ -375,7 +375,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
 
     // The operator's way in to the gateway itself is never blocked (and its replies leave
     // through the egress path, which XDP does not see).
-    if settings.flags & SETTINGS_FAILSAFE != 0
+    if settings.skip & SKIP_FAILSAFE == 0
         && matches!(p.proto, PROTO_TCP | PROTO_UDP)
         && p.fragment == 0
     {
@@ -397,7 +397,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
     if src.flags & IDENT_MAC_BOUND != 0 && src.mac != p.src_mac {
         return j.deny(Reason::Spoofed);
     }
-    if settings.flags & SETTINGS_MACS != 0
+    if settings.skip & SKIP_MACS == 0
         && let Some(b) = t.mac(&MacKey {
             slot,
             _pad: 0,

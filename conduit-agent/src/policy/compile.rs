@@ -210,7 +210,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
                 .flat_map(|x| &x.rules)
                 .any(|r| r.modbus.is_some()),
         ),
-        flags: 0,
+        skip: 0,
     };
     for r in &p.defaults.failsafe {
         if let (Proto::Number(proto), Some(ranges)) = (r.proto, &r.ports) {
@@ -348,9 +348,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     }
     c.conduits = entries;
-    if !c.mac.is_empty() {
-        c.settings.flags |= SETTINGS_MACS;
-    }
+    c.set_skip();
     c.modbus = filters
         .into_iter()
         .map(|(rule, filter)| {
@@ -432,7 +430,6 @@ impl Compiled {
     /// ranges are expanded; a policy with more than [`MAX_FAILSAFE`] entries is refused.
     pub fn with_failsafe(mut self, addrs: &[IpAddr]) -> Result<Self, CapacityError> {
         self.failsafe.clear();
-        self.settings.flags &= !SETTINGS_FAILSAFE;
         for &ip in addrs {
             let (family, addr) = addr_bytes(ip);
             for &(proto, lo, hi) in &self.failsafe_ports {
@@ -446,7 +443,6 @@ impl Compiled {
                         _pad2: 0,
                         addr,
                     });
-                    self.settings.flags |= SETTINGS_FAILSAFE;
                     if self.failsafe.len() > MAX_FAILSAFE as usize {
                         return Err(CapacityError {
                             what: "failsafe entries (addresses x ports)",
@@ -457,7 +453,20 @@ impl Compiled {
                 }
             }
         }
+        self.set_skip();
         Ok(self)
+    }
+
+    /// Tells the datapath which optional tables this slot leaves empty (`Settings::skip`).
+    fn set_skip(&mut self) {
+        let mut skip = 0;
+        if self.failsafe.is_empty() {
+            skip |= SKIP_FAILSAFE;
+        }
+        if self.mac.is_empty() {
+            skip |= SKIP_MACS;
+        }
+        self.settings.skip = skip;
     }
 
     /// The name of a zone id (`unknown` for 0).
