@@ -39,6 +39,13 @@ struct Net {
     veth: VethPair,
 }
 
+impl Net {
+    /// `conduit run` with `policy` on the gateway's end of the veth pair.
+    fn agent(&self, policy: &str, args: &[&str]) -> Agent {
+        Agent::start(BIN.as_ref(), &self.gw, &[&self.veth.b], policy, args)
+    }
+}
+
 fn net() -> Net {
     let client = Netns::new("cdtac");
     let gw = Netns::new("cdtag");
@@ -120,13 +127,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 fn bad_policy_is_refused_and_the_live_one_stays() {
     require_root();
     let n = net();
-    let a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(true, false, ""),
-        &[],
-    );
+    let a = n.agent(&policy(true, false, ""), &[]);
     assert!(ping(&n, 3), "ping is allowed");
     let generation = a.metric(&n.gw, "conduit_policy_generation").unwrap();
     write_broken_policy(&a, &n);
@@ -154,13 +155,7 @@ fn bad_policy_is_refused_and_the_live_one_stays() {
 fn kill_9_keeps_enforcing_and_a_new_agent_adopts() {
     require_root();
     let n = net();
-    let mut a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(true, false, ""),
-        &[],
-    );
+    let mut a = n.agent(&policy(true, false, ""), &[]);
     assert!(ping(&n, 4));
     let before = a
         .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
@@ -214,13 +209,7 @@ fn kill_9_keeps_enforcing_and_a_new_agent_adopts() {
 fn failsafe_port_passes_under_a_policy_that_allows_nothing() {
     require_root();
     let n = net();
-    let _a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(false, false, ""),
-        &[],
-    );
+    let _a = n.agent(&policy(false, false, ""), &[]);
     assert!(
         tcp_connects(&n, 22),
         "ssh to the gateway's own address passes"
@@ -233,13 +222,7 @@ fn failsafe_port_passes_under_a_policy_that_allows_nothing() {
 fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
     require_root();
     let n = net();
-    let a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(false, false, ""),
-        &[],
-    );
+    let a = n.agent(&policy(false, false, ""), &[]);
     let before = a
         .metric(&n.gw, "conduit_audit_events_suppressed_total")
         .unwrap_or(0.0);
@@ -310,13 +293,7 @@ fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
 fn prometheus_scrapes_the_agent_and_promtool_accepts_it() {
     require_root();
     let n = net();
-    let a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(true, false, ""),
-        &[],
-    );
+    let a = n.agent(&policy(true, false, ""), &[]);
     assert!(ping(&n, 5));
     let (_, body) = a.get(&n.gw, "/metrics").unwrap();
     let mut promtool = Command::new("promtool")
@@ -388,13 +365,7 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
     require_root();
     let n = net();
     // Reload by SIGHUP only (the file watcher would add its own reloads).
-    let mut a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(true, true, ""),
-        &["--debounce-ms", "3600000"],
-    );
+    let mut a = n.agent(&policy(true, true, ""), &["--debounce-ms", "3600000"]);
     // tcp/8080 on the gateway: allowed by the odd policies only. A listener of the test's
     // own, in the gateway namespace, accepting and closing.
     let listener = conduit_tests::in_netns(&n.gw, || {
@@ -491,13 +462,7 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
 fn json_logs_for_log_collectors() {
     require_root();
     let n = net();
-    let a = Agent::start(
-        BIN.as_ref(),
-        &n.gw,
-        &[&n.veth.b],
-        &policy(true, false, ""),
-        &["--log-format", "json"],
-    );
+    let a = n.agent(&policy(true, false, ""), &["--log-format", "json"]);
     write_broken_policy(&a, &n);
     let log = a.log_text();
     let lines: Vec<serde_json::Value> = log

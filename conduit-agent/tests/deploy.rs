@@ -452,18 +452,13 @@ fn scan(promql: &str) -> Uses {
                 "group_left",
                 "group_right",
             ];
+            // Operator keywords besides the grouping ones above.
             let keyword = [
                 "and",
                 "or",
                 "unless",
                 "offset",
                 "bool",
-                "by",
-                "without",
-                "on",
-                "ignoring",
-                "group_left",
-                "group_right",
                 "inf",
                 "nan",
                 "atan2",
@@ -490,7 +485,11 @@ fn scan(promql: &str) -> Uses {
                         .filter(|l| !l.is_empty()),
                 );
                 i = end + 1;
-            } else if next == Some('(') || keyword.contains(&word.to_lowercase().as_str()) {
+            } else if next == Some('(')
+                || [&grouping[..], &keyword[..]]
+                    .concat()
+                    .contains(&word.to_lowercase().as_str())
+            {
                 // A function call or an operator keyword.
             } else if next == Some('{') {
                 let (m, after) = matchers(j);

@@ -156,22 +156,27 @@ fn every_mistake_is_an_error_on_its_line() {
         )));
         has(&e, 16, "out of range: request function codes are 1..127");
     }
-    let e = errors(&policy(
-        "      - { proto: tcp, ports: [502], modbus: { functions: [] } }",
-    ));
-    has(&e, 16, "`functions: []` would allow no Modbus request");
-    let e = errors(&policy(
-        "      - { proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [256] } }",
-    ));
-    has(&e, 16, "unit IDs are 0..255");
-    let e = errors(&policy(
-        "      - { proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [] } }",
-    ));
-    has(&e, 16, "`unit_ids: []`");
-    let e = errors(&policy(
-        "      - { proto: udp, ports: [502], modbus: { functions: [read] } }",
-    ));
-    has(&e, 16, "`modbus` only applies to tcp rules");
+    for (rule, message) in [
+        (
+            "proto: tcp, ports: [502], modbus: { functions: [] }",
+            "`functions: []` would allow no Modbus request",
+        ),
+        (
+            "proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [256] }",
+            "unit IDs are 0..255",
+        ),
+        (
+            "proto: tcp, ports: [502], modbus: { functions: [read], unit_ids: [] }",
+            "`unit_ids: []`",
+        ),
+        (
+            "proto: udp, ports: [502], modbus: { functions: [read] }",
+            "`modbus` only applies to tcp rules",
+        ),
+    ] {
+        let e = errors(&policy(&format!("      - {{ {rule} }}")));
+        has(&e, 16, message);
+    }
     let e = errors(&policy(
         "      - { proto: tcp, ports: [502], modbus: { function: [read] } }",
     ));

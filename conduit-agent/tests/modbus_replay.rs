@@ -13,7 +13,7 @@ use std::{
 use conduit_common::modbus::READ;
 use conduit_tests::{
     Netns, VethPair,
-    capture::{PcapWriter, run_json},
+    capture::{PcapWriter, replay_json, run_json, tshark_fields},
     require_root, unique_name,
 };
 
@@ -126,30 +126,22 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
     unsafe { libc::kill(srv.id() as i32, libc::SIGINT) };
     let _ = srv.wait();
 
-    let replay = run_json(
-        Command::new(BIN)
-            .arg("replay")
-            .arg(&policy)
-            .arg(&pcap)
-            .args(["--format", "json"]),
-    );
+    let replay = replay_json(BIN, &policy, &pcap);
     let frames = replay["frames"].as_array().unwrap();
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-T", "fields", "-E", "separator=,", "-E", "occurrence=f"])
-        .args(["-e", "frame.number", "-e", "ip.src", "-e", "ip.dst"])
-        .args(["-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.len"])
-        .args(["-e", "mbtcp.unit_id", "-e", "modbus.func_code"])
-        .output()
-        .expect("tshark");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let decoded = tshark_fields(
+        &pcap,
+        &[
+            "frame.number",
+            "ip.src",
+            "ip.dst",
+            "tcp.srcport",
+            "tcp.dstport",
+            "tcp.len",
+            "mbtcp.unit_id",
+            "modbus.func_code",
+        ],
     );
     let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
-    let decoded = String::from_utf8_lossy(&out.stdout);
     for line in decoded.lines() {
         let f: Vec<&str> = line.split(',').collect();
         let n: usize = f[0].parse().unwrap();

@@ -10,7 +10,7 @@ use std::{
 
 use conduit_tests::{
     Netns, VethPair,
-    capture::{PcapWriter, run_json},
+    capture::{PcapWriter, replay_json, run_json, tshark_fields},
     require_root,
 };
 
@@ -96,13 +96,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
     }
     dump.stop();
 
-    let replay = run_json(
-        Command::new(BIN)
-            .arg("replay")
-            .arg(&policy)
-            .arg(&pcap)
-            .args(["--format", "json"]),
-    );
+    let replay = replay_json(BIN, &policy, &pcap);
     let frames = replay["frames"].as_array().unwrap();
     assert!(
         frames.len() >= 15,
@@ -118,42 +112,22 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
     );
 
     // tshark decodes the same capture.
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args([
-            "-T",
-            "fields",
-            "-E",
-            "separator=,",
-            "-e",
+    let decoded = tshark_fields(
+        &pcap,
+        &[
             "frame.number",
-            "-e",
             "ip.src",
-            "-e",
             "ip.dst",
-            "-e",
             "ip.proto",
-        ])
-        .args([
-            "-e",
             "tcp.srcport",
-            "-e",
             "tcp.dstport",
-            "-e",
             "tcp.flags.syn",
-            "-e",
             "tcp.flags.ack",
-            "-e",
             "udp.srcport",
-            "-e",
             "udp.dstport",
-            "-e",
             "icmp.type",
-        ])
-        .output()
-        .expect("tshark");
-    let decoded = String::from_utf8_lossy(&out.stdout);
+        ],
+    );
     let mut compared = 0;
     let mut seen_udp = HashSet::new();
     let mut replies = 0;

@@ -32,7 +32,9 @@ use conduit_agent::{
         validate::validate_bytes,
     },
 };
-use conduit_tests::{Netns, VethPair, agent::Agent, policygen::policy_text_at, require_root};
+use conduit_tests::{
+    Netns, VethPair, agent::Agent, policygen::policy_text_at, report::machine, require_root,
+};
 
 const CONDUITS: usize = 10_000;
 const SEED: u64 = 0x5eed_c0de;
@@ -372,22 +374,6 @@ fn agent(bin: &Path, n: usize, reloads: usize) -> AgentRow {
 
 // ---------------------------------------------------------------------------------------
 
-fn machine() -> String {
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("model name")?
-                    .split_once(':')
-                    .map(|(_, m)| m.trim().to_owned())
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{cpus} CPUs ({model}), Linux {}", kernel.trim())
-}
-
 fn main() {
     require_root();
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
@@ -573,8 +559,5 @@ fn main() {
         "\nTotal bench time {:.0} s.",
         started.elapsed().as_secs_f64()
     );
-    print!("{out}");
-    if let Ok(path) = std::env::var("CONDUIT_BENCH_OUT") {
-        std::fs::write(path, &out).expect("write the report");
-    }
+    conduit_tests::report::publish(&out);
 }

@@ -153,15 +153,15 @@ const VARY_NEW: &str = "new flows allowed, distinct sources (SYN+RST)";
 const NET_MAC: [u8; 6] = [2, 0, 0, 0, 1, 0];
 
 /// A TCP segment from 10.1.0.0 (the varying program changes the last two bytes) to the
-/// server's allowed port.
-fn from_net(flags: u8) -> Vec<u8> {
+/// server's `dport` (502 is allowed, 503 closed).
+fn from_net(dport: u16, flags: u8) -> Vec<u8> {
     frames::v4(
         NET_MAC,
         [10, 1, 0, 0],
         [10, 200, 0, 1],
         L4::Tcp {
             sport: 41000,
-            dport: 502,
+            dport,
             flags,
         },
     )
@@ -364,20 +364,10 @@ fn main() {
     ];
     let mut out = String::new();
     let mut rows: Vec<Row> = Vec::new();
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_owned();
     out += "## Per-packet cost (BPF_PROG_TEST_RUN)\n\n";
     out += &format!(
-        "Machine: {cpu}, {} CPUs, kernel {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: the first table of each size gives best cases; the distinct-flows table below it changes the source address with every run (1,024 devices) inside the measured program, against that program's own floor.\n\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        kernel.trim()
+        "Machine: {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: the first table of each size gives best cases; the distinct-flows table below it changes the source address with every run (1,024 devices) inside the measured program, against that program's own floor.\n\n",
+        conduit_tests::report::machine()
     );
     for &ids in id_sizes {
         for &cds in conduit_sizes {
@@ -460,39 +450,26 @@ fn main() {
             dp.set_bench_sources(DISTINCT).unwrap();
             let vfloor = cost(
                 dp.bench_program("conduit_bench_vary_pass").unwrap(),
-                &from_net(0x10),
+                &from_net(502, 0x10),
                 repeat,
                 rounds,
             );
             let vary = dp.bench_program("conduit_bench_vary").unwrap();
             // One SYN from every source opens its flow.
-            let _ = cost(vary, &from_net(0x02), DISTINCT, 1);
+            let _ = cost(vary, &from_net(502, 0x02), DISTINCT, 1);
             out += &format!(
                 "\nMany distinct flows ({DISTINCT} sources, 10.1.0.0 upwards, cycled run by run): floor of the varying program {vfloor:.1} ns.\n\n| case | ns/packet | × floor |\n| --- | ---: | ---: |\n"
             );
-            for (name, flags) in [
-                (VARY_ESTABLISHED, 0x10),
-                (VARY_NEW, 0x06),
+            for (name, f) in [
+                (VARY_ESTABLISHED, from_net(502, 0x10)),
+                (VARY_NEW, from_net(502, 0x06)),
                 (
                     "new flows denied, distinct sources (SYN to a closed port)",
-                    0x02,
+                    from_net(503, 0x02),
                 ),
             ] {
                 if only.as_ref().is_some_and(|o| !name.contains(o.as_str())) {
                     continue;
-                }
-                let mut f = from_net(flags);
-                if flags == 0x02 {
-                    f = frames::v4(
-                        NET_MAC,
-                        [10, 1, 0, 0],
-                        [10, 200, 0, 1],
-                        L4::Tcp {
-                            sport: 41000,
-                            dport: 503,
-                            flags,
-                        },
-                    );
                 }
                 let ns = cost(vary, &f, repeat, rounds);
                 out += &format!("| {name} | {ns:.1} | {:.1} |\n", ns / vfloor);
@@ -509,10 +486,7 @@ fn main() {
         }
     }
     out += &scale_summary(&rows);
-    print!("{out}");
-    if let Ok(path) = std::env::var("CONDUIT_BENCH_OUT") {
-        std::fs::write(path, &out).expect("write the report");
-    }
+    conduit_tests::report::publish(&out);
     // For the plot (`cargo xtask bench` draws it).
     if let Ok(path) = std::env::var("CONDUIT_BENCH_CSV") {
         let mut csv = String::from("identities,conduits,case,ns,floor_ns\n");

@@ -880,10 +880,10 @@ fn main() {
          empty XDP_PASS program on the gateway's ingress veth (a veth only accepts redirected \
          frames when it has XDP or GRO). nftables rulesets are stateless forward chains \
          (policy drop), generated from the same policy text Conduit loads; Conduit runs as \
-         `conduit run` with `log: none`. Machine: {} CPUs, shared; everything (generator, \
+         `conduit run` with `log: none`. Machine: {}, shared; everything (generator, \
          gateway, receiver) competes for them, so compare ratios within one run.\n",
         ceiling,
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        conduit_tests::report::machine(),
     );
     let base = fwd[0].s.mpps;
     let best_fwd = fwd
@@ -946,8 +946,5 @@ fn main() {
         "\nTotal bench time {:.0} s.",
         started.elapsed().as_secs_f64()
     );
-    print!("{out}");
-    if let Ok(path) = std::env::var("CONDUIT_BENCH_OUT") {
-        std::fs::write(path, &out).expect("write the report");
-    }
+    conduit_tests::report::publish(&out);
 }

@@ -77,3 +77,36 @@ pub fn run_json(cmd: &mut Command) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).expect("JSON output")
 }
+
+/// `conduit replay POLICY PCAP --format json` with the `conduit` binary `bin`: the verdict
+/// of every frame (`frames`, in capture order) and the `summary`.
+pub fn replay_json(bin: &str, policy: &Path, pcap: &Path) -> serde_json::Value {
+    run_json(
+        Command::new(bin)
+            .arg("replay")
+            .arg(policy)
+            .arg(pcap)
+            .args(["--format", "json"]),
+    )
+}
+
+/// tshark's decoding of `pcap` (the reference decoder): a line per frame, the `fields`
+/// separated by commas, each field's first occurrence only (an ICMP error's quoted header
+/// does not shift the columns), empty where the frame has no such field.
+pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r")
+        .arg(pcap)
+        .args(["-T", "fields", "-E", "separator=,", "-E", "occurrence=f"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("tshark");
+    assert!(
+        out.status.success(),
+        "tshark -r {}: {}",
+        pcap.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

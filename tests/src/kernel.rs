@@ -1,7 +1,11 @@
 //! The real XDP program with a policy loaded, driven through BPF_PROG_TEST_RUN, next to the
 //! userspace reference over the same compiled policy.
 use aya::programs::{TestRun as _, TestRunOptions};
-use conduit_agent::{datapath::Datapath, policy::load::load_bytes, reference::Reference};
+use conduit_agent::{
+    datapath::Datapath,
+    policy::{compile::Compiled, load::load_bytes},
+    reference::Reference,
+};
 use conduit_common::{Trace, Verdict, verdict::Decision};
 
 pub const XDP_DROP: u32 = 1;
@@ -15,15 +19,23 @@ pub struct Kernel {
 /// Loads the program (with tracing) and `yaml` into it; returns it with the reference model
 /// of the same compiled policy. Panics with the diagnostics if the policy is invalid.
 pub fn with_policy(yaml: &str) -> (Kernel, Reference) {
-    let mut dp = Datapath::load_with(true).expect("load the XDP program (root, bpffs, BTF)");
-    let slot = dp.next_slot().expect("active slot");
-    let (loaded, d) = load_bytes(yaml.as_bytes(), slot);
-    let loaded = loaded.unwrap_or_else(|| panic!("invalid test policy:\n{d}\n{yaml}"));
-    dp.apply(&loaded.compiled).expect("apply the policy");
-    (Kernel { dp, seq: 0 }, Reference::new(loaded.compiled))
+    let dp = Datapath::load_with(true).expect("load the XDP program (root, bpffs, BTF)");
+    let mut k = Kernel { dp, seq: 0 };
+    let compiled = k.reload(yaml);
+    (k, Reference::new(compiled))
 }
 
 impl Kernel {
+    /// Loads `yaml` as the next generation (the agent's reload); returns what was compiled.
+    /// Panics with the diagnostics if the policy is invalid.
+    pub fn reload(&mut self, yaml: &str) -> Compiled {
+        let slot = self.dp.next_slot().expect("active slot");
+        let (loaded, d) = load_bytes(yaml.as_bytes(), slot);
+        let loaded = loaded.unwrap_or_else(|| panic!("invalid test policy:\n{d}\n{yaml}"));
+        self.dp.apply(&loaded.compiled).expect("apply the policy");
+        loaded.compiled
+    }
+
     /// Runs one frame (at least 14 bytes: the kernel refuses shorter ones) through the
     /// program; returns the XDP action and the recorded decision.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Trace) {

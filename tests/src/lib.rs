@@ -11,6 +11,7 @@ pub mod netns;
 pub mod plant;
 pub mod policygen;
 pub mod random;
+pub mod report;
 
 pub use netns::{Netns, VethPair, in_netns, ip, unique_name};
 

@@ -3,7 +3,7 @@
 //! alone. These tests check, from the program's own trace, when it is taken and, above all,
 //! when it must not be: another source MAC (spoofing), a reload (every cached verdict is
 //! void under a new generation), a Modbus segment the filter denies, a reset.
-use conduit_agent::{policy::load::load_bytes, reference::monotonic_ns};
+use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::{Reason, Trace, flow};
 use conduit_tests::{
     frames::{self, L4, MAC_A, MAC_B, modbus_adu},
@@ -97,26 +97,39 @@ const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
 const RST: u8 = 0x04;
 
-/// Loads `yaml` as the next generation.
-fn reload(k: &mut Kernel, yaml: &str) {
-    let slot = k.dp.next_slot().unwrap();
-    let (loaded, d) = load_bytes(yaml.as_bytes(), slot);
-    let loaded = loaded.unwrap_or_else(|| panic!("{d}"));
-    k.dp.apply(&loaded.compiled).unwrap();
+/// One frame and what the kernel must do with it: action, reason, and whether the fast path
+/// decided.
+type Step = (Vec<u8>, u32, Reason, bool);
+
+/// Runs `steps` through the kernel (and, given one, the reference model, which must agree
+/// frame by frame, fast path included); returns the traces.
+fn play(k: &mut Kernel, mut r: Option<&mut Reference>, what: &str, steps: &[Step]) -> Vec<Trace> {
+    let mut traces = Vec::new();
+    for (i, (frame, action, reason, fast)) in steps.iter().enumerate() {
+        let (a, t) = k.run(frame);
+        if let Some(r) = r.as_deref_mut() {
+            let want = r.judge(frame, monotonic_ns());
+            let want = kernel::as_trace(&want, r.last_fast, t.seq);
+            assert_eq!(want, t, "{what}, frame {i}: kernel and reference disagree");
+        }
+        assert_eq!(
+            (a, Reason::try_from(t.reason).unwrap(), t.fast == 1),
+            (*action, *reason, *fast),
+            "{what}, frame {i}: trace {t:?}"
+        );
+        traces.push(t);
+    }
+    traces
 }
 
-/// Runs a frame; returns the action and the trace.
-fn run(k: &mut Kernel, frame: &[u8]) -> (u32, Trace) {
-    k.run(frame)
-}
-
-fn expect(k: &mut Kernel, frame: &[u8], action: u32, reason: Reason, fast: bool, what: &str) {
-    let (a, t) = run(k, frame);
-    assert_eq!(
-        (a, Reason::try_from(t.reason).unwrap(), t.fast == 1),
-        (action, reason, fast),
-        "{what}: trace {t:?}"
-    );
+/// SYN, SYN-ACK (judged in full), then an ACK each way (fast).
+fn handshake() -> Vec<Step> {
+    vec![
+        (to_plc(SYN), XDP_PASS, Reason::Conduit, false),
+        (to_hmi(SYN_ACK), XDP_PASS, Reason::Reply, false),
+        (to_plc(ACK), XDP_PASS, Reason::Conduit, true),
+        (to_hmi(ACK), XDP_PASS, Reason::Reply, true),
+    ]
 }
 
 /// The handshake is judged in full; from then on both directions take the fast path, with
@@ -126,29 +139,15 @@ fn expect(k: &mut Kernel, frame: &[u8], action: u32, reason: Reason, fast: bool,
 fn established_flows_take_the_fast_path_with_the_full_verdict() {
     require_root();
     let (mut k, mut r) = kernel::with_policy(&policy(Some(TCP_502)));
-    let frames = [
-        (to_plc(SYN), Reason::Conduit, false),
-        (to_hmi(SYN_ACK), Reason::Reply, false),
-        (to_plc(ACK), Reason::Conduit, true),
-        (to_hmi(ACK), Reason::Reply, true),
-        (to_plc(PSH_ACK), Reason::Conduit, true),
-        (to_hmi(PSH_ACK), Reason::Reply, true),
-    ];
-    let mut conduit = None;
-    for (i, (f, reason, fast)) in frames.iter().enumerate() {
-        let (action, t) = run(&mut k, f);
-        let want = r.judge(f, monotonic_ns());
-        assert_eq!(kernel::as_trace(&want, r.last_fast, t.seq), t, "frame {i}");
-        assert_eq!(
-            (action, Reason::try_from(t.reason).unwrap(), t.fast == 1),
-            (XDP_PASS, *reason, *fast),
-            "frame {i}: {t:?}"
-        );
-        assert_eq!(*conduit.get_or_insert(t.conduit), t.conduit, "frame {i}");
-    }
+    let mut steps = handshake();
+    steps.push((to_plc(PSH_ACK), XDP_PASS, Reason::Conduit, true));
+    steps.push((to_hmi(PSH_ACK), XDP_PASS, Reason::Reply, true));
+    let traces = play(&mut k, Some(&mut r), "session", &steps);
+    let conduit = traces[0].conduit;
+    assert!(traces.iter().all(|t| t.conduit == conduit), "{traces:?}");
     let stats = k.dp.conduit_stats().unwrap();
-    let c = stats.get(&conduit.unwrap()).copied().unwrap_or_default();
-    assert_eq!(c.packets, frames.len() as u64, "per-conduit packets");
+    let c = stats.get(&conduit).copied().unwrap_or_default();
+    assert_eq!(c.packets, steps.len() as u64, "per-conduit packets");
 }
 
 /// A frame of the flow from another MAC address never uses the cached verdict: the binding
@@ -157,56 +156,19 @@ fn established_flows_take_the_fast_path_with_the_full_verdict() {
 fn another_source_mac_takes_the_full_path_and_is_dropped() {
     require_root();
     let (mut k, _) = kernel::with_policy(&policy(Some(TCP_502)));
-    expect(
+    play(&mut k, None, "handshake", &handshake());
+    let from_client = segment(ATTACKER_MAC, HMI, PLC, (CLIENT_PORT, 502), ACK);
+    let from_server = segment(ATTACKER_MAC, PLC, HMI, (502, CLIENT_PORT), ACK);
+    play(
         &mut k,
-        &to_plc(SYN),
-        XDP_PASS,
-        Reason::Conduit,
-        false,
-        "syn",
-    );
-    expect(
-        &mut k,
-        &to_hmi(SYN_ACK),
-        XDP_PASS,
-        Reason::Reply,
-        false,
-        "syn-ack",
-    );
-    expect(&mut k, &to_plc(ACK), XDP_PASS, Reason::Conduit, true, "ack");
-    let spoofed = segment(ATTACKER_MAC, HMI, PLC, (CLIENT_PORT, 502), ACK);
-    expect(
-        &mut k,
-        &spoofed,
-        XDP_DROP,
-        Reason::Spoofed,
-        false,
-        "client spoof",
-    );
-    let spoofed = segment(ATTACKER_MAC, PLC, HMI, (502, CLIENT_PORT), ACK);
-    expect(
-        &mut k,
-        &spoofed,
-        XDP_DROP,
-        Reason::Spoofed,
-        false,
-        "server spoof",
-    );
-    expect(
-        &mut k,
-        &to_plc(ACK),
-        XDP_PASS,
-        Reason::Conduit,
-        true,
-        "ack after",
-    );
-    expect(
-        &mut k,
-        &to_hmi(ACK),
-        XDP_PASS,
-        Reason::Reply,
-        true,
-        "reply after",
+        None,
+        "spoofs",
+        &[
+            (from_client, XDP_DROP, Reason::Spoofed, false),
+            (from_server, XDP_DROP, Reason::Spoofed, false),
+            (to_plc(ACK), XDP_PASS, Reason::Conduit, true),
+            (to_hmi(ACK), XDP_PASS, Reason::Reply, true),
+        ],
     );
 }
 
@@ -216,83 +178,29 @@ fn another_source_mac_takes_the_full_path_and_is_dropped() {
 fn a_reload_voids_cached_verdicts() {
     require_root();
     let (mut k, _) = kernel::with_policy(&policy(Some(TCP_502)));
-    expect(
+    play(&mut k, None, "handshake", &handshake());
+    k.reload(&policy(None));
+    play(
         &mut k,
-        &to_plc(SYN),
-        XDP_PASS,
-        Reason::Conduit,
-        false,
-        "syn",
+        None,
+        "without the conduit",
+        &[
+            (to_plc(ACK), XDP_DROP, Reason::NoConduit, false),
+            (to_hmi(ACK), XDP_DROP, Reason::NoConduit, false),
+            (to_plc(ACK), XDP_DROP, Reason::NoConduit, false),
+        ],
     );
-    expect(
+    k.reload(&policy(Some(TCP_502)));
+    play(
         &mut k,
-        &to_hmi(SYN_ACK),
-        XDP_PASS,
-        Reason::Reply,
-        false,
-        "syn-ack",
-    );
-    expect(&mut k, &to_plc(ACK), XDP_PASS, Reason::Conduit, true, "ack");
-    expect(&mut k, &to_hmi(ACK), XDP_PASS, Reason::Reply, true, "reply");
-
-    reload(&mut k, &policy(None));
-    expect(
-        &mut k,
-        &to_plc(ACK),
-        XDP_DROP,
-        Reason::NoConduit,
-        false,
-        "ack, no conduit",
-    );
-    expect(
-        &mut k,
-        &to_hmi(ACK),
-        XDP_DROP,
-        Reason::NoConduit,
-        false,
-        "reply, no conduit",
-    );
-    expect(
-        &mut k,
-        &to_plc(ACK),
-        XDP_DROP,
-        Reason::NoConduit,
-        false,
-        "ack, again",
-    );
-
-    reload(&mut k, &policy(Some(TCP_502)));
-    expect(
-        &mut k,
-        &to_plc(ACK),
-        XDP_PASS,
-        Reason::Conduit,
-        false,
-        "ack, conduit back",
-    );
-    expect(
-        &mut k,
-        &to_plc(ACK),
-        XDP_PASS,
-        Reason::Conduit,
-        true,
-        "ack, cached again",
-    );
-    expect(
-        &mut k,
-        &to_hmi(ACK),
-        XDP_PASS,
-        Reason::Reply,
-        false,
-        "reply, conduit back",
-    );
-    expect(
-        &mut k,
-        &to_hmi(ACK),
-        XDP_PASS,
-        Reason::Reply,
-        true,
-        "reply, cached again",
+        None,
+        "with the conduit again",
+        &[
+            (to_plc(ACK), XDP_PASS, Reason::Conduit, false),
+            (to_plc(ACK), XDP_PASS, Reason::Conduit, true),
+            (to_hmi(ACK), XDP_PASS, Reason::Reply, false),
+            (to_hmi(ACK), XDP_PASS, Reason::Reply, true),
+        ],
     );
 }
 
@@ -302,40 +210,24 @@ fn a_reload_voids_cached_verdicts() {
 fn modbus_requests_are_inspected_on_the_fast_path() {
     require_root();
     let (mut k, mut r) = kernel::with_policy(&policy(Some(READ_ONLY)));
-    let frames = [
-        (to_plc(SYN), XDP_PASS, Reason::Conduit, false),
-        (to_hmi(SYN_ACK), XDP_PASS, Reason::Reply, false),
-        (to_plc(ACK), XDP_PASS, Reason::Conduit, true),
+    let mut steps = handshake();
+    steps.extend([
         (modbus_to_plc(3), XDP_PASS, Reason::Conduit, true),
         (modbus_to_plc(6), XDP_DROP, Reason::ModbusFunction, false),
         (modbus_to_plc(16), XDP_DROP, Reason::ModbusFunction, false),
         (modbus_to_plc(4), XDP_PASS, Reason::Conduit, true),
         (to_hmi(PSH_ACK), XDP_PASS, Reason::Reply, true),
-    ];
-    for (i, (f, action, reason, fast)) in frames.iter().enumerate() {
-        let (a, t) = run(&mut k, f);
-        let want = r.judge(f, monotonic_ns());
-        assert_eq!(kernel::as_trace(&want, r.last_fast, t.seq), t, "frame {i}");
-        assert_eq!(
-            (a, Reason::try_from(t.reason).unwrap(), t.fast == 1),
-            (*action, *reason, *fast),
-            "frame {i}: {t:?}"
-        );
-    }
-    // Narrowed to no Modbus at all on reload: the cached read verdict does not survive.
-    reload(
+    ]);
+    play(&mut k, Some(&mut r), "session", &steps);
+    // Narrowed on reload to diagnostics only: the cached read verdict does not survive.
+    k.reload(&policy(Some(
+        "{ proto: tcp, ports: [502], modbus: { functions: [diagnostics] } }",
+    )));
+    play(
         &mut k,
-        &policy(Some(
-            "{ proto: tcp, ports: [502], modbus: { functions: [diagnostics] } }",
-        )),
-    );
-    expect(
-        &mut k,
-        &modbus_to_plc(3),
-        XDP_DROP,
-        Reason::ModbusFunction,
-        false,
-        "read after reload",
+        None,
+        "after the reload",
+        &[(modbus_to_plc(3), XDP_DROP, Reason::ModbusFunction, false)],
     );
 }
 
@@ -344,40 +236,19 @@ fn modbus_requests_are_inspected_on_the_fast_path() {
 fn a_reset_ends_the_flow() {
     require_root();
     let (mut k, _) = kernel::with_policy(&policy(Some(TCP_502)));
-    expect(
+    play(
         &mut k,
-        &to_plc(SYN),
-        XDP_PASS,
-        Reason::Conduit,
-        false,
-        "syn",
+        None,
+        "session and reset",
+        &[
+            (to_plc(SYN), XDP_PASS, Reason::Conduit, false),
+            (to_hmi(SYN_ACK), XDP_PASS, Reason::Reply, false),
+            (to_hmi(RST | ACK), XDP_PASS, Reason::Reply, false),
+            // The flow is gone: the server's next segment is no reply of anything.
+            (to_hmi(ACK), XDP_DROP, Reason::NoConduit, false),
+        ],
     );
-    expect(
-        &mut k,
-        &to_hmi(SYN_ACK),
-        XDP_PASS,
-        Reason::Reply,
-        false,
-        "syn-ack",
-    );
-    expect(
-        &mut k,
-        &to_hmi(RST | ACK),
-        XDP_PASS,
-        Reason::Reply,
-        false,
-        "rst",
-    );
-    // The flow is gone: the server's next segment is no reply of anything.
-    expect(
-        &mut k,
-        &to_hmi(ACK),
-        XDP_DROP,
-        Reason::NoConduit,
-        false,
-        "after rst",
-    );
-    let (_, t) = run(&mut k, &to_plc(ACK));
+    let (_, t) = k.run(&to_plc(ACK));
     assert_eq!(t.fast, 0, "no cached verdict after a reset: {t:?}");
     assert_eq!(t.flow, u32::from(flow::FLOW_NEW), "{t:?}");
 }
@@ -401,24 +272,12 @@ fn many_flows_each_keep_their_verdict() {
             flags,
         )
     };
-    for i in 0..1024 {
-        expect(
-            &mut k,
-            &from(i, SYN),
-            XDP_PASS,
-            Reason::Conduit,
-            false,
-            "syn",
-        );
-    }
-    for i in 0..1024 {
-        expect(
-            &mut k,
-            &from(i, ACK),
-            XDP_PASS,
-            Reason::Conduit,
-            true,
-            "ack",
-        );
-    }
+    let syns: Vec<Step> = (0..1024)
+        .map(|i| (from(i, SYN), XDP_PASS, Reason::Conduit, false))
+        .collect();
+    play(&mut k, None, "syns", &syns);
+    let acks: Vec<Step> = (0..1024)
+        .map(|i| (from(i, ACK), XDP_PASS, Reason::Conduit, true))
+        .collect();
+    play(&mut k, None, "acks", &acks);
 }

@@ -2,7 +2,7 @@
 //! the reference model: a session on a read-only conduit, framing that fails closed, replies
 //! not inspected, monitor mode, per-conduit counters, and a reload that narrows a conduit
 //! while a session is open.
-use conduit_agent::{policy::load::load_bytes, reference::monotonic_ns};
+use conduit_agent::reference::monotonic_ns;
 use conduit_common::{Reason, Verdict, flow};
 use conduit_tests::{
     frames::{self, L4, modbus_adu},
@@ -255,10 +255,7 @@ fn a_reload_to_read_only_applies_to_open_sessions() {
     let write = to_plc(PSH_ACK, &adu(1, 6, &[0, 1, 0, 9]));
     assert_eq!(step(&mut k, &mut r, &write).0, XDP_PASS);
 
-    let slot = k.dp.next_slot().unwrap();
-    let (loaded, d) = load_bytes(policy(READ_ONLY_UNIT_1, "enforce").as_bytes(), slot);
-    let loaded = loaded.unwrap_or_else(|| panic!("{d}"));
-    k.dp.apply(&loaded.compiled).unwrap();
+    k.reload(&policy(READ_ONLY_UNIT_1, "enforce"));
     let (action, t) = k.run(&write);
     assert_eq!(action, XDP_DROP);
     assert_eq!(t.reason, Reason::ModbusFunction as u32);

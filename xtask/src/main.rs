@@ -105,6 +105,14 @@ fn lint() -> Result<()> {
     ])
 }
 
+/// A `cargo bench -p PACKAGE --bench NAME` command, run from the workspace root.
+fn cargo_bench(package: &str, name: &str) -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["bench", "--package", package, "--bench", name])
+        .current_dir(workspace_root());
+    c
+}
+
 /// Runs cargo with `args` from the workspace root.
 pub fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -134,55 +142,38 @@ enum Mode {
 /// Runs the benchmarks and writes BENCHMARKS.md and BENCHMARKS.svg at the workspace root
 /// (smoke: under target/bench-smoke/).
 fn bench(mode: Mode) -> Result<()> {
-    let full = mode == Mode::Full;
-    let smoke = mode == Mode::Smoke;
+    let (full, smoke) = (mode == Mode::Full, mode == Mode::Smoke);
     let root = workspace_root();
     let dest = if smoke {
-        let d = root.join("target/bench-smoke");
-        std::fs::create_dir_all(&d)?;
-        d
+        root.join("target/bench-smoke")
     } else {
         root.clone()
     };
-    let datapath = std::env::temp_dir().join(format!("conduit-bench-{}.md", std::process::id()));
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    std::fs::create_dir_all(&dest)?;
+    // Per packet (with the CSV the plot is drawn from).
     let csv = std::env::temp_dir().join(format!("conduit-bench-{}.csv", std::process::id()));
-    cmd.args(["bench", "--package", "conduit-tests", "--bench", "datapath"])
-        .current_dir(&root)
-        .env("CONDUIT_BENCH_OUT", &datapath)
-        .env("CONDUIT_BENCH_CSV", &csv);
+    let mut c = cargo_bench("conduit-tests", "datapath");
+    c.env("CONDUIT_BENCH_CSV", &csv);
     if full {
-        cmd.env("CONDUIT_BENCH_FULL", "1");
+        c.env("CONDUIT_BENCH_FULL", "1");
     }
     if smoke {
-        cmd.env("CONDUIT_BENCH_SMOKE", "1");
+        c.env("CONDUIT_BENCH_SMOKE", "1");
     }
-    eprintln!(
-        "[xtask] datapath benchmark ({})",
-        match mode {
-            Mode::Smoke => "smoke",
-            Mode::Quick => "quick",
-            Mode::Full => "full",
-        }
-    );
-    if !cmd.status()?.success() {
-        bail!("the datapath benchmark failed");
-    }
+    let datapath = section("datapath", c)?;
     plot::write(&csv, &dest.join("BENCHMARKS.svg"))?;
     std::fs::remove_file(&csv).ok();
+
     // The compiler alone (the control-plane benchmark times it too, at 1k assets in smoke).
     let compile_report = if smoke {
         "(not run in smoke mode)\n".to_string()
     } else {
-        let mut compile = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        compile
-            .args(["bench", "--package", "conduit-agent", "--bench", "compile"])
-            .current_dir(&root);
+        let mut c = cargo_bench("conduit-agent", "compile");
         if !full {
-            compile.env("CONDUIT_BENCH_QUICK", "1");
+            c.env("CONDUIT_BENCH_QUICK", "1");
         }
         eprintln!("[xtask] compile benchmark");
-        let out = compile.output()?;
+        let out = c.output()?;
         if !out.status.success() {
             bail!(
                 "the compile benchmark failed: {}",
@@ -191,74 +182,64 @@ fn bench(mode: Mode) -> Result<()> {
         }
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
-    // Forwarding through a gateway namespace and a flood of denied frames, against nftables.
+
+    // Forwarding, a flood of denied frames and a TCP stream against nftables; the control
+    // plane (compile, apply, a real agent's memory and reload latency). Both run the agent.
     cargo(&["build", "--release", "--package", "conduit-agent"])?;
-    let forwarding =
-        std::env::temp_dir().join(format!("conduit-bench-fwd-{}.md", std::process::id()));
-    let mut fwd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    fwd.args([
-        "bench",
-        "--package",
-        "conduit-tests",
-        "--bench",
-        "forwarding",
-    ])
-    .current_dir(&root)
-    .env("CONDUIT_BENCH_OUT", &forwarding)
-    .env("CONDUIT_BIN", root.join("target/release/conduit"));
-    if smoke {
-        fwd.env("CONDUIT_FWD_SIZES", "100")
+    let bin = root.join("target/release/conduit");
+    let mut c = cargo_bench("conduit-tests", "forwarding");
+    c.env("CONDUIT_BIN", &bin);
+    match mode {
+        Mode::Smoke => c
+            .env("CONDUIT_FWD_SIZES", "100")
             .env("CONDUIT_FWD_SECS", "1")
-            .env("CONDUIT_FWD_ROUNDS", "1");
-    } else if !full {
-        fwd.env("CONDUIT_FWD_SIZES", "100,1000")
-            .env("CONDUIT_FWD_SECS", "1");
-    }
-    eprintln!("[xtask] forwarding benchmark");
-    if !fwd.status()?.success() {
-        bail!("the forwarding benchmark failed");
-    }
-    // The control plane: compile, apply, a real agent's memory and reload latency.
-    let control =
-        std::env::temp_dir().join(format!("conduit-bench-control-{}.md", std::process::id()));
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(["bench", "--package", "conduit-tests", "--bench", "control"])
-        .current_dir(&root)
-        .env("CONDUIT_BENCH_OUT", &control)
-        .env("CONDUIT_BIN", root.join("target/release/conduit"));
+            .env("CONDUIT_FWD_ROUNDS", "1"),
+        Mode::Quick => c
+            .env("CONDUIT_FWD_SIZES", "100,1000")
+            .env("CONDUIT_FWD_SECS", "1"),
+        Mode::Full => &mut c,
+    };
+    let forwarding = section("forwarding", c)?;
+    let mut c = cargo_bench("conduit-tests", "control");
+    c.env("CONDUIT_BIN", &bin);
     if full {
         c.env("CONDUIT_BENCH_FULL", "1");
     }
     if smoke {
         c.env("CONDUIT_CONTROL_SIZES", "1000");
     }
-    eprintln!("[xtask] control-plane benchmark");
-    if !c.status()?.success() {
-        bail!("the control-plane benchmark failed");
-    }
+    let control = section("control-plane", c)?;
+
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()?;
     let report = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{}\n{}\n{}\n## Policy compile time\n\n```\n{}```\n",
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{datapath}\n{forwarding}\n{control}\n## Policy compile time\n\n```\n{compile_report}```\n",
         match mode {
             Mode::Smoke => " --smoke",
             Mode::Quick => "",
             Mode::Full => " --full",
         },
         String::from_utf8_lossy(&date.stdout).trim(),
-        std::fs::read_to_string(&datapath)?,
-        std::fs::read_to_string(&forwarding)?,
-        std::fs::read_to_string(&control)?,
-        compile_report
     );
-    std::fs::remove_file(&datapath).ok();
-    std::fs::remove_file(&forwarding).ok();
-    std::fs::remove_file(&control).ok();
     let md = dest.join("BENCHMARKS.md");
     std::fs::write(&md, report)?;
     eprintln!("[xtask] wrote {}", md.display());
     Ok(())
+}
+
+/// Runs one benchmark (`cmd`) that writes its Markdown section to `$CONDUIT_BENCH_OUT`;
+/// returns the section.
+fn section(name: &str, mut cmd: Command) -> Result<String> {
+    let out = std::env::temp_dir().join(format!("conduit-bench-{name}-{}.md", std::process::id()));
+    cmd.env("CONDUIT_BENCH_OUT", &out);
+    eprintln!("[xtask] {name} benchmark");
+    if !cmd.status()?.success() {
+        bail!("the {name} benchmark failed");
+    }
+    let text = std::fs::read_to_string(&out).with_context(|| format!("the {name} report"))?;
+    std::fs::remove_file(&out).ok();
+    Ok(text)
 }
 
 /// Builds target/debian/conduit_*.deb and returns its path.
