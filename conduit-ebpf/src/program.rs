@@ -79,6 +79,49 @@ fn fast(p: &Packet, slot: u8, generation: u64, now: u64, out: &mut Decision) -> 
     )
 }
 
+/// The full decision and its flow update, out of line. The verifier adds up the stack
+/// frames of a call chain against a 512-byte limit, each frame rounded up to 32 bytes on
+/// older kernels: inlined here, the entry point's frame was 368 bytes and with [`fast`]'s
+/// 136 came to 544 on Debian 12's 6.1, which refused the program. Now the entry point keeps
+/// little more than the decision, and each stage ([`parse`], [`fast`], [`full`], [`log`],
+/// [`reject`]) has a frame of its own that is freed before the next is called.
+/// `datapath::budget` checks the deepest chain on every build.
+#[inline(never)]
+fn full(p: &Packet, run: &Run, no_flow: bool, out: &mut Decision) {
+    *out = decide_with(&KernelTables, run.slot, p, run.now, no_flow);
+    flow::update(out, p, run.now, run.generation);
+}
+
+/// What a program run reads once and its subprograms share (BPF passes at most five
+/// arguments in registers; this goes by pointer).
+struct Run {
+    generation: u64,
+    now: u64,
+    slot: u8,
+}
+
+/// The shared parser over the frame, out of line for the same reason as [`full`]; false
+/// when the frame is malformed.
+#[inline(never)]
+fn parse(start: usize, end: usize, p: &mut Packet) -> bool {
+    parse_into(&XdpFrame { start, end }, p).is_ok()
+}
+
+/// The decision for a frame that does not parse, and its audit event.
+#[inline(never)]
+fn reject(slot: u8, ifindex: u32, now: u64, out: &mut Decision) {
+    *out = malformed(&KernelTables, slot);
+    if out.log {
+        events::emit(out, None, ifindex, now);
+    }
+}
+
+/// The audit event of a parsed packet, out of line for the same reason as [`full`].
+#[inline(never)]
+fn log(d: &Decision, p: &Packet, ifindex: u32, now: u64) {
+    events::emit(d, Some(p), ifindex, now);
+}
+
 #[xdp]
 pub fn conduit_xdp(ctx: XdpContext) -> u32 {
     judge(&ctx)
@@ -97,11 +140,15 @@ fn judge(ctx: &XdpContext) -> u32 {
         Some(a) => (a.slot as u8, a.generation),
         None => (0, 0),
     };
-    let t = KernelTables;
     // CLOCK_MONOTONIC_COARSE (a tick behind at most, and no clock read): flow timeouts and
     // the audit window are seconds. SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let ifindex = ctx.ingress_ifindex() as u32;
+    let run = Run {
+        generation,
+        now,
+        slot,
+    };
     let Some(scratch) = CDT_SCRATCH.get_ptr_mut(0) else {
         // Cannot happen (a one-slot per-CPU array); fail closed if it ever does.
         return XDP_DROP;
@@ -112,31 +159,22 @@ fn judge(ctx: &XdpContext) -> u32 {
     // SAFETY: as above.
     let p = unsafe { &mut *scratch };
     let mut quick = false;
-    let d = match parse_into(&frame, p) {
-        Ok(()) => {
-            let p: &Packet = p;
-            // A packet of a flow with a verdict under this policy: one flow lookup. Else
-            // the full decision.
-            let mut d = Decision::FAIL_CLOSED;
-            let f = fast(p, slot, generation, now, &mut d);
-            quick = f == Fast::Decided;
-            if !quick {
-                d = decide_with(&t, slot, p, now, f == Fast::NoFlow);
-                flow::update(&d, p, now, generation);
-            }
-            if d.log {
-                events::emit(&d, Some(p), ifindex, now);
-            }
-            d
+    let mut d = Decision::FAIL_CLOSED;
+    if parse(frame.start, frame.end, p) {
+        let p: &Packet = p;
+        // A packet of a flow with a verdict under this policy: one flow lookup. Else the
+        // full decision.
+        let f = fast(p, slot, generation, now, &mut d);
+        quick = f == Fast::Decided;
+        if !quick {
+            full(p, &run, f == Fast::NoFlow, &mut d);
         }
-        Err(_) => {
-            let d = malformed(&t, slot);
-            if d.log {
-                events::emit(&d, None, ifindex, now);
-            }
-            d
+        if d.log {
+            log(&d, p, ifindex, now);
         }
-    };
+    } else {
+        reject(slot, ifindex, now, &mut d);
+    }
     counters::count(&d, len);
     // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the
     // loader's value replaces).

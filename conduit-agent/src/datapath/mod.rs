@@ -1,6 +1,7 @@
 //! The kernel side as seen from userspace: load the embedded XDP object, attach it, write the
 //! compiled policy into its maps, read its counters.
 mod apply;
+pub mod budget;
 mod sys;
 pub use apply::{ApplyReport, LpmKey, MapSync};
 use aya::{
