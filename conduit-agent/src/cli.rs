@@ -52,6 +52,11 @@ pub enum Command {
     /// (BPF_PROG_TEST_RUN) with the policy in fresh maps, flow tracking included. Needs root,
     /// no interface.
     Replay(crate::replay::ReplayArgs),
+    /// Can this host run Conduit? What the kernel offers the XDP program (probed), whether the
+    /// program loads, and the verifier's figures: instructions processed, load time, the
+    /// stack of every subprogram and of the deepest call chain. Needs root. Exit status 0
+    /// when the program loads and nothing it needs is missing, 2 otherwise.
+    Kernel(crate::kernel::KernelArgs),
     /// What is attached where, which policy (sha256, generation) is live, and the counters.
     Status {
         #[command(flatten)]
@@ -106,6 +111,9 @@ pub struct RunArgs {
     /// How long the policy file must stay unchanged before a change is loaded (ms).
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub debounce_ms: u64,
+    /// Write the verifier's whole log here if it refuses the XDP program.
+    #[arg(long, value_name = "FILE")]
+    pub verifier_log: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,6 +150,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::main(args),
         Command::Run(args) => run::main(args),
         Command::Replay(args) => crate::replay::main(args),
+        Command::Kernel(args) => crate::kernel::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
         Command::Completions { shell } => {

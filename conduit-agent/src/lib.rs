@@ -4,6 +4,7 @@ pub mod agent;
 pub mod cli;
 pub mod datapath;
 pub mod explain;
+pub mod kernel;
 pub mod pcap;
 pub mod policy;
 pub mod reference;

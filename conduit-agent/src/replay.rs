@@ -14,6 +14,9 @@ pub struct ReplayArgs {
     pub policy: PathBuf,
     /// The capture (pcap or pcapng, Ethernet frames).
     pub pcap: PathBuf,
+    /// Write the verifier's whole log here if it refuses the program.
+    #[arg(long, value_name = "FILE")]
+    pub verifier_log: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -28,9 +31,14 @@ pub struct FrameVerdict {
     pub conduit: Option<String>,
 }
 
-/// Runs `frames` through a freshly loaded program with `policy` (YAML bytes).
-pub fn replay(policy: &[u8], frames: &[Vec<u8>]) -> Result<Vec<FrameVerdict>, String> {
-    let mut dp = Datapath::load_with(true).map_err(|e| e.to_string())?;
+/// Runs `frames` through a freshly loaded program with `policy` (YAML bytes). If the verifier
+/// refuses the program, its whole log goes to `verifier_log`.
+pub fn replay(
+    policy: &[u8],
+    frames: &[Vec<u8>],
+    verifier_log: Option<&std::path::Path>,
+) -> Result<Vec<FrameVerdict>, String> {
+    let mut dp = Datapath::load_with(true).map_err(|e| e.saving_log(verifier_log))?;
     let slot = dp.next_slot().map_err(|e| e.to_string())?;
     let (loaded, d) = crate::policy::load::load_bytes(policy, slot);
     let loaded = loaded.ok_or_else(|| format!("invalid policy:\n{d}"))?;
@@ -105,10 +113,14 @@ pub fn main(a: ReplayArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let verdicts = match replay(&policy, &frames) {
+    if let Some(m) = crate::datapath::probe::probe().missing(false) {
+        eprintln!("error: {m}");
+        return ExitCode::from(2);
+    }
+    let verdicts = match replay(&policy, &frames, a.verifier_log.as_deref()) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e} (replay needs root and bpffs)");
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };

@@ -199,12 +199,16 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(2, e.to_string()))?;
     let pin_dir = args.pin_dir.clone();
     check_bpffs(&pin_dir)?;
+    if let Some(m) = crate::datapath::probe::probe().missing(true) {
+        return Err(fail(2, m));
+    }
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
-    let dp = Datapath::load_pinned(&pin_dir).map_err(|e| {
-        fail(
+    let dp = Datapath::load_pinned(&pin_dir).map_err(|e| match e.verifier_log() {
+        Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
+        None => fail(
             2,
             format!("{e}; if an older conduit left incompatible pins, run `conduit detach`"),
-        )
+        ),
     })?;
     let addrs = host::own_addresses()
         .map_err(|e| fail(2, format!("listing this host's addresses: {e}")))?;

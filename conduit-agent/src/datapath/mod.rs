@@ -2,6 +2,7 @@
 //! compiled policy into its maps, read its counters.
 mod apply;
 pub mod budget;
+pub mod probe;
 mod sys;
 pub use apply::{ApplyReport, LpmKey, MapSync};
 use aya::{
@@ -25,6 +26,17 @@ pub enum DatapathError {
     NoObject,
     #[error("loading the XDP program into the kernel failed: {0} (are you root, with bpffs?)")]
     Load(#[source] aya::EbpfError),
+    #[error(
+        "the verifier of kernel {release} refused the XDP program: {reason} (the full log: \
+         --verifier-log FILE; `conduit kernel` says what this kernel offers)"
+    )]
+    Verifier {
+        release: String,
+        /// The line of the log that says why.
+        reason: String,
+        /// The whole verifier log.
+        log: String,
+    },
     #[error("the kernel rejected the XDP program: {0}")]
     Program(#[source] aya::programs::ProgramError),
     #[error("map {0} is missing from the XDP object (ABI mismatch: rebuild conduit)")]
@@ -88,6 +100,28 @@ pub struct Datapath {
     written: apply::Written,
 }
 
+impl DatapathError {
+    /// The verifier's whole log, when the verifier refused the program.
+    pub fn verifier_log(&self) -> Option<&str> {
+        match self {
+            Self::Verifier { log, .. } => Some(log),
+            _ => None,
+        }
+    }
+
+    /// The message, after writing the verifier's log (if the verifier refused the program)
+    /// to `path`: the message then says where it is.
+    pub fn saving_log(&self, path: Option<&std::path::Path>) -> String {
+        match (self.verifier_log(), path) {
+            (Some(log), Some(path)) => match std::fs::write(path, log) {
+                Ok(()) => format!("{self}; the verifier's log is in {}", path.display()),
+                Err(w) => format!("{self}; writing its log to {}: {w}", path.display()),
+            },
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl Datapath {
     /// Loads the embedded object and the program into the kernel (nothing is attached yet).
     pub fn load() -> Result<Self, DatapathError> {
@@ -128,7 +162,21 @@ impl Datapath {
         }
         let mut ebpf = loader.load(obj).map_err(DatapathError::Load)?;
         let prog: &mut Xdp = program(&mut ebpf)?;
-        prog.load().map_err(DatapathError::Program)?;
+        prog.load().map_err(|e| match e {
+            aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                DatapathError::Verifier {
+                    release: probe::release(),
+                    reason: probe::verifier_reason(&log)
+                        .map_or_else(|| io_error.to_string(), str::to_owned),
+                    log,
+                }
+            }
+            e => DatapathError::Program(e),
+        })?;
         Ok(Self {
             ebpf: Some(ebpf),
             pinned: Default::default(),

@@ -1,0 +1,215 @@
+//! `conduit kernel`: can this host run Conduit? What the kernel offers (probed), whether the
+//! XDP program loads, and the verifier's figures for it (instructions processed, load time,
+//! the stack of every subprogram and of the deepest call chain).
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use crate::{
+    cli::Format,
+    datapath::{
+        Datapath,
+        budget::{self, StackReport},
+        probe::{self, KernelReport, MIN_KERNEL, TESTED},
+    },
+};
+
+#[derive(clap::Args, Debug)]
+pub struct KernelArgs {
+    /// Write the verifier's whole log here when it refuses the program.
+    #[arg(long, value_name = "FILE")]
+    pub verifier_log: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+}
+
+/// How the program fared with this kernel's verifier.
+#[derive(Debug, serde::Serialize)]
+pub struct LoadReport {
+    pub loaded: bool,
+    /// Why not, in one line.
+    pub error: Option<String>,
+    /// Wall time of the load (the verifier dominates it), in milliseconds.
+    pub load_ms: f64,
+    /// Instructions the verifier processed (kernel 5.16 and later report it).
+    pub verified_insns: Option<u32>,
+    /// Size of the program after the verifier's rewrites, and of its JIT'ed code, in bytes.
+    pub xlated_bytes: Option<u32>,
+    pub jited_bytes: Option<u32>,
+}
+
+/// The whole answer.
+#[derive(Debug, serde::Serialize)]
+pub struct Report {
+    pub kernel: KernelReport,
+    pub min_kernel: String,
+    pub tested: &'static str,
+    pub program: LoadReport,
+    pub stack: Option<StackReport>,
+    pub stack_limit: u32,
+}
+
+/// Probes the kernel and loads the program once (not attached anywhere).
+pub fn report() -> (Report, Option<String>) {
+    let kernel = probe::probe();
+    let stack = budget::stack_report(crate::datapath::object(), conduit_common::PROGRAM_NAME).ok();
+    let started = Instant::now();
+    let loaded = Datapath::load();
+    let load_ms = started.elapsed().as_secs_f64() * 1e3;
+    let (program, log) = match loaded {
+        Ok(mut dp) => {
+            let info = dp.program().ok().and_then(|p| p.info().ok());
+            (
+                LoadReport {
+                    loaded: true,
+                    error: None,
+                    load_ms,
+                    verified_insns: info.as_ref().and_then(|i| i.verified_instruction_count()),
+                    xlated_bytes: info.as_ref().and_then(|i| i.size_translated()),
+                    jited_bytes: info.as_ref().map(|i| i.size_jitted()),
+                },
+                None,
+            )
+        }
+        Err(e) => (
+            LoadReport {
+                loaded: false,
+                error: Some(e.to_string()),
+                load_ms,
+                verified_insns: None,
+                xlated_bytes: None,
+                jited_bytes: None,
+            },
+            e.verifier_log().map(str::to_owned),
+        ),
+    };
+    (
+        Report {
+            kernel,
+            min_kernel: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
+            tested: TESTED,
+            program,
+            stack,
+            stack_limit: budget::MAX_STACK,
+        },
+        log,
+    )
+}
+
+pub fn main(a: KernelArgs) -> ExitCode {
+    let (r, log) = report();
+    if let (Some(path), Some(log)) = (&a.verifier_log, &log)
+        && let Err(e) = std::fs::write(path, log)
+    {
+        eprintln!("{}: error: writing the verifier log: {e}", path.display());
+    }
+    match a.format {
+        Format::Json => match serde_json::to_string_pretty(&r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        Format::Text => print_text(&r),
+    }
+    let missing = r.kernel.missing(true);
+    if let Some(m) = &missing {
+        eprintln!("error: {m}");
+    }
+    if r.program.loaded && missing.is_none() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    }
+}
+
+fn print_text(r: &Report) {
+    println!(
+        "kernel {} (Conduit needs {} or later; tested on {})",
+        r.kernel.release, r.min_kernel, r.tested
+    );
+    for f in &r.kernel.features {
+        let state = match f.present {
+            Some(true) => "yes",
+            Some(false) => "MISSING",
+            None => "unknown",
+        };
+        let need = match f.need {
+            probe::Need::Program => "",
+            probe::Need::Agent => " (conduit run)",
+            probe::Need::Optional => " (optional)",
+        };
+        println!("  {state:<8} {} (since {}){need}", f.feature, f.since);
+    }
+    let p = &r.program;
+    match &p.error {
+        None => println!(
+            "program: loads in {:.0} ms; the verifier processed {} instructions; {} bytes \
+             translated, {} JIT'ed",
+            p.load_ms,
+            p.verified_insns
+                .map_or_else(|| "an unreported number of".into(), |n| n.to_string()),
+            p.xlated_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
+            p.jited_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
+        ),
+        Some(e) => println!("program: does NOT load: {e}"),
+    }
+    if let Some(s) = &r.stack {
+        println!(
+            "stack: deepest call chain {} bytes ({} as kernel 6.1 counts it; limit {}): {}",
+            s.worst_bytes,
+            s.worst_bytes_rounded,
+            r.stack_limit,
+            s.worst_chain
+                .iter()
+                .map(|n| short(n))
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        );
+        for f in &s.frames {
+            println!("  {:>4} bytes  {}", f.stack, short(&f.name));
+        }
+    }
+}
+
+/// `program::full` for a mangled Rust symbol (`_RNvNtCs..._7conduit7program4full`).
+pub fn short(symbol: &str) -> String {
+    // v0 mangling: `_R`, paths, the crate's disambiguator up to `_`, then length-prefixed
+    // identifiers; keep the last two.
+    let Some((_, rest)) = symbol.strip_prefix("_R").and_then(|r| r.split_once('_')) else {
+        return symbol.to_owned();
+    };
+    let mut names = Vec::new();
+    let b = rest.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i].is_ascii_digit() {
+            let start = i;
+            while i < b.len() && b[i].is_ascii_digit() {
+                i += 1;
+            }
+            let n: usize = rest[start..i].parse().unwrap_or(0);
+            if i + n <= b.len() && n > 0 {
+                names.push(&rest[i..i + n]);
+            }
+            i += n;
+        } else {
+            i += 1;
+        }
+    }
+    match names.as_slice() {
+        [.., a, b] => format!("{a}::{b}"),
+        _ => symbol.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mangled_names_are_shortened() {
+        assert_eq!(
+            super::short("_RNvNtCs4ZpbR7wWKcl_7conduit7program4full"),
+            "program::full"
+        );
+        assert_eq!(super::short("conduit_xdp"), "conduit_xdp");
+    }
+}
