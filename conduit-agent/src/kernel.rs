@@ -161,55 +161,12 @@ fn print_text(r: &Report) {
             r.stack_limit,
             s.worst_chain
                 .iter()
-                .map(|n| short(n))
+                .map(String::as_str)
                 .collect::<Vec<_>>()
                 .join(" -> ")
         );
         for f in &s.frames {
-            println!("  {:>4} bytes  {}", f.stack, short(&f.name));
+            println!("  {:>4} bytes  {}", f.stack, f.name);
         }
-    }
-}
-
-/// `program::full` for a mangled Rust symbol (`_RNvNtCs..._7conduit7program4full`).
-pub fn short(symbol: &str) -> String {
-    // v0 mangling: `_R`, paths, the crate's disambiguator up to `_`, then length-prefixed
-    // identifiers; keep the last two.
-    let Some((_, rest)) = symbol.strip_prefix("_R").and_then(|r| r.split_once('_')) else {
-        return symbol.to_owned();
-    };
-    let mut names = Vec::new();
-    let b = rest.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i].is_ascii_digit() {
-            let start = i;
-            while i < b.len() && b[i].is_ascii_digit() {
-                i += 1;
-            }
-            let n: usize = rest[start..i].parse().unwrap_or(0);
-            if i + n <= b.len() && n > 0 {
-                names.push(&rest[i..i + n]);
-            }
-            i += n;
-        } else {
-            i += 1;
-        }
-    }
-    match names.as_slice() {
-        [.., a, b] => format!("{a}::{b}"),
-        _ => symbol.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn mangled_names_are_shortened() {
-        assert_eq!(
-            super::short("_RNvNtCs4ZpbR7wWKcl_7conduit7program4full"),
-            "program::full"
-        );
-        assert_eq!(super::short("conduit_xdp"), "conduit_xdp");
     }
 }

@@ -5,6 +5,7 @@
 mod demo;
 mod deploy;
 mod plot;
+mod vm;
 
 use std::process::Command;
 
@@ -34,6 +35,19 @@ enum Task {
     /// The deployment test: package, apt install, the Ansible role (twice, then with a broken
     /// policy), the agent started as the systemd unit starts it.
     DeployTest,
+    /// The kernel matrix: Debian's kernel packages (6.1, its PREEMPT_RT build, 6.12; pinned in
+    /// xtask/src/vm.rs, downloaded once into ~/.cache/conduit/vm) booted in qemu, each running
+    /// `conduit kernel`, replays of tests/captures (the host's verdicts), the kernel tests and
+    /// the agent on a veth pair. Writes the verifier figures to target/vm-test/verifier.md and
+    /// BENCHMARKS.md. Needs root.
+    VmTest {
+        /// Only these kernels (repeatable): 6.1, 6.1-rt, 6.12.
+        #[arg(long = "kernel", value_name = "NAME")]
+        kernels: Vec<String>,
+        /// The form `cargo xtask test` runs: 6.1 and 6.12, fewer tests (a few minutes).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Build the Debian package (cargo-deb): binary, systemd unit, example policies, man page,
     /// shell completions. Prints the path of the .deb.
     Package,
@@ -59,12 +73,17 @@ fn main() -> Result<()> {
             args.extend(cargo_test_args.iter().map(String::as_str));
             let tests = cargo(&args);
             // The demo, twice in a row, must leave the machine as it found it.
-            let (demo, deploy, smoke) = if cargo_test_args.is_empty() {
-                (demo::twice(), deploy::test(), bench(Mode::Smoke))
+            let (demo, deploy, smoke, kernels) = if cargo_test_args.is_empty() {
+                (
+                    demo::twice(),
+                    deploy::test(),
+                    bench(Mode::Smoke),
+                    vm::run(&[], true),
+                )
             } else {
-                (Ok(()), Ok(()), Ok(()))
+                (Ok(()), Ok(()), Ok(()), Ok(()))
             };
-            tests.and(demo).and(deploy).and(smoke)
+            tests.and(demo).and(deploy).and(smoke).and(kernels)
         }
         Task::Lint => lint(),
         Task::Demo => demo::run(),
@@ -77,6 +96,7 @@ fn main() -> Result<()> {
             Mode::Quick
         }),
         Task::Package => package().map(|p| println!("{}", p.display())),
+        Task::VmTest { kernels, smoke } => vm::run(&kernels, smoke),
     }
 }
 
@@ -223,6 +243,8 @@ fn bench(mode: Mode) -> Result<()> {
         String::from_utf8_lossy(&date.stdout).trim(),
     );
     let md = dest.join("BENCHMARKS.md");
+    // The verifier figures come from `cargo xtask vm-test`: kept as they are.
+    let report = format!("{report}\n{}", vm::kept_section(&md));
     std::fs::write(&md, report)?;
     eprintln!("[xtask] wrote {}", md.display());
     Ok(())

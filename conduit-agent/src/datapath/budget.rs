@@ -149,11 +149,43 @@ pub fn stack_report(elf: &[u8], program: &str) -> Result<StackReport, BudgetErro
         .sum();
     Ok(StackReport {
         program: program.to_owned(),
-        frames: order.iter().filter_map(|n| funcs.get(n).cloned()).collect(),
-        worst_chain,
+        frames: order
+            .iter()
+            .filter_map(|n| funcs.get(n))
+            .map(|f| Frame {
+                name: short(&f.name),
+                stack: f.stack,
+                calls: f.calls.iter().map(|c| short(c)).collect(),
+            })
+            .collect(),
+        worst_chain: worst_chain.iter().map(|n| short(n)).collect(),
         worst_bytes,
         worst_bytes_rounded,
     })
+}
+
+/// `program::full` for a mangled Rust symbol (`_RNvNtCs4ZpbR7wWKcl_7conduit7program4full`:
+/// v0 mangling, the crate's disambiguator up to `_`, then length-prefixed identifiers); other
+/// names as they are.
+pub fn short(symbol: &str) -> String {
+    let Some((_, mut rest)) = symbol.strip_prefix("_R").and_then(|r| r.split_once('_')) else {
+        return symbol.to_owned();
+    };
+    let mut names = Vec::new();
+    while let Some(d) = rest.find(|c: char| c.is_ascii_digit()) {
+        rest = &rest[d..];
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: usize = rest[..digits].parse().unwrap_or(0);
+        let end = (digits + n).min(rest.len());
+        names.push(&rest[digits..end]);
+        rest = &rest[end..];
+    }
+    match names.as_slice() {
+        [.., a, b] => format!("{a}::{b}"),
+        _ => symbol.to_owned(),
+    }
 }
 
 /// A frame as older kernels (6.1) count it in a call chain.
@@ -315,6 +347,15 @@ mod tests {
             r.worst_bytes_rounded,
             r.frames
         );
+    }
+
+    #[test]
+    fn mangled_names_are_shortened() {
+        assert_eq!(
+            short("_RNvNtCs4ZpbR7wWKcl_7conduit7program4full"),
+            "program::full"
+        );
+        assert_eq!(short("memset"), "memset");
     }
 
     #[test]
