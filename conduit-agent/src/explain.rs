@@ -184,6 +184,14 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             (TCP, Some(_)) => conduit_common::parse::TCP_ACK | conduit_common::parse::TCP_PSH,
             _ => 0,
         },
+        // What a host sends: neighbour discovery with hop limit 255 (RFC 4861), else 64.
+        hop_limit: if proto == conduit_common::verdict::PROTO_ICMPV6
+            && (133..=137).contains(&(dport >> 8))
+        {
+            255
+        } else {
+            64
+        },
         payload_len: if a.modbus_function.is_some() {
             conduit_common::modbus::MBAP_AND_FUNCTION as u16
         } else {

@@ -691,7 +691,13 @@ fn expect<'a>(p: &'a Policy, pkt: &Packet, src_ip: IpAddr, dst_ip: IpAddr) -> Ex
         src,
         dst,
         spoofed: bound_elsewhere || own_mac_differs,
-        neighbor_discovery: pkt.proto == 58 && (133..=137).contains(&(pkt.dport >> 8)),
+        // RFC 4861's own rules: hop limit 255, a destination no router forwards (fe80::/10,
+        // ff02::/16). The generated packets never address the gateway itself.
+        neighbor_discovery: pkt.proto == 58
+            && (133..=137).contains(&(pkt.dport >> 8))
+            && pkt.hop_limit == 255
+            && matches!(dst_ip, IpAddr::V6(a) if a.segments()[0] & 0xffc0 == 0xfe80
+                || a.segments()[0] & 0xff0f == 0xff02),
         matching: p
             .conduits
             .iter()
@@ -892,6 +898,7 @@ fn make_packet(p: &Policy, r: &RawPacket) -> (Packet, IpAddr, IpAddr) {
         fragment: u8::from(r.frag),
         sport: 40000,
         dport,
+        hop_limit: if r.dst.2 % 2 == 0 { 255 } else { 64 },
         ..Default::default()
     };
     (pkt, src_ip, dst_ip)

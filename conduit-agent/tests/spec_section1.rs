@@ -142,6 +142,7 @@ fn packet(src: &str, dst: &str, proto: u8, dport: u16) -> Packet {
         dport,
         // The first packet of a connection.
         tcp_flags: if proto == PROTO_TCP { TCP_SYN } else { 0 },
+        hop_limit: 64,
         ..Packet::default()
     }
 }
@@ -1926,19 +1927,32 @@ fn l2_values_are_checked() {
     one_error(&p, "0x0800", "EtherType");
 }
 
+/// Neighbour discovery passes without a conduit, as neighbour discovery only: hop limit 255
+/// (sent on the link) to a link-local address or a link-scope multicast group.
 #[test]
 fn neighbor_discovery_passes_without_conduit() {
     let l = load(&ab("", "[]"));
+    let nd = |dst: &str, ty: u8, hop_limit: u8| Packet {
+        hop_limit,
+        ..icmp6("fd00:1::1", dst, ty)
+    };
     for ty in 133..=137 {
-        expect(
-            &judge(&l, icmp6("fd00:1::1", "fd00:2::1", ty)),
-            Verdict::Allow,
-            Reason::NeighborDiscovery,
-            None,
-        );
+        for dst in ["fe80::2", "ff02::1", "ff02::2", "ff02::1:ff00:1"] {
+            expect(
+                &judge(&l, nd(dst, ty, 255)),
+                Verdict::Allow,
+                Reason::NeighborDiscovery,
+                None,
+            );
+        }
+        // Routed (hop limit below 255), or addressed across zones: judged as ICMPv6.
+        no_conduit(&judge(&l, nd("ff02::1", ty, 254)));
+        no_conduit(&judge(&l, nd("fe80::2", ty, 64)));
+        no_conduit(&judge(&l, nd("fd00:2::1", ty, 255)));
+        no_conduit(&judge(&l, nd("ff05::1", ty, 255)));
     }
-    no_conduit(&judge(&l, icmp6("fd00:1::1", "fd00:2::1", 128)));
-    no_conduit(&judge(&l, icmp6("fd00:1::1", "fd00:2::1", 138)));
+    no_conduit(&judge(&l, nd("ff02::1", 128, 255)));
+    no_conduit(&judge(&l, nd("ff02::1", 138, 255)));
 }
 
 // ---------------------------------------------------------------------------------------------

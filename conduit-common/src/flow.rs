@@ -149,6 +149,22 @@ pub fn reply_shaped(p: &Packet) -> bool {
     }
 }
 
+/// The port (ICMP: type << 8) by which the policy allowed the flow of `p`, a packet sent
+/// by the flow's initiator (`reverse == false`) or by its responder: the destination port
+/// of a TCP or UDP flow (the packet's own, or the source port of a reply), the echo
+/// request's type for an echo flow (whichever echo message `p` is: the flow's direction
+/// decides, as it does for the fast path's cached verdicts), 0 for other protocols.
+#[inline(always)]
+pub fn flow_port(p: &Packet, reverse: bool) -> u16 {
+    match p.proto {
+        PROTO_TCP | PROTO_UDP if reverse => p.sport,
+        PROTO_TCP | PROTO_UDP => p.dport,
+        PROTO_ICMP => 8 << 8,
+        PROTO_ICMPV6 => 128 << 8,
+        _ => 0,
+    }
+}
+
 /// The packet's flow key, as sent (`reverse == false`) or as its reply would be.
 #[inline(always)]
 pub fn flow_key(p: &Packet, reverse: bool) -> FlowKey {

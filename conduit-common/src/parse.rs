@@ -137,6 +137,7 @@ fn parse_ipv4<F: Frame + ?Sized>(f: &F, off: usize, p: &mut Packet) -> Result<()
     }
     p.kind = KIND_IP;
     p.family = FAMILY_V4;
+    p.hop_limit = h[8];
     p.src[..4].copy_from_slice(&h[12..16]);
     p.dst[..4].copy_from_slice(&h[16..20]);
     p.proto = h[9];
@@ -165,6 +166,7 @@ fn parse_ipv6<F: Frame + ?Sized>(f: &F, off: usize, p: &mut Packet) -> Result<()
     }
     p.kind = KIND_IP;
     p.family = FAMILY_V6;
+    p.hop_limit = h[7];
     p.src.copy_from_slice(&h[8..24]);
     p.dst.copy_from_slice(&h[24..40]);
     let mut next = h[6];

@@ -5,7 +5,7 @@ use crate::{
     abi::*,
     flow::{
         CACHE_FWD, CACHE_REV, FLOW_FWD, FLOW_MONITOR, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey,
-        FlowVal, alive, flow_key, next_state, reply_shaped, tracked,
+        FlowVal, alive, flow_key, flow_port, next_state, reply_shaped, tracked,
     },
     parse::TCP_RST,
 };
@@ -46,6 +46,18 @@ fn inspect<T: Tables>(t: &T, slot: u8, hit: &ConduitHit, p: &Packet) -> Option<R
     crate::modbus::check(t.modbus(&key), p)
 }
 
+/// The failsafe table's entry for one of the gateway's own IPv6 addresses as a destination
+/// of neighbour discovery (protocol ICMPv6, this "port"): NS and NA to the gateway's global
+/// addresses pass as neighbour discovery.
+pub const ND_OWN_ADDRESS: u16 = 0;
+
+/// A link-local unicast (fe80::/10) or link-scope multicast (ff02::/16) IPv6 address: a
+/// destination no router forwards.
+#[inline(always)]
+pub fn link_scoped(a: &[u8; 16]) -> bool {
+    (a[0] == 0xfe && a[1] & 0xc0 == 0x80) || (a[0] == 0xff && a[1] & 0x0f == 0x02)
+}
+
 /// What the parser found in a frame (or what `explain` was told).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Packet {
@@ -73,6 +85,9 @@ pub struct Packet {
     pub dport: u16,
     /// TCP flags (`parse::TCP_*`).
     pub tcp_flags: u8,
+    /// IPv4 TTL or IPv6 hop limit, as received (neighbour discovery needs 255: nothing
+    /// routed).
+    pub hop_limit: u8,
     /// TCP payload length in bytes (from the IP length, so Ethernet padding is not payload).
     pub payload_len: u16,
     /// The first 8 bytes of the TCP payload when it has at least 8 (a Modbus MBAP header
@@ -417,11 +432,26 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         );
     }
 
-    if p.proto == PROTO_ICMPV6 {
-        let ty = (p.dport >> 8) as u8;
-        if (133..=137).contains(&ty) {
-            return j.allow(Reason::NeighborDiscovery, None);
-        }
+    // Neighbour discovery keeps working whatever the conduits say, but only as neighbour
+    // discovery (RFC 4861): hop limit 255 (sent on this link, never routed) and addressed
+    // to a link-local address, a link-scope multicast group (all-nodes, all-routers,
+    // solicited-node) or the gateway itself. Anything else of types 133-137 is judged like
+    // any other ICMPv6 (it would otherwise be a channel between zones).
+    if p.proto == PROTO_ICMPV6
+        && (133..=137).contains(&((p.dport >> 8) as u8))
+        && p.hop_limit == 255
+        && (link_scoped(&p.dst)
+            || t.failsafe(&FailsafeKey {
+                slot,
+                family: p.family,
+                proto: PROTO_ICMPV6,
+                _pad: 0,
+                port: ND_OWN_ADDRESS,
+                _pad2: 0,
+                addr: p.dst,
+            }))
+    {
+        return j.allow(Reason::NeighborDiscovery, None);
     }
 
     // An ICMP error about a packet of a live flow (port unreachable, fragmentation needed,
@@ -460,17 +490,20 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
                     conduit: v.conduit,
                 })
         };
+        // A packet of a live flow passes only while the live policy still allows the flow
+        // (its conduit, and a rule of it for the flow's protocol and port): a reload that
+        // narrows a conduit (a port out of a rule, `sources` cut) ends the open sessions it
+        // no longer allows, in both directions. The full path runs once per flow and
+        // direction after a reload; the fast path then caches the answer.
         if let Some(v) = t.flow(&flow_key(p, false))
             && live(&v)
+            && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, flow_port(p, false))
         {
-            // An established TCP flow in a policy with Modbus filters: the live policy's
-            // filter judges every client-to-server segment with data (so a reload that
-            // narrows a conduit to read-only applies to sessions already open).
+            // In a policy with Modbus filters, the live policy's filter judges every
+            // client-to-server segment with data (so a reload that narrows a conduit to
+            // read-only applies to sessions already open).
             let mut filter = 0;
-            if settings.modbus == 1
-                && p.proto == PROTO_TCP
-                && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport)
-            {
+            if settings.modbus == 1 && p.proto == PROTO_TCP {
                 filter = hit.modbus as u16;
                 if let Some(reason) = inspect(t, slot, &hit, p) {
                     let mut d = j.deny_by(reason, &hit);
@@ -490,7 +523,8 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             && let Some(v) = t.flow(&flow_key(p, true))
             && alive(&v, p.proto, now)
         {
-            if live(&v) {
+            if live(&v) && find_conduit(t, slot, &dst, &src, p.proto, flow_port(p, true)).is_some()
+            {
                 let mut d = j.allow(Reason::Reply, None);
                 d.conduit = v.conduit;
                 d.flow = FLOW_REV;

@@ -422,7 +422,18 @@ pub fn frame(rng: &mut impl Rng, p: &GenPolicy) -> Vec<u8> {
         }
         12..=15 => {
             let (src, smac) = random_v6(rng, &p.hosts);
-            let (dst, _) = random_v6(rng, &p.hosts);
+            let (mut dst, _) = random_v6(rng, &p.hosts);
+            // Now and then a destination no router forwards (link-local, all-nodes,
+            // solicited-node), where neighbour discovery is exempt.
+            if rng.random_bool(0.15) {
+                dst = *[
+                    [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                    [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                    [0xff, 0x02, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 1],
+                ]
+                .choose(rng)
+                .unwrap();
+            }
             let l4 = random_l4(rng, &p.ports, true);
             let n = *[0usize, 0, 0, 1, 2, 4, 5].choose(rng).unwrap();
             let exts: Vec<u8> = (0..n)
@@ -442,6 +453,11 @@ pub fn frame(rng: &mut impl Rng, p: &GenPolicy) -> Vec<u8> {
                 &l4.bytes(),
                 frag,
             ));
+            // Hop limit: 64 as built, or 255 (sent on the link, as neighbour discovery is).
+            if rng.random_bool(0.5) {
+                let at = 14 + 4 * vlans.len() + 7;
+                f[at] = 255;
+            }
             f
         }
         16..=17 => {

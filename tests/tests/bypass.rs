@@ -370,3 +370,54 @@ fn arp_poisoning_by_a_bound_device() {
         assert_eq!(t.reason, Reason::Arp as u32);
     }
 }
+
+/// ICMPv6 of the neighbour-discovery types is no channel between zones: only hop limit 255
+/// (sent on the link) to a link-local or link-scope multicast destination passes as
+/// neighbour discovery; to another zone's global address, or routed (hop limit below 255),
+/// it is judged as ICMPv6, and there is no conduit for it.
+#[test]
+fn neighbor_discovery_types_are_no_channel_between_zones() {
+    require_root();
+    let (mut k, mut r) = kernel::with_policy(POLICY);
+    let nd = |ty: u8, dst: [u8; 16], hop_limit: u8| {
+        let mut f = frames::v6(
+            frames::MAC_A,
+            v6(5, 0),
+            dst,
+            L4::Icmp { ty, code: 0, id: 0 },
+        );
+        f[14 + 7] = hop_limit;
+        f
+    };
+    let mut solicited = [0u8; 16];
+    solicited[..2].copy_from_slice(&[0xff, 0x02]);
+    solicited[11..13].copy_from_slice(&[1, 0xff]);
+    solicited[15] = 0x10;
+    let cases = [
+        // Neighbour discovery as it is sent: passes whatever the conduits say.
+        (
+            nd(135, solicited, 255),
+            Verdict::Allow,
+            Reason::NeighborDiscovery,
+        ),
+        // A "neighbour advertisement" carried to a PLC's global address across zones.
+        (nd(136, v6(0x10, 1), 255), Verdict::Deny, Reason::NoConduit),
+        // Router advertisement types, routed (hop limit below 255).
+        (nd(134, solicited, 254), Verdict::Deny, Reason::NoConduit),
+        (nd(137, v6(0x10, 1), 64), Verdict::Deny, Reason::NoConduit),
+    ];
+    for (i, (frame, verdict, reason)) in cases.iter().enumerate() {
+        let (_, t) = k.run(frame);
+        let want = r.judge(frame, monotonic_ns());
+        assert_eq!(
+            kernel::as_trace(&want, r.last_fast, t.seq),
+            t,
+            "case {i}: kernel and reference disagree"
+        );
+        assert_eq!(
+            (t.verdict, Reason::try_from(t.reason)),
+            (*verdict as u32, Ok(*reason)),
+            "case {i}: {t:?}"
+        );
+    }
+}

@@ -204,6 +204,40 @@ fn a_reload_voids_cached_verdicts() {
     );
 }
 
+/// A reload that narrows a conduit (a port taken out of its rule: "contain an incident")
+/// cuts the open sessions it no longer allows, in both directions and on the full path as
+/// well as the fast one, while a session on a port it still allows goes on.
+#[test]
+fn a_reload_that_narrows_a_conduit_cuts_its_open_sessions() {
+    require_root();
+    let two_ports = "{ proto: tcp, ports: [502, 503] }";
+    let (mut k, _) = kernel::with_policy(&policy(Some(two_ports)));
+    let to_503 = |flags| segment(MAC_A, HMI, PLC, (CLIENT_PORT + 1, 503), flags);
+    let from_503 = |flags| segment(MAC_B, PLC, HMI, (503, CLIENT_PORT + 1), flags);
+    let mut steps = handshake();
+    steps.extend([
+        (to_503(SYN), XDP_PASS, Reason::Conduit, false),
+        (from_503(SYN_ACK), XDP_PASS, Reason::Reply, false),
+        (to_503(ACK), XDP_PASS, Reason::Conduit, true),
+    ]);
+    play(&mut k, None, "two sessions", &steps);
+    k.reload(&policy(Some("{ proto: tcp, ports: [503] }")));
+    play(
+        &mut k,
+        None,
+        "after 502 is taken out",
+        &[
+            (to_plc(ACK), XDP_DROP, Reason::NoConduit, false),
+            (to_hmi(PSH_ACK), XDP_DROP, Reason::NoConduit, false),
+            (to_plc(PSH_ACK), XDP_DROP, Reason::NoConduit, false),
+            (to_503(ACK), XDP_PASS, Reason::Conduit, false),
+            (to_503(ACK), XDP_PASS, Reason::Conduit, true),
+            (from_503(ACK), XDP_PASS, Reason::Reply, false),
+            (from_503(ACK), XDP_PASS, Reason::Reply, true),
+        ],
+    );
+}
+
 /// With a Modbus filter every request is still inspected: reads are fast, a write on the
 /// same session is dropped by the full path, and the reads after it are fast again.
 #[test]

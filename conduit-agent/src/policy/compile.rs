@@ -10,7 +10,10 @@ use std::{
     net::IpAddr,
 };
 
-use conduit_common::{verdict::Tables, *};
+use conduit_common::{
+    verdict::{ND_OWN_ADDRESS, PROTO_ICMPV6, Tables},
+    *,
+};
 
 use super::{
     diag::Pos,
@@ -432,6 +435,19 @@ impl Compiled {
         self.failsafe.clear();
         for &ip in addrs {
             let (family, addr) = addr_bytes(ip);
+            // Neighbour discovery addressed to the gateway's own IPv6 addresses (NUD probes,
+            // answers to its solicitations) is neighbour discovery, not traffic to judge.
+            if ip.is_ipv6() {
+                self.failsafe.insert(FailsafeKey {
+                    slot: self.slot,
+                    family,
+                    proto: PROTO_ICMPV6,
+                    _pad: 0,
+                    port: ND_OWN_ADDRESS,
+                    _pad2: 0,
+                    addr,
+                });
+            }
             for &(proto, lo, hi) in &self.failsafe_ports {
                 for port in lo..=hi {
                     self.failsafe.insert(FailsafeKey {
