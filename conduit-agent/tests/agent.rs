@@ -482,3 +482,64 @@ fn json_logs_for_log_collectors() {
         "{log}"
     );
 }
+
+/// Makes a FIFO at `path` (in place of the file there: made aside, then renamed over it).
+fn fifo_over(path: &std::path::Path) {
+    let fifo = path.with_extension("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    std::fs::rename(&fifo, path).unwrap();
+}
+
+/// If the test fails, opens the FIFO at the path for writing (and closes it) for a while, so
+/// that an agent blocked opening it wakes up and can be stopped by SIGTERM.
+struct UnblockOnFailure(std::path::PathBuf);
+
+impl Drop for UnblockOnFailure {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !std::thread::panicking() {
+            return;
+        }
+        for _ in 0..60 {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.0);
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_fifo_as_the_policy_file_is_refused_and_the_agent_keeps_serving() {
+    require_root();
+    let n = net();
+    let a = n.agent(&policy(true, false, ""), &[]);
+    // Declared after the agent: dropped first.
+    let _unblock = UnblockOnFailure(a.policy.clone());
+    assert!(ping(&n, 2), "ping is allowed");
+    let generation = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    // Nobody ever writes to the FIFO: opening it for reading would block the agent for good.
+    fifo_over(&a.policy);
+    wait_for("the failed reload after the file changed", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(1.0)
+    });
+    a.signal(libc::SIGHUP);
+    wait_for("the failed reload on SIGHUP", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(2.0)
+    });
+    assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(a.get(&n.gw, "/metrics").map(|r| r.0), Some(200));
+    assert_eq!(
+        a.metric(&n.gw, "conduit_policy_generation"),
+        Some(generation),
+        "the live policy stays"
+    );
+    assert!(ping(&n, 2), "the old policy still allows ping");
+    let log = a.log_text();
+    assert!(
+        log.contains("not a regular file"),
+        "the log says why:\n{log}"
+    );
+}

@@ -15,13 +15,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use sha2::Digest as _;
 use tracing::{error, info, warn};
 
 use crate::{
     cli::RunArgs,
     datapath::Datapath,
-    policy::load::{Loaded, load_bytes},
+    policy::load::{Loaded, load_file, read_policy, sha256_hex},
     reference::monotonic_ns,
 };
 
@@ -89,11 +88,9 @@ fn release_freed_heap() {
 
 fn load_and_apply(s: &mut Shared, path: &Path) -> Result<u64, Vec<String>> {
     let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])?;
     let slot = s.dp.next_slot().map_err(|e| vec![e.to_string()])?;
-    let (loaded, diags) = load_bytes(&bytes, slot);
-    drop(bytes);
+    let (loaded, diags) =
+        load_file(path, slot).map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])?;
     for w in diags.warnings() {
         warn!(target: "conduit::policy", "{}", w.render(&shown));
     }
@@ -384,7 +381,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                     && since.elapsed() >= Duration::from_millis(args.debounce_ms)
                 {
                     pending = None;
-                    let content = std::fs::read(&args.policy).ok().map(|b| sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>());
+                    // The same reader as the reload: a FIFO or an endless file put in the
+                    // policy's place must not block or exhaust the agent here either.
+                    let content = read_policy(&args.policy).ok().map(|b| sha256_hex(&b));
                     let live = shared.lock().map(|s| s.state.sha256.clone()).unwrap_or_default();
                     if content.as_deref() != Some(live.as_str()) {
                         reload(&shared, &args, "file changed");
