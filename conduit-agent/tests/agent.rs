@@ -543,3 +543,73 @@ fn a_fifo_as_the_policy_file_is_refused_and_the_agent_keeps_serving() {
         "the log says why:\n{log}"
     );
 }
+
+/// `conduit run` with `a`'s policy, interface, pin and state directories, its own metrics
+/// port: its exit status and standard error, or `None` (and it is stopped, by PID) if it was
+/// still running after 5 s.
+fn second_agent(n: &Net, a: &Agent) -> (Option<i32>, String) {
+    let mut c = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", n.gw.name))
+        .arg("--")
+        .arg(BIN)
+        .arg("run")
+        .arg("--policy")
+        .arg(&a.policy)
+        .args(["--iface", &n.veth.b])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{}", a.port + 1))
+        .arg("--pin-dir")
+        .arg(&a.pin_dir)
+        .arg("--state-dir")
+        .arg(&a.state_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut code = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = c.try_wait().unwrap() {
+            code = s.code();
+            break;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    if code.is_none() {
+        // SAFETY: kill on the PID of our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    let out = c.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_second_agent_on_the_same_pins_refuses_to_start() {
+    require_root();
+    let n = net();
+    let mut a = n.agent(&policy(true, false, ""), &[]);
+    assert!(!tcp_connects(&n, 8080), "the policy denies tcp/8080");
+    for _ in 0..2 {
+        let (code, log) = second_agent(&n, &a);
+        assert_eq!(code, Some(2), "the second agent refuses to start:\n{log}");
+        let pid = a.pid().to_string();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&pid)).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("another conduit agent"),
+            "one line names the running agent's PID {pid}:\n{log}"
+        );
+        // The first agent is untouched: attached, healthy, enforcing, named in the state file.
+        assert!(a.pin_dir.join("links").join(&n.veth.b).exists());
+        assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
+        assert!(ping(&n, 2), "allowed traffic flows");
+        assert!(!tcp_connects(&n, 8080), "denied traffic stays denied");
+        let state = conduit_agent::agent::state::read(&a.state_dir).unwrap();
+        assert_eq!(state.pid, a.pid() as u32);
+        // kill -9 leaves no stale lock: a new agent starts (and is protected in turn).
+        a.signal(libc::SIGKILL);
+        a.wait();
+        a.spawn();
+        a.wait_healthy(&n.gw);
+    }
+}

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod host;
 pub mod links;
+pub mod lock;
 pub mod metrics;
 pub mod state;
 
@@ -196,6 +197,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(2, e.to_string()))?;
     let pin_dir = args.pin_dir.clone();
     check_bpffs(&pin_dir)?;
+    // Before anything reads or changes the pins, and held until the agent exits.
+    let _lock = lock::lock(&pin_dir).map_err(|e| fail(2, e.to_string()))?;
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
     let dp = Datapath::load_pinned(&pin_dir).map_err(|e| {
         fail(
