@@ -6,7 +6,11 @@ use std::{path::PathBuf, process::ExitCode};
 use aya::programs::{TestRun as _, TestRunOptions};
 use conduit_common::{Reason, Verdict};
 
-use crate::{cli::Format, datapath::Datapath, policy::load::load_file};
+use crate::{
+    cli::Format,
+    datapath::Datapath,
+    policy::load::{ReadError, load_file, read_policy},
+};
 
 #[derive(clap::Args, Debug)]
 pub struct ReplayArgs {
@@ -106,11 +110,11 @@ pub fn main(a: ReplayArgs) -> ExitCode {
         return ExitCode::from(1);
     }
     let frames: Vec<Vec<u8>> = packets.into_iter().map(|p| p.data).collect();
-    let policy = match std::fs::read(&a.policy) {
+    let policy = match read_policy(&a.policy) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{shown}: error: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(if matches!(e, ReadError::Io(_)) { 2 } else { 1 });
         }
     };
     if let Some(m) = crate::datapath::probe::probe().missing(false) {

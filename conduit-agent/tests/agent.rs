@@ -482,3 +482,134 @@ fn json_logs_for_log_collectors() {
         "{log}"
     );
 }
+
+/// Makes a FIFO at `path` (in place of the file there: made aside, then renamed over it).
+fn fifo_over(path: &std::path::Path) {
+    let fifo = path.with_extension("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    std::fs::rename(&fifo, path).unwrap();
+}
+
+/// If the test fails, opens the FIFO at the path for writing (and closes it) for a while, so
+/// that an agent blocked opening it wakes up and can be stopped by SIGTERM.
+struct UnblockOnFailure(std::path::PathBuf);
+
+impl Drop for UnblockOnFailure {
+    fn drop(&mut self) {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if !std::thread::panicking() {
+            return;
+        }
+        for _ in 0..60 {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.0);
+            sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_fifo_as_the_policy_file_is_refused_and_the_agent_keeps_serving() {
+    require_root();
+    let n = net();
+    let a = n.agent(&policy(true, false, ""), &[]);
+    // Declared after the agent: dropped first.
+    let _unblock = UnblockOnFailure(a.policy.clone());
+    assert!(ping(&n, 2), "ping is allowed");
+    let generation = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    // Nobody ever writes to the FIFO: opening it for reading would block the agent for good.
+    fifo_over(&a.policy);
+    wait_for("the failed reload after the file changed", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(1.0)
+    });
+    a.signal(libc::SIGHUP);
+    wait_for("the failed reload on SIGHUP", || {
+        a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(2.0)
+    });
+    assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
+    assert_eq!(a.get(&n.gw, "/metrics").map(|r| r.0), Some(200));
+    assert_eq!(
+        a.metric(&n.gw, "conduit_policy_generation"),
+        Some(generation),
+        "the live policy stays"
+    );
+    assert!(ping(&n, 2), "the old policy still allows ping");
+    let log = a.log_text();
+    assert!(
+        log.contains("not a regular file"),
+        "the log says why:\n{log}"
+    );
+}
+
+/// `conduit run` with `a`'s policy, interface, pin and state directories, its own metrics
+/// port: its exit status and standard error, or `None` (and it is stopped, by PID) if it was
+/// still running after 5 s.
+fn second_agent(n: &Net, a: &Agent) -> (Option<i32>, String) {
+    let mut c = Command::new("nsenter")
+        .arg(format!("--net=/var/run/netns/{}", n.gw.name))
+        .arg("--")
+        .arg(BIN)
+        .arg("run")
+        .arg("--policy")
+        .arg(&a.policy)
+        .args(["--iface", &n.veth.b])
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{}", a.port + 1))
+        .arg("--pin-dir")
+        .arg(&a.pin_dir)
+        .arg("--state-dir")
+        .arg(&a.state_dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let mut code = None;
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Some(s) = c.try_wait().unwrap() {
+            code = s.code();
+            break;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    if code.is_none() {
+        // SAFETY: kill on the PID of our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    }
+    let out = c.wait_with_output().unwrap();
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_second_agent_on_the_same_pins_refuses_to_start() {
+    require_root();
+    let n = net();
+    let mut a = n.agent(&policy(true, false, ""), &[]);
+    assert!(!tcp_connects(&n, 8080), "the policy denies tcp/8080");
+    for _ in 0..2 {
+        let (code, log) = second_agent(&n, &a);
+        assert_eq!(code, Some(2), "the second agent refuses to start:\n{log}");
+        let pid = a.pid().to_string();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains(&pid)).collect();
+        assert!(
+            lines.len() == 1 && lines[0].contains("another conduit agent"),
+            "one line names the running agent's PID {pid}:\n{log}"
+        );
+        // The first agent is untouched: attached, healthy, enforcing, named in the state file.
+        assert!(a.pin_dir.join("links").join(&n.veth.b).exists());
+        assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
+        assert!(ping(&n, 2), "allowed traffic flows");
+        assert!(!tcp_connects(&n, 8080), "denied traffic stays denied");
+        let state = conduit_agent::agent::state::read(&a.state_dir).unwrap();
+        assert_eq!(state.pid, a.pid() as u32);
+        // kill -9 leaves no stale lock: a new agent starts (and is protected in turn).
+        a.signal(libc::SIGKILL);
+        a.wait();
+        a.spawn();
+        a.wait_healthy(&n.gw);
+    }
+}

@@ -336,15 +336,111 @@ fn check_nonexistent_file_exits_2() {
     code(&o, 2);
 }
 
+/// Runs the binary with `args` and an address-space limit of `max_memory` bytes, killing it
+/// (by its PID) if it has not exited after 10 s: `None` then.
+fn run_bounded(args: &[&str], max_memory: u64) -> Option<Output> {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    // SAFETY: between fork and exec, setrlimit only changes this process's own limit; it
+    // allocates nothing and takes no lock.
+    unsafe {
+        c.pre_exec(move || {
+            let lim = libc::rlimit {
+                rlim_cur: max_memory,
+                rlim_max: max_memory,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = c.spawn().unwrap();
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(10) {
+        if child.try_wait().unwrap().is_some() {
+            return Some(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+/// `conduit check` on `path` in text and JSON: it returns (within 10 s, in 1 GiB of address
+/// space), exits 1 and says that the path is not a regular file.
+#[track_caller]
+fn check_refuses_not_regular(path: &str) {
+    let o = run_bounded(&["check", path], 1 << 30)
+        .unwrap_or_else(|| panic!("`conduit check {path}` did not return within 10 s"));
+    code(&o, 1);
+    assert!(
+        stdout(&o).contains(": error: ") && stdout(&o).contains("not a regular file"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let o = run_bounded(&["check", path, "--format", "json"], 1 << 30)
+        .unwrap_or_else(|| panic!("`conduit check {path} --format json` did not return"));
+    code(&o, 1);
+    let v = json(&o);
+    assert_eq!(v["valid"], Value::Bool(false), "{v}");
+    assert!(
+        v["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not a regular file")),
+        "{v}"
+    );
+}
+
 #[test]
-fn check_unreadable_file_exits_2() {
-    // A directory cannot be read as a file (and, unlike file permissions, this holds for root).
+fn check_refuses_a_directory_as_not_a_regular_file() {
     let t = TempDir::new();
     std::fs::create_dir(t.0.join("dir.yaml")).unwrap();
-    let o = run(&["check", t.0.join("dir.yaml").to_str().unwrap()]);
-    code(&o, 2);
-    assert_eq!(stdout(&o), "");
-    assert!(!stderr(&o).is_empty());
+    check_refuses_not_regular(t.0.join("dir.yaml").to_str().unwrap());
+}
+
+#[test]
+fn check_on_a_fifo_returns_at_once_and_refuses_it() {
+    // Opening a FIFO for reading blocks until a writer comes: nobody ever writes to this one.
+    let t = TempDir::new();
+    let fifo = t.0.join("policy.yaml");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success(), "mkfifo");
+    check_refuses_not_regular(fifo.to_str().unwrap());
+}
+
+#[test]
+fn check_on_dev_zero_refuses_it_without_reading() {
+    // An endless device: read to the end, it would take all memory.
+    check_refuses_not_regular("/dev/zero");
+}
+
+#[test]
+fn check_refuses_a_file_over_the_size_limit_without_reading_it() {
+    use conduit_agent::policy::validate::MAX_POLICY_BYTES;
+    // A sparse file one byte over the limit: no disk space, but reading it would take the
+    // whole limit in memory, which the address-space cap of 128 MiB does not allow.
+    let t = TempDir::new();
+    let p = t.0.join("huge.yaml");
+    std::fs::File::create(&p)
+        .unwrap()
+        .set_len(MAX_POLICY_BYTES as u64 + 1)
+        .unwrap();
+    let o = run_bounded(&["check", p.to_str().unwrap()], 128 << 20)
+        .expect("`conduit check` on a huge file did not return within 10 s");
+    code(&o, 1);
+    let want = format!("larger than {} MiB", MAX_POLICY_BYTES >> 20);
+    assert!(
+        stdout(&o).contains(": error: ") && stdout(&o).contains(&want),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -298,9 +298,12 @@ fn parse_l4<F: Frame + ?Sized>(
             ) {
                 p.sport = be16([i[4], i[5]]);
             }
+            // Errors that may travel back with a flow: destination unreachable (including
+            // fragmentation needed / packet too big), time exceeded, parameter problem. Not
+            // source quench (v4 type 4), deprecated by RFC 6633: it is judged on its own.
             if matches!(
                 (p.proto, i[0]),
-                (PROTO_ICMP, 3 | 4 | 11 | 12) | (PROTO_ICMPV6, 1..=4)
+                (PROTO_ICMP, 3 | 11 | 12) | (PROTO_ICMPV6, 1..=4)
             ) {
                 quoted(f, off + 8, end, p);
             }

@@ -252,6 +252,13 @@ pub fn tcp_syn(dport: u16) -> Vec<u8> {
 /// and the first 8 bytes after it (as routers and hosts do). `None` unless `f` is IPv4 or
 /// IPv6 with at least 8 bytes after its header.
 pub fn icmp_error_about(f: &[u8], code: u8) -> Option<Vec<u8>> {
+    let v6 = f.get(12..14)? == [0x86, 0xdd];
+    icmp_about(f, if v6 { 1 } else { 3 }, code)
+}
+
+/// Like [`icmp_error_about`], with the ICMP (IPv4) or ICMPv6 type `ty` of the caller's
+/// choice (source quench, time exceeded, ...) in front of the same quote.
+pub fn icmp_about(f: &[u8], ty: u8, code: u8) -> Option<Vec<u8>> {
     let et = u16::from_be_bytes([*f.get(12)?, *f.get(13)?]);
     let ip = f.get(14..)?;
     let (src_mac, dst_mac) = (f.get(6..12)?, f.get(0..6)?);
@@ -262,7 +269,7 @@ pub fn icmp_error_about(f: &[u8], code: u8) -> Option<Vec<u8>> {
         0x0800 => {
             let ihl = usize::from(*ip.first()? & 0x0f) * 4;
             let quote = ip.get(..ihl + 8)?;
-            let mut icmp = vec![3, code, 0, 0, 0, 0, 0, 0];
+            let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
             icmp.extend_from_slice(quote);
             let (src, dst) = (ip.get(12..16)?, ip.get(16..20)?);
             out.extend_from_slice(&0x0800u16.to_be_bytes());
@@ -276,7 +283,7 @@ pub fn icmp_error_about(f: &[u8], code: u8) -> Option<Vec<u8>> {
         }
         0x86dd => {
             let quote = ip.get(..48)?;
-            let mut icmp = vec![1, code, 0, 0, 0, 0, 0, 0];
+            let mut icmp = vec![ty, code, 0, 0, 0, 0, 0, 0];
             icmp.extend_from_slice(quote);
             let (src, dst) = (ip.get(8..24)?, ip.get(24..40)?);
             out.extend_from_slice(&0x86ddu16.to_be_bytes());

@@ -1,10 +1,11 @@
 //! ICMP errors about a flow (port unreachable, fragmentation needed, packet too big) travel
-//! back to the flow's initiator as replies of that flow; errors about anything else are judged
-//! as packets of their own. Kernel (BPF_PROG_TEST_RUN) and reference agree on every frame.
+//! back to the flow's initiator as replies of that flow; errors about anything else, and
+//! deprecated messages that quote a packet too (source quench), are judged as packets of their
+//! own. Kernel (BPF_PROG_TEST_RUN) and reference agree on every frame.
 use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::Reason;
 use conduit_tests::{
-    frames::{self, L4, icmp_error_about},
+    frames::{self, L4, icmp_about, icmp_error_about},
     kernel::{self, Kernel, XDP_DROP, XDP_PASS},
     require_root,
 };
@@ -113,4 +114,39 @@ fn errors_about_anything_else_are_judged_on_their_own() {
     let total = (keep - 14) as u16;
     short[16..18].copy_from_slice(&total.to_be_bytes());
     assert_eq!(step(&mut k, &mut r, &short), (XDP_DROP, Reason::NoConduit));
+}
+
+#[test]
+fn source_quench_about_a_live_flow_is_judged_on_its_own() {
+    require_root();
+    let (mut k, mut r) = kernel::with_policy(POLICY);
+    let request = frames::v4(frames::MAC_A, HMI, PLC, udp(40004, 161));
+    assert_eq!(step(&mut k, &mut r, &request), (XDP_PASS, Reason::Conduit));
+    // What an ICMP source quench of the PLC's own gets: no conduit leads from plc to hmi.
+    let own = frames::v4(
+        frames::MAC_B,
+        PLC,
+        HMI,
+        L4::Icmp {
+            ty: 4,
+            code: 0,
+            id: 0,
+        },
+    );
+    let alone = step(&mut k, &mut r, &own);
+    assert_eq!(alone, (XDP_DROP, Reason::NoConduit));
+    // Source quench (type 4) is deprecated (RFC 6633: hosts ignore it, routers no longer send
+    // it). Quoting the live flow does not make it a reply of that flow.
+    let quench = icmp_about(&request, 4, 0).unwrap();
+    assert_eq!(
+        step(&mut k, &mut r, &quench),
+        alone,
+        "a source quench quoting a live flow is judged like any ICMP packet from its sender"
+    );
+    // Destination unreachable about the same flow still passes as its reply.
+    let unreachable = icmp_error_about(&request, 3).unwrap();
+    assert_eq!(
+        step(&mut k, &mut r, &unreachable),
+        (XDP_PASS, Reason::Reply)
+    );
 }

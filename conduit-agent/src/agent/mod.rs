@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod host;
 pub mod links;
+pub mod lock;
 pub mod metrics;
 pub mod state;
 
@@ -15,13 +16,12 @@ use std::{
     time::{Duration, Instant, SystemTime},
 };
 
-use sha2::Digest as _;
 use tracing::{error, info, warn};
 
 use crate::{
     cli::RunArgs,
     datapath::Datapath,
-    policy::load::{Loaded, load_bytes},
+    policy::load::{Loaded, load_file, read_policy, sha256_hex},
     reference::monotonic_ns,
 };
 
@@ -89,11 +89,9 @@ fn release_freed_heap() {
 
 fn load_and_apply(s: &mut Shared, path: &Path) -> Result<u64, Vec<String>> {
     let shown = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])?;
     let slot = s.dp.next_slot().map_err(|e| vec![e.to_string()])?;
-    let (loaded, diags) = load_bytes(&bytes, slot);
-    drop(bytes);
+    let (loaded, diags) =
+        load_file(path, slot).map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])?;
     for w in diags.warnings() {
         warn!(target: "conduit::policy", "{}", w.render(&shown));
     }
@@ -202,6 +200,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     if let Some(m) = crate::datapath::probe::probe().missing(true) {
         return Err(fail(2, m));
     }
+    // Before anything reads or changes the pins, and held until the agent exits.
+    let _lock = lock::lock(&pin_dir).map_err(|e| fail(2, e.to_string()))?;
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
     let dp = Datapath::load_pinned(&pin_dir).map_err(|e| match e.verifier_log() {
         Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
@@ -388,7 +388,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                     && since.elapsed() >= Duration::from_millis(args.debounce_ms)
                 {
                     pending = None;
-                    let content = std::fs::read(&args.policy).ok().map(|b| sha2::Sha256::digest(&b).iter().map(|x| format!("{x:02x}")).collect::<String>());
+                    // The same reader as the reload: a FIFO or an endless file put in the
+                    // policy's place must not block or exhaust the agent here either.
+                    let content = read_policy(&args.policy).ok().map(|b| sha256_hex(&b));
                     let live = shared.lock().map(|s| s.state.sha256.clone()).unwrap_or_default();
                     if content.as_deref() != Some(live.as_str()) {
                         reload(&shared, &args, "file changed");
