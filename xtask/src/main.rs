@@ -35,7 +35,8 @@ enum Task {
     /// The deployment test: package, apt install, the Ansible role (twice, then with a broken
     /// policy), the agent started as the systemd unit starts it.
     DeployTest,
-    /// The kernel matrix: Debian's kernel packages (6.1, its PREEMPT_RT build, 6.12; pinned in
+    /// The kernel matrix: Debian's kernel packages (6.1, its PREEMPT_RT build, 6.12, and 5.10
+    /// where Conduit must refuse to start; pinned in
     /// xtask/src/vm.rs, downloaded once into ~/.cache/conduit/vm) booted in qemu, each running
     /// `conduit kernel`, replays of tests/captures (the host's verdicts), the kernel tests and
     /// the agent on a veth pair. Writes the verifier figures to target/vm-test/verifier.md and
@@ -44,9 +45,14 @@ enum Task {
         /// Only these kernels (repeatable): 6.1, 6.1-rt, 6.12.
         #[arg(long = "kernel", value_name = "NAME")]
         kernels: Vec<String>,
-        /// The form `cargo xtask test` runs: 6.1 and 6.12, fewer tests (a few minutes).
-        #[arg(long)]
+        /// The form `cargo xtask test` runs: 6.1, 6.12 and the refusal on 5.10, fewer tests
+        /// (a few minutes).
+        #[arg(long, conflicts_with = "verifier_only")]
         smoke: bool,
+        /// Every kernel, `conduit kernel` only: refreshes the verifier figures in
+        /// BENCHMARKS.md (a minute or two).
+        #[arg(long)]
+        verifier_only: bool,
     },
     /// Build the Debian package (cargo-deb): binary, systemd unit, example policies, man page,
     /// shell completions. Prints the path of the .deb.
@@ -78,7 +84,7 @@ fn main() -> Result<()> {
                     demo::twice(),
                     deploy::test(),
                     bench(Mode::Smoke),
-                    vm::run(&[], true),
+                    vm::run(&[], vm::Form::Smoke),
                 )
             } else {
                 (Ok(()), Ok(()), Ok(()), Ok(()))
@@ -96,7 +102,20 @@ fn main() -> Result<()> {
             Mode::Quick
         }),
         Task::Package => package().map(|p| println!("{}", p.display())),
-        Task::VmTest { kernels, smoke } => vm::run(&kernels, smoke),
+        Task::VmTest {
+            kernels,
+            smoke,
+            verifier_only,
+        } => vm::run(
+            &kernels,
+            if smoke {
+                vm::Form::Smoke
+            } else if verifier_only {
+                vm::Form::Verifier
+            } else {
+                vm::Form::Full
+            },
+        ),
     }
 }
 

@@ -96,7 +96,19 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
-pub fn run(names: &[String], smoke: bool) -> Result<()> {
+/// What a run does in each VM.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// `cargo xtask test`'s: the smoke kernels, the smoke tests.
+    Smoke,
+    /// Every kernel, every step.
+    Full,
+    /// Every kernel, `conduit kernel` only: the verifier figures for BENCHMARKS.md.
+    Verifier,
+}
+
+pub fn run(names: &[String], form: Form) -> Result<()> {
+    let smoke = form == Form::Smoke;
     let kernels: Vec<&Kernel> = if names.is_empty() {
         KERNELS.iter().filter(|k| k.smoke || !smoke).collect()
     } else {
@@ -132,14 +144,18 @@ pub fn run(names: &[String], smoke: bool) -> Result<()> {
         );
     }
     let root = workspace_root();
-    let out = root.join(if smoke {
-        "target/vm-test-smoke"
-    } else {
-        "target/vm-test"
+    let out = root.join(match form {
+        Form::Smoke => "target/vm-test-smoke",
+        Form::Full => "target/vm-test",
+        Form::Verifier => "target/vm-test-verifier",
     });
     std::fs::create_dir_all(&out)?;
-    let bins = build(&root, smoke)?;
-    let expected = host_replays(&root, &bins.conduit)?;
+    let bins = build(&root, form)?;
+    let expected = if form == Form::Verifier {
+        BTreeMap::new()
+    } else {
+        host_replays(&root, &bins.conduit)?
+    };
     // The development kernel's row: the host itself.
     let host = Command::new(&bins.conduit)
         .args(["kernel", "--format", "json"])
@@ -159,8 +175,9 @@ pub fn run(names: &[String], smoke: bool) -> Result<()> {
     for k in &kernels {
         let dir = fetch(k)?;
         let image = out.join(format!("{}.cpio", k.name));
-        initramfs(&root, &dir, &bins, smoke, k.refused, &image)?;
+        initramfs(&root, &dir, &bins, form, k.refused, &image)?;
         let o = boot(k, &dir, &image, &out, smoke, &expected)?;
+        std::fs::remove_file(&image).ok();
         outcomes.push(o);
     }
     let report = budget_report(&outcomes);
@@ -168,6 +185,7 @@ pub fn run(names: &[String], smoke: bool) -> Result<()> {
     println!("{report}");
     if !smoke {
         splice_benchmarks(&root.join("BENCHMARKS.md"), &report)?;
+        eprintln!("[xtask] wrote the verifier figures into BENCHMARKS.md");
     }
     let failed: Vec<String> = outcomes
         .iter()
@@ -206,7 +224,12 @@ struct Binaries {
 }
 
 /// Builds the release binary and the kernel test binaries; returns their paths.
-fn build(root: &Path, smoke: bool) -> Result<Binaries> {
+fn build(root: &Path, form: Form) -> Result<Binaries> {
+    let wanted = |smoke_too: bool| match form {
+        Form::Smoke => smoke_too,
+        Form::Full => true,
+        Form::Verifier => false,
+    };
     crate::cargo(&["build", "--release", "--package", "conduit-agent"])?;
     eprintln!("[xtask] cargo test --package conduit-tests --no-run");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -230,17 +253,14 @@ fn build(root: &Path, smoke: bool) -> Result<Binaries> {
         else {
             continue;
         };
-        if TEST_BINARIES
-            .iter()
-            .any(|(n, s)| *n == name && (*s || !smoke))
-        {
+        if TEST_BINARIES.iter().any(|(n, s)| *n == name && wanted(*s)) {
             tests.push((name.to_owned(), PathBuf::from(exe)));
         }
     }
-    let wanted = TEST_BINARIES.iter().filter(|(_, s)| *s || !smoke).count();
+    let count = TEST_BINARIES.iter().filter(|(_, s)| wanted(*s)).count();
     ensure!(
-        tests.len() == wanted,
-        "found {} of the {wanted} test binaries: {tests:?}",
+        tests.len() == count,
+        "found {} of the {count} test binaries: {tests:?}",
         tests.len()
     );
     Ok(Binaries {
@@ -379,6 +399,8 @@ fn private_apt() -> Result<Vec<String>> {
         format!("Dir::State::Lists={}", base.join("lists").display()),
         format!("Dir::Cache={}", base.join("cache").display()),
         "Dir::Etc::Preferences=/dev/null".into(),
+        // Downloads go into the cache, which apt's unprivileged user cannot write.
+        "APT::Sandbox::User=root".into(),
         format!(
             "Dir::Etc::PreferencesParts={}",
             base.join("prefs").display()
@@ -450,7 +472,7 @@ fn system_mirror() -> Result<String> {
 }
 
 /// The VM's /init: busybox, mounts, veth, then every step with markers on the console.
-fn init_script(tests: &[String], smoke: bool) -> String {
+fn init_script(tests: &[String], form: Form) -> String {
     let mut s = String::from(
         r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -467,13 +489,17 @@ echo "VMTEST-BEGIN kernel"; ./conduit kernel --format json --verifier-log /tmp/v
 step kernel $rc
 "#,
     );
+    if form == Form::Verifier {
+        s.push_str("echo VMTEST done\npoweroff -f\n");
+        return s;
+    }
     for (policy, pcap) in CAPTURES {
         let _ = writeln!(
             s,
             "echo \"VMTEST-BEGIN replay:{pcap}\"; ./conduit replay --format json captures/{policy} captures/{pcap}; rc=$?; echo; echo \"VMTEST-END replay:{pcap}\"; step replay:{pcap} $rc"
         );
     }
-    let frames = if smoke { 2000 } else { 10000 };
+    let frames = if form == Form::Smoke { 2000 } else { 10000 };
     for t in tests {
         let _ = writeln!(
             s,
@@ -488,7 +514,7 @@ step kernel $rc
 /// The VM's /init on a kernel Conduit does not support: `kernel`, `replay` and `run` each
 /// exit 2 with one line on standard error that contains `text`.
 fn refusal_script(text: &str) -> String {
-    let head = init_script(&[], true);
+    let head = init_script(&[], Form::Verifier);
     let head = &head[..head
         .find("cd /work\n")
         .map_or(head.len(), |i| i + "cd /work\n".len())];
@@ -574,7 +600,7 @@ fn initramfs(
     root: &Path,
     kdir: &Path,
     bins: &Binaries,
-    smoke: bool,
+    form: Form,
     refused: Option<&str>,
     image: &Path,
 ) -> Result<()> {
@@ -622,7 +648,7 @@ fn initramfs(
     std::fs::copy(kdir.join("veth.ko"), r.join("lib/modules/veth.ko"))?;
     let init = r.join("init");
     let script = match refused {
-        None => init_script(&names, smoke),
+        None => init_script(&names, form),
         Some(text) => refusal_script(text),
     };
     std::fs::write(&init, script)?;
