@@ -898,7 +898,7 @@ fn make_packet(p: &Policy, r: &RawPacket) -> (Packet, IpAddr, IpAddr) {
         fragment: u8::from(r.frag),
         sport: 40000,
         dport,
-        hop_limit: if r.dst.2 % 2 == 0 { 255 } else { 64 },
+        hop_limit: if r.dst.2.is_multiple_of(2) { 255 } else { 64 },
         ..Default::default()
     };
     (pkt, src_ip, dst_ip)

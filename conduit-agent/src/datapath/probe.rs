@@ -185,16 +185,13 @@ impl KernelReport {
 /// The line of a verifier log that says why it refused the program: the last one before the
 /// statistics it ends with (`verification time`, `stack depth`, `processed N insns`).
 pub fn verifier_reason(log: &str) -> Option<&str> {
-    log.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .filter(|l| {
-            !(l.starts_with("verification time")
-                || l.starts_with("stack depth")
-                || l.starts_with("processed ")
-                || l.starts_with("-- END PROG LOAD LOG --"))
-        })
-        .next_back()
+    log.lines().map(str::trim).rfind(|l| {
+        !(l.is_empty()
+            || l.starts_with("verification time")
+            || l.starts_with("stack depth")
+            || l.starts_with("processed ")
+            || l.starts_with("-- END PROG LOAD LOG --"))
+    })
 }
 
 #[cfg(test)]
