@@ -58,6 +58,9 @@ pub enum Command {
     /// when the program loads and nothing it needs is missing, 2 otherwise.
     Kernel(crate::kernel::KernelArgs),
     /// What is attached where, which policy (sha256, generation) is live, and the counters.
+    ///
+    /// Exit status 0 when the program is attached to at least one interface, 3 when nothing
+    /// is attached (as `systemctl status` for an inactive unit).
     Status {
         #[command(flatten)]
         pins: PinArgs,

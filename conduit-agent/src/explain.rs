@@ -209,6 +209,15 @@ pub fn main(a: ExplainArgs) -> ExitCode {
     let conduit = c.conduit_name(dec.conduit);
     let dst_asset = l.policy.asset_of(a.dst);
     let (src_zone, dst_zone) = (c.zone_name(dec.src_zone), c.zone_name(dec.dst_zone));
+    // The rule of the conduit that matched (first in file order), to point at its line.
+    let rule = conduit
+        .and_then(|name| l.policy.conduits.iter().find(|x| x.name == name))
+        .and_then(|x| {
+            x.rules
+                .iter()
+                .enumerate()
+                .find(|(_, r)| rule_matches(r, proto, dport))
+        });
     match a.format {
         Format::Json => {
             let v = serde_json::json!({
@@ -219,6 +228,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
                 "dst_zone": dst_zone,
                 "src_asset": src_asset.map(|(_, x)| x.name.as_str()),
                 "dst_asset": dst_asset.map(|(_, x)| x.name.as_str()),
+                "rule": rule.map(|(i, r)| serde_json::json!({"index": i + 1, "line": r.pos.line, "column": r.pos.column})),
             });
             println!("{v}");
         }
@@ -237,6 +247,15 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             println!("verdict:     {}", dec.verdict.as_str());
             println!("reason:      {}", dec.reason.as_str());
             println!("conduit:     {}", conduit.unwrap_or("-"));
+            if let Some((i, r)) = rule {
+                println!(
+                    "rule:        {} of the conduit, {}:{}:{}",
+                    i + 1,
+                    a.policy.display(),
+                    r.pos.line,
+                    r.pos.column
+                );
+            }
             println!("source:      {}", end(a.src, src_zone, src_asset));
             println!("destination: {}", end(a.dst, dst_zone, dst_asset));
             println!("source MAC:  {}", fmt_mac(&src_mac));
@@ -250,4 +269,22 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether `r` allows protocol `proto` to `dport` (ICMP: type << 8 | code), as the compiler
+/// expands rules into the conduit table.
+fn rule_matches(r: &crate::policy::model::Rule, proto: u8, dport: u16) -> bool {
+    use crate::policy::model::{ICMP, ICMPV6, Proto};
+    match r.proto {
+        Proto::Any => return true,
+        Proto::Number(p) if p != proto => return false,
+        Proto::Number(_) => {}
+    }
+    if matches!(proto, ICMP | ICMPV6) {
+        let ty = (dport >> 8) as u8;
+        return r.icmp_types.as_ref().is_none_or(|t| t.contains(&ty));
+    }
+    r.ports
+        .as_ref()
+        .is_none_or(|ps| ps.iter().any(|&(lo, hi)| (lo..=hi).contains(&dport)))
 }

@@ -126,7 +126,13 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    // As `systemctl status` does for a unit that is not active: scripts and monitoring can
+    // tell "not enforcing" from the exit status alone.
+    if ifaces.is_empty() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 pub fn detach(p: &PinArgs) -> ExitCode {

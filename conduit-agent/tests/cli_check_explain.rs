@@ -1120,3 +1120,68 @@ fn completions_and_man_page_come_from_the_clap_definitions() {
         "an unknown shell is bad input"
     );
 }
+
+/// `conduit status` with nothing attached says so and exits 3 (as `systemctl status` does for
+/// an inactive unit), so that scripts can tell "not enforcing" from the status alone.
+#[test]
+fn status_exits_3_when_nothing_is_attached() {
+    let dir = std::env::temp_dir().join(format!("cdt-status-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let o = run(&["status", "--pin-dir", d, "--state-dir", d]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stdout(&o).contains("not attached"), "{}", stdout(&o));
+}
+
+/// `explain` names the rule that allowed a flow and its line, in text and JSON; a denial
+/// names none.
+#[test]
+fn explain_names_the_rule_and_its_line() {
+    let d = TempDir::new();
+    let p = d.write("p.yaml", small(false));
+    let v = explain_json(
+        &p,
+        &[
+            "--src", "10.0.1.1", "--dst", "10.0.2.1", "--proto", "tcp", "--dport", "443",
+        ],
+    );
+    assert_eq!(v["rule"]["index"], 1, "{v}");
+    assert_eq!(v["rule"]["line"], 19, "{v}");
+    let v = explain_json(
+        &p,
+        &[
+            "--src",
+            "10.0.1.1",
+            "--dst",
+            "10.0.2.1",
+            "--proto",
+            "icmp",
+            "--icmp-type",
+            "8",
+        ],
+    );
+    assert_eq!(
+        (v["rule"]["index"].clone(), v["rule"]["line"].clone()),
+        (2.into(), 20.into()),
+        "{v}"
+    );
+    let v = explain_json(
+        &p,
+        &[
+            "--src", "10.0.1.1", "--dst", "10.0.2.1", "--proto", "tcp", "--dport", "22",
+        ],
+    );
+    assert!(v["rule"].is_null(), "{v}");
+    let o = explain(
+        &p,
+        &[
+            "--src", "10.0.1.1", "--dst", "10.0.2.1", "--proto", "tcp", "--dport", "443",
+        ],
+    );
+    assert!(
+        stdout(&o).contains(&format!("rule:        1 of the conduit, {p}:19:")),
+        "{}",
+        stdout(&o)
+    );
+}

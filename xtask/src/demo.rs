@@ -184,6 +184,16 @@ fn tcp(p: &Plant, from: &str, ip: &str, port: &str) -> bool {
     ok_in(&p.ns(from), &["nc", "-z", "-w", "1", ip, port])
 }
 
+/// The packets dropped for `reason` so far, over every zone pair (from /metrics).
+fn dropped(p: &Plant, reason: &str) -> f64 {
+    let label = format!("reason=\"{reason}\"");
+    metrics(p)
+        .lines()
+        .filter(|l| l.starts_with("conduit_dropped_packets_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn metrics(p: &Plant) -> String {
     out_in(
         &p.ns("gw"),
@@ -305,7 +315,15 @@ pub fn run() -> Result<()> {
     let script = "from scapy.all import *\nconf.verb=0\nsendp(Ether(src='02:00:00:03:00:30',dst='ff:ff:ff:ff:ff:ff')/IP(src='10.3.0.20',dst='10.2.0.10')/TCP(dport=502,flags='S'),iface=IFACE,count=3)\n";
     let iface = format!("h-{}", "engws");
     let forged = script.replace("IFACE", &format!("'{iface}'"));
+    let before = dropped(&p, "spoofed");
     ok_in(&p.ns("engws"), &["/usr/bin/python3", "-c", &forged]);
+    sleep(Duration::from_millis(300));
+    let caught = dropped(&p, "spoofed") - before;
+    outcome(
+        false,
+        caught < 3.0,
+        &format!("3 frames as the HMI from the workstation's MAC ({caught} dropped as spoofed)"),
+    )?;
     step("... and poisons the gateway's ARP cache: 'the HMI is at my MAC'");
     let arp = format!(
         "from scapy.all import *\nconf.verb=0\nsendp(Ether(src='02:00:00:03:00:30',dst='ff:ff:ff:ff:ff:ff')/ARP(op=2,psrc='10.3.0.20',hwsrc='02:00:00:03:00:30',pdst='10.3.0.1'),iface='{iface}',count=3)\n"
