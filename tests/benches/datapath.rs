@@ -247,6 +247,116 @@ fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
     v[v.len() / 2]
 }
 
+/// Conduit and xdp-filter on the same frames, in the same run (issue #16's goals): the
+/// smallest policy, xdp-filter with its closest equivalent.
+fn against_xdp_filter(repeat: u32, rounds: usize) -> String {
+    let client = [10, 0, 0, 1];
+    let server = [10, 200, 0, 1];
+    let tcp = |src: [u8; 4], mac: [u8; 6], sport: u16, dport: u16, flags: u8| {
+        frames::v4(
+            mac,
+            src,
+            server,
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
+    };
+    let unknown_mac = [2, 0, 0, 0, 0, 0x66];
+    // (case, frame, goal as a multiple of xdp-filter)
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "established flow (TCP ACK)",
+            tcp(client, CLIENT_MAC, 41000, 502, 0x10),
+            "≤ 1.0×",
+        ),
+        (
+            "frame from an unknown address (SYN to a closed port: a scan or flood)",
+            tcp([192, 0, 2, 66], unknown_mac, 41001, 503, 0x02),
+            "≤ 1.0×",
+        ),
+        (
+            "denied frame from a known zone (no conduit for the port)",
+            tcp(client, CLIENT_MAC, 41002, 503, 0x02),
+            "≤ 1.5×",
+        ),
+        (
+            "new allowed flow (SYN+RST: full decision, no insert)",
+            tcp(client, CLIENT_MAC, 41003, 502, 0x06),
+            "≤ 2.0×",
+        ),
+    ];
+    let mut dp = Datapath::load().expect("load");
+    let slot = dp.next_slot().unwrap();
+    dp.apply(&compile(&policy(10, 10), slot).expect("compile"))
+        .expect("apply");
+    let empty = cost(dp.floor_program().unwrap(), &cases[0].1, repeat, rounds);
+    let prog = dp.program().unwrap();
+    // The established flow's handshake.
+    let _ = cost(prog, &tcp(client, CLIENT_MAC, 41000, 502, 0x02), 1, 1);
+    let mac = CLIENT_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    let xf = conduit_tests::xdp_filter::XdpFilter::load(&[
+        &["ip", "10.0.0.1", "--mode", "src"],
+        &["ether", &mac, "--mode", "src"],
+        &["port", "502", "--mode", "dst"],
+    ]);
+    let mut out = format!(
+        "### Against xdp-filter (xdp-tools, in one run)
+
+xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and allow entries: source IP 10.0.0.1, source MAC of the client, destination port 502; measured with `bpftool prog run` ({repeat} repeats, median of {rounds} runs), Conduit with BPF_PROG_TEST_RUN through aya on the same frames, policy of 10 identities and 10 conduits; the empty XDP program: {empty:.1} ns. xdp-filter is stateless and its allow lists are alternatives (any match passes): it cannot say \"this client, to that server, on port 502\" (so it passes the known client's SYN to port 503 that Conduit denies), nor zones, MAC/IP binding, flow state, replies or Modbus inspection.\n\n| case | Conduit ns | xdp-filter ns | Conduit ÷ xdp-filter | goal | Conduit ÷ empty program | verdicts (Conduit / xdp-filter) |\n| --- | ---: | ---: | ---: | --- | ---: | --- |\n",
+        xdp_filter_version()
+    );
+    let action = |a: u32| match a {
+        1 => "drop",
+        2 => "pass",
+        _ => "other",
+    };
+    for (name, frame, goal) in &cases {
+        let prog = dp.program().unwrap();
+        let ours = cost(prog, frame, repeat, rounds);
+        let our_action = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: 1,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN")
+            .return_value;
+        let (theirs, their_action) = xf.cost(frame, repeat, rounds);
+        out += &format!(
+            "| {name} | {ours:.1} | {theirs:.1} | {:.2}× | {goal} | {:.1}× | {} / {} |\n",
+            ours / theirs,
+            ours / empty,
+            action(our_action),
+            action(their_action)
+        );
+    }
+    out + "\n"
+}
+
+/// `xdp-filter --version`'s version number.
+fn xdp_filter_version() -> String {
+    std::process::Command::new("xdp-filter")
+        .args(["load", "--version"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .find(|w| {
+                    w.starts_with('v') || w.chars().next().is_some_and(|c| c.is_ascii_digit())
+                })
+                .unwrap_or("?")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn main() {
     conduit_tests::require_root();
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
@@ -486,6 +596,7 @@ fn main() {
         }
     }
     out += &scale_summary(&rows);
+    out += &against_xdp_filter(repeat, rounds.max(3));
     conduit_tests::report::publish(&out);
     // For the plot (`cargo xtask bench` draws it).
     if let Ok(path) = std::env::var("CONDUIT_BENCH_CSV") {
