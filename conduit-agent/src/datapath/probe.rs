@@ -188,13 +188,12 @@ pub fn verifier_reason(log: &str) -> Option<&str> {
     log.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .filter(|l| {
+        .rfind(|l| {
             !(l.starts_with("verification time")
                 || l.starts_with("stack depth")
                 || l.starts_with("processed ")
                 || l.starts_with("-- END PROG LOAD LOG --"))
         })
-        .next_back()
 }
 
 #[cfg(test)]
