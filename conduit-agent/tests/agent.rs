@@ -482,3 +482,124 @@ fn json_logs_for_log_collectors() {
         "{log}"
     );
 }
+
+/// Polls `f` every 100 ms for at most `limit`; whether it became true.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() >= limit {
+            return false;
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 19, item 8: a flood of held connections on the metrics port (far more than the
+/// agent's descriptor limit) must not make it spin on `accept`, starve reloads or the audit
+/// log of descriptors, or keep `/metrics` from answering once the held connections time out.
+#[test]
+fn a_connection_flood_on_the_metrics_port_leaves_the_agent_working() {
+    require_root();
+    let n = net();
+    // Soft descriptor limit 128, hard 256: the agent raises its soft limit to the hard one
+    // and caps its HTTP connections well below it.
+    let a = Agent::start_with_nofile(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &["--debounce-ms", "3600000"],
+        (128, 256),
+    );
+    let nofile = a.nofile();
+    let g0 = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    let generation = |a: &Agent| a.state().and_then(|s| s["generation"].as_f64());
+    assert_eq!(generation(&a), Some(g0));
+    const FLOOD: usize = 600;
+    let cpu0 = a.cpu_time();
+    let t0 = Instant::now();
+    // The flood, from inside the gateway's namespace to its loopback: connections held open,
+    // every other one with half a request head (a slow client). Bounded in count and time.
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], a.port).into();
+    let (held, attempts) = conduit_tests::in_netns(&n.gw, || {
+        let (mut held, mut attempts) = (Vec::new(), 0);
+        while held.len() < FLOOD && t0.elapsed() < Duration::from_secs(5) {
+            attempts += 1;
+            if let Ok(mut s) =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50))
+            {
+                if held.len() % 2 == 1 {
+                    use std::io::Write as _;
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: flood\r\n");
+                }
+                held.push(s);
+            }
+        }
+        (held, attempts)
+    });
+    let flooded = t0.elapsed();
+    // During the flood: a reload (it opens the policy file, writes the state file) and an
+    // audit event (a denied connection to tcp/8080).
+    a.signal(libc::SIGHUP);
+    let reloaded = within(Duration::from_secs(10), || generation(&a) > Some(g0));
+    let _ = n
+        .client
+        .command("nc")
+        .args(["-z", "-w", "1", "10.202.0.2", "8080"])
+        .status();
+    let audited = within(Duration::from_secs(10), || {
+        std::fs::read_to_string(&a.audit_log).is_ok_and(|t| t.contains("\"dport\":8080"))
+    });
+    // A new client: answered once the held connections time out (or at once, under the cap).
+    let answered = within(Duration::from_secs(25).saturating_sub(t0.elapsed()), || {
+        a.get(&n.gw, "/metrics")
+            .is_some_and(|(s, b)| s == 200 && b.contains("conduit_policy_generation"))
+    });
+    let answered_after = t0.elapsed();
+    // Every held connection was closed by the agent (refused over the cap, or timed out).
+    let still_open = || {
+        held.iter()
+            .filter(|s| {
+                use std::io::Read as _;
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 64];
+                matches!((&**s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let mut open = still_open();
+    within(Duration::from_secs(5), || {
+        open = still_open();
+        open == 0
+    });
+    let wall = t0.elapsed();
+    let cpu = a.cpu_time() - cpu0;
+    let warnings = a.log_text().lines().filter(|l| l.contains("WARN")).count();
+    eprintln!(
+        "nofile {nofile:?}; {} connections held of {attempts} attempts in {flooded:?}; \
+         reload during the flood: {reloaded}; audit line: {audited}; new client answered: \
+         {answered} after {answered_after:?}; still open at the end: {open}; agent CPU {cpu:?} \
+         in {wall:?}; {warnings} warnings in its log",
+        held.len()
+    );
+    assert_eq!(
+        nofile.0, nofile.1,
+        "the agent raised its soft descriptor limit"
+    );
+    assert!(
+        held.len() >= 2 * 256,
+        "the flood opened far more connections than the descriptor limit"
+    );
+    assert!(reloaded, "a SIGHUP reload during the flood went live");
+    assert!(audited, "the audit log was written during the flood");
+    assert!(answered, "/metrics answered a new client within 25 s");
+    assert_eq!(open, 0, "held connections were closed by the agent");
+    assert!(
+        cpu < wall / 10,
+        "the agent used {cpu:?} of CPU in {wall:?}: it must not spin on accept"
+    );
+    assert!(warnings < 10, "{}", a.log_text());
+}

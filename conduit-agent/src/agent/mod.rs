@@ -7,6 +7,7 @@ pub mod host;
 pub mod links;
 pub mod metrics;
 pub mod state;
+pub mod throttle;
 
 use std::{
     net::IpAddr,
@@ -197,6 +198,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(2, e.to_string()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| fail(2, e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(2, e.to_string()))?;
+    // Descriptors: systemd's default soft limit (1024) is far below the hard one; every map,
+    // link and client connection takes one.
+    let nofile = match host::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("raising the descriptor limit (RLIMIT_NOFILE): {e}");
+            host::fd_limit()
+        }
+    };
     let pin_dir = args.pin_dir.clone();
     check_bpffs(&pin_dir)?;
     if let Some(m) = crate::datapath::probe::probe().missing(true) {
@@ -307,8 +317,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     })?;
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| fail(2, e.to_string()))?;
-    info!(addr = %args.metrics_addr, "serving /metrics and /healthz");
-    tokio::spawn(metrics::serve(listener, registry, shared.clone()));
+    let cap = metrics::connection_cap(nofile);
+    info!(addr = %args.metrics_addr, max_connections = cap, descriptor_limit = nofile, "serving /metrics and /healthz");
+    tokio::spawn(metrics::serve(listener, registry, shared.clone(), cap));
 
     // Audit log.
     let mut sink = match &args.audit_log {
