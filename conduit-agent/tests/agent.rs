@@ -271,7 +271,17 @@ fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
         .metric(&n.gw, "conduit_audit_events_suppressed_total")
         .unwrap()
         - before;
-    let lost = a.metric(&n.gw, "conduit_audit_events_lost_total").unwrap();
+    let lost = a
+        .metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"ring_full\"}",
+        )
+        .unwrap()
+        + a.metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"write_error\"}",
+        )
+        .unwrap();
     let dropped = a.metric(&n.gw, "conduit_dropped_packets_total{src_zone=\"clients\",dst_zone=\"gateway\",reason=\"no_conduit\"}").unwrap();
     assert_eq!(dropped, 100.0);
     // Every denied frame (of this flow, or of the IPv6 chatter of the new interfaces) is a line
@@ -602,4 +612,93 @@ fn a_connection_flood_on_the_metrics_port_leaves_the_agent_working() {
         "the agent used {cpu:?} of CPU in {wall:?}: it must not spin on accept"
     );
     assert!(warnings < 10, "{}", a.log_text());
+}
+
+/// Issue 19, item 9: an audit log on a full disk. Events whose line cannot be written are
+/// counted (`conduit_audit_events_lost_total{reason="write_error"}`), the agent warns about it
+/// a few times (not once per event), and no line is ever left half-written.
+#[test]
+fn audit_log_on_a_full_disk_keeps_whole_lines_and_counts_what_it_lost() {
+    require_root();
+    // Declared before the agent, so it is unmounted after the agent exits.
+    let disk = conduit_tests::tmpfs::Tmpfs::new("64k");
+    let log = disk.dir.join("audit.jsonl");
+    let n = net();
+    let a = n.agent(
+        &policy(false, false, ""),
+        &["--audit-log", log.to_str().unwrap()],
+    );
+    let write_error = |a: &Agent| {
+        a.metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"write_error\"}",
+        )
+    };
+    // Many distinct denied flows (one UDP datagram to each of 4,000 ports: the per-flow rate
+    // limit holds none back), in bursts, until well past the 64 KiB of the disk.
+    let target: std::net::SocketAddr = "10.202.0.2:9".parse().unwrap();
+    conduit_tests::in_netns(&n.client, || {
+        let s = std::net::UdpSocket::bind("10.202.0.1:0").unwrap();
+        for i in 0..4000u16 {
+            let mut to = target;
+            to.set_port(10_000 + i);
+            let _ = s.send_to(b"x", to);
+            if i % 100 == 99 {
+                sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let counted = within(Duration::from_secs(15), || write_error(&a) > Some(0.0));
+    sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .collect();
+    let warnings: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("audit"))
+        .map(str::to_owned)
+        .collect();
+    let ring_full = a.metric(
+        &n.gw,
+        "conduit_audit_events_lost_total{reason=\"ring_full\"}",
+    );
+    let written = a.metric(&n.gw, "conduit_audit_events_written_total");
+    eprintln!(
+        "audit log: {} bytes, {} lines, {} that do not parse, ends with a newline: {}; \
+         written {written:?}, lost: write_error {:?}, ring_full {ring_full:?}; {} warnings \
+         about the audit log",
+        text.len(),
+        text.lines().count(),
+        bad.len(),
+        text.ends_with('\n'),
+        write_error(&a),
+        warnings.len()
+    );
+    assert!(text.len() > 32 * 1024, "the disk was filled");
+    assert!(
+        bad.is_empty(),
+        "lines that are not JSON: {:?}",
+        &bad[..bad.len().min(3)]
+    );
+    assert!(text.is_empty() || text.ends_with('\n'), "a cut last line");
+    assert!(
+        counted,
+        "conduit_audit_events_lost_total{{reason=\"write_error\"}} counts the lost events"
+    );
+    assert!(
+        ring_full.is_some(),
+        "the ring buffer's losses keep their own label"
+    );
+    for w in warnings.iter().take(3) {
+        eprintln!("  {w}");
+    }
+    assert!(
+        warnings.len() <= 3,
+        "{} warnings, e.g. {:?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(3)]
+    );
 }

@@ -65,18 +65,24 @@ impl Agent {
         a
     }
 
-    /// The agent's directories and arguments, nothing started.
+    /// The agent's directories and arguments, nothing started. `--audit-log PATH` in `extra`
+    /// replaces the default audit log (in the agent's temporary directory).
     fn prepare(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
         let tag = unique_name("cdtag");
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();
         let policy = tmp.join("policy.yaml");
         std::fs::write(&policy, yaml).unwrap();
+        let audit_log = extra
+            .iter()
+            .position(|e| *e == "--audit-log")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| tmp.join("audit.jsonl"), PathBuf::from);
         Agent {
             child: None,
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
             state_dir: tmp.join("state"),
-            audit_log: tmp.join("audit.jsonl"),
+            audit_log,
             log: tmp.join("agent.log"),
             policy,
             port: port(),
@@ -113,7 +119,9 @@ impl Agent {
             .arg(&self.pin_dir)
             .arg("--state-dir")
             .arg(&self.state_dir);
-        c.arg("--audit-log").arg(&self.audit_log);
+        if !self.extra.iter().any(|e| e == "--audit-log") {
+            c.arg("--audit-log").arg(&self.audit_log);
+        }
         if !self.extra.iter().any(|e| e == "--debounce-ms") {
             c.args(["--debounce-ms", "200"]);
         }

@@ -249,20 +249,34 @@ impl Collector for KernelCollector {
             MetricType::COUNTER,
             totals,
         ));
-        if let Ok(ev) = s.dp.event_stats() {
+        let events = s.dp.event_stats();
+        if let Ok(ev) = &events {
             out.push(family(
                 "conduit_audit_events_suppressed_total",
                 "Audit events held back by the per-flow rate limit.",
                 MetricType::COUNTER,
                 vec![counter(vec![], ev[EVSTAT_SUPPRESSED as usize] as f64)],
             ));
-            out.push(family(
-                "conduit_audit_events_lost_total",
-                "Audit events lost because the ring buffer was full.",
-                MetricType::COUNTER,
-                vec![counter(vec![], ev[EVSTAT_LOST as usize] as f64)],
+        }
+        // Lost audit events by cause: the kernel could not queue them (its ring buffer was
+        // full), or their line could not be written (a full disk).
+        let mut lost = Vec::new();
+        if let Ok(ev) = &events {
+            lost.push(counter(
+                vec![label("reason", "ring_full")],
+                ev[EVSTAT_LOST as usize] as f64,
             ));
         }
+        lost.push(counter(
+            vec![label("reason", "write_error")],
+            s.events_write_failed as f64,
+        ));
+        out.push(family(
+            "conduit_audit_events_lost_total",
+            "Audit events lost, by reason: ring_full (the kernel's ring buffer was full), write_error (the line could not be written to the audit log, e.g. a full disk).",
+            MetricType::COUNTER,
+            lost,
+        ));
         out.push(family(
             "conduit_audit_events_written_total",
             "Audit events written to the audit log.",

@@ -33,6 +33,8 @@ pub struct Shared {
     /// (interface, mode, attached)
     pub ifaces: Vec<(String, String, bool)>,
     pub events_written: u64,
+    /// Audit events whose line could not be written (a full disk, an I/O error).
+    pub events_write_failed: u64,
     pub addrs: Vec<IpAddr>,
 }
 
@@ -227,6 +229,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         state: state::State::default(),
         ifaces: Vec::new(),
         events_written: 0,
+        events_write_failed: 0,
         addrs,
     };
     shared.state.pid = std::process::id();
@@ -330,6 +333,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let audit_shared = shared.clone();
+    // A full disk fails every line: one warning per 10 s, with the count.
+    let mut write_failures = throttle::Throttle::new(Duration::from_secs(10));
     tokio::spawn(async move {
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the AsyncFd (which owns the ring buffer) lives.
@@ -362,18 +367,32 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 Err(_) => return,
             };
             let (mono, wall) = (monotonic_ns(), SystemTime::now());
-            let mut written = 0;
+            let (mut written, mut failed) = (0, 0);
             for ev in &lines {
                 let l = audit::line(ev, &st, mono, wall);
                 if let Some(sink) = &mut sink {
                     match sink.write_line(&l) {
                         Ok(()) => written += 1,
-                        Err(e) => warn!("writing the audit log: {e}"),
+                        Err(e) => {
+                            failed += 1;
+                            if let Some(lost) = write_failures.hit() {
+                                warn!(error = %e, lost, "audit events could not be written to the audit log and are lost (counted in conduit_audit_events_lost_total{{reason=\"write_error\"}}); this warning repeats at most every 10 s");
+                            }
+                        }
                     }
                 }
             }
+            if written > 0
+                && let Some(lost) = write_failures.settle()
+            {
+                info!(
+                    lost,
+                    "the audit log is writable again (lost: events since the last warning)"
+                );
+            }
             if let Ok(mut s) = audit_shared.lock() {
                 s.events_written += written;
+                s.events_write_failed += failed;
             }
         }
     });

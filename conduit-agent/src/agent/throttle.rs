@@ -26,6 +26,24 @@ impl Throttle {
 
     pub fn hit_at(&mut self, now: Instant) -> Option<u64> {
         self.pending += 1;
+        self.due(now)
+    }
+
+    /// The occurrences not reported yet, for a last word when the trouble has ended: `Some`
+    /// when there are some and a report is due (reports, this one included, stay at most one
+    /// per interval; what is not due yet is reported later).
+    pub fn settle(&mut self) -> Option<u64> {
+        self.settle_at(Instant::now())
+    }
+
+    pub fn settle_at(&mut self, now: Instant) -> Option<u64> {
+        if self.pending == 0 {
+            return None;
+        }
+        self.due(now)
+    }
+
+    fn due(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(t) if now.saturating_duration_since(t) < self.every => None,
             _ => {
@@ -33,13 +51,6 @@ impl Throttle {
                 Some(std::mem::take(&mut self.pending))
             }
         }
-    }
-
-    /// The occurrences not reported yet, for a last word when the trouble ends; the next
-    /// occurrence is then reported at once.
-    pub fn settle(&mut self) -> u64 {
-        self.last = None;
-        std::mem::take(&mut self.pending)
     }
 }
 
@@ -54,13 +65,19 @@ mod tests {
         let mut t = Throttle::new(Duration::from_secs(10));
         let t0 = Instant::now();
         let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.settle_at(at(0)), None, "nothing to report");
         assert_eq!(t.hit_at(at(0)), Some(1));
         assert_eq!(t.hit_at(at(1)), None);
         assert_eq!(t.hit_at(at(9)), None);
         assert_eq!(t.hit_at(at(10)), Some(3));
         assert_eq!(t.hit_at(at(11)), None);
-        assert_eq!(t.settle(), 1);
-        assert_eq!(t.settle(), 0);
-        assert_eq!(t.hit_at(at(12)), Some(1), "after settling, at once again");
+        assert_eq!(
+            t.settle_at(at(12)),
+            None,
+            "not due yet: the trouble may be back"
+        );
+        assert_eq!(t.settle_at(at(20)), Some(1));
+        assert_eq!(t.settle_at(at(40)), None, "nothing left to report");
+        assert_eq!(t.hit_at(at(41)), Some(1), "the next trouble: at once");
     }
 }
