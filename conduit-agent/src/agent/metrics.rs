@@ -100,7 +100,7 @@ impl Collector for KernelCollector {
         let mut out = Vec::new();
         // Per-conduit traffic, for the conduits of the live policy.
         let (mut pk, mut by) = (Vec::new(), Vec::new());
-        if let Ok(stats) = s.dp.conduit_stats() {
+        if let Ok(stats) = s.view.conduit_stats() {
             for (id, name) in &st.conduits {
                 let c = stats.get(id).copied().unwrap_or_default();
                 pk.push(counter(vec![label("conduit", name)], c.packets as f64));
@@ -120,7 +120,7 @@ impl Collector for KernelCollector {
             by,
         ));
         let (mut dropped, mut would) = (BTreeMap::new(), BTreeMap::new());
-        if let Ok(drops) = s.dp.drops() {
+        if let Ok(drops) = s.view.drops() {
             for (k, c) in drops {
                 let reason = Reason::try_from(k.reason)
                     .map(Reason::as_str)
@@ -150,7 +150,7 @@ impl Collector for KernelCollector {
         };
         // Denials by a conduit's own filter (Modbus inspection), per conduit.
         let (mut cdropped, mut cwould) = (Vec::new(), Vec::new());
-        if let Ok(drops) = s.dp.conduit_drops() {
+        if let Ok(drops) = s.view.conduit_drops() {
             for (k, c) in drops {
                 let Some(name) = st.conduits.get(&k.conduit) else {
                     continue;
@@ -202,7 +202,9 @@ impl Collector for KernelCollector {
                 counter(vec![label("result", "failure")], st.reloads_failure as f64),
             ],
         ));
-        let generation = s.dp.active().map(|a| a.generation).unwrap_or(st.generation);
+        // The generation the names above belong to: a reload sets both at once, just after its
+        // swap.
+        let generation = st.generation;
         out.push(family(
             "conduit_policy_generation",
             "Generation of the live policy (one more per swap).",
@@ -235,7 +237,7 @@ impl Collector for KernelCollector {
             attached,
         ));
         let mut totals = Vec::new();
-        if let Ok(t) = s.dp.totals() {
+        if let Ok(t) = s.view.totals() {
             for (v, c) in t {
                 totals.push(counter(
                     vec![label("verdict", v.as_str())],
@@ -249,7 +251,7 @@ impl Collector for KernelCollector {
             MetricType::COUNTER,
             totals,
         ));
-        let events = s.dp.event_stats();
+        let events = s.view.event_stats();
         if let Ok(ev) = &events {
             out.push(family(
                 "conduit_audit_events_suppressed_total",
