@@ -271,7 +271,17 @@ fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
         .metric(&n.gw, "conduit_audit_events_suppressed_total")
         .unwrap()
         - before;
-    let lost = a.metric(&n.gw, "conduit_audit_events_lost_total").unwrap();
+    let lost = a
+        .metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"ring_full\"}",
+        )
+        .unwrap()
+        + a.metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"write_error\"}",
+        )
+        .unwrap();
     let dropped = a.metric(&n.gw, "conduit_dropped_packets_total{src_zone=\"clients\",dst_zone=\"gateway\",reason=\"no_conduit\"}").unwrap();
     assert_eq!(dropped, 100.0);
     // Every denied frame (of this flow, or of the IPv6 chatter of the new interfaces) is a line
@@ -611,5 +621,291 @@ fn a_second_agent_on_the_same_pins_refuses_to_start() {
         a.wait();
         a.spawn();
         a.wait_healthy(&n.gw);
+
+/// Polls `f` every 100 ms for at most `limit`; whether it became true.
+fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return true;
+        }
+        if t.elapsed() >= limit {
+            return false;
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// Issue 19, item 8: a flood of held connections on the metrics port (far more than the
+/// agent's descriptor limit) must not make it spin on `accept`, starve reloads or the audit
+/// log of descriptors, or keep `/metrics` from answering once the held connections time out.
+#[test]
+fn a_connection_flood_on_the_metrics_port_leaves_the_agent_working() {
+    require_root();
+    let n = net();
+    // Soft descriptor limit 128, hard 256: the agent raises its soft limit to the hard one
+    // and caps its HTTP connections well below it.
+    let a = Agent::start_with_nofile(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &["--debounce-ms", "3600000"],
+        (128, 256),
+    );
+    let nofile = a.nofile();
+    let g0 = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+    let generation = |a: &Agent| a.state().and_then(|s| s["generation"].as_f64());
+    assert_eq!(generation(&a), Some(g0));
+    const FLOOD: usize = 600;
+    let cpu0 = a.cpu_time();
+    let t0 = Instant::now();
+    // The flood, from inside the gateway's namespace to its loopback: connections held open,
+    // every other one with half a request head (a slow client). Bounded in count and time.
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], a.port).into();
+    let (held, attempts) = conduit_tests::in_netns(&n.gw, || {
+        let (mut held, mut attempts) = (Vec::new(), 0);
+        while held.len() < FLOOD && t0.elapsed() < Duration::from_secs(5) {
+            attempts += 1;
+            if let Ok(mut s) =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(50))
+            {
+                if held.len() % 2 == 1 {
+                    use std::io::Write as _;
+                    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: flood\r\n");
+                }
+                held.push(s);
+            }
+        }
+        (held, attempts)
+    });
+    let flooded = t0.elapsed();
+    // During the flood: a reload (it opens the policy file, writes the state file) and an
+    // audit event (a denied connection to tcp/8080).
+    a.signal(libc::SIGHUP);
+    let reloaded = within(Duration::from_secs(10), || generation(&a) > Some(g0));
+    let _ = n
+        .client
+        .command("nc")
+        .args(["-z", "-w", "1", "10.202.0.2", "8080"])
+        .status();
+    let audited = within(Duration::from_secs(10), || {
+        std::fs::read_to_string(&a.audit_log).is_ok_and(|t| t.contains("\"dport\":8080"))
+    });
+    // A new client: answered once the held connections time out (or at once, under the cap).
+    let answered = within(Duration::from_secs(25).saturating_sub(t0.elapsed()), || {
+        a.get(&n.gw, "/metrics")
+            .is_some_and(|(s, b)| s == 200 && b.contains("conduit_policy_generation"))
+    });
+    let answered_after = t0.elapsed();
+    // Every held connection was closed by the agent (refused over the cap, or timed out).
+    let still_open = || {
+        held.iter()
+            .filter(|s| {
+                use std::io::Read as _;
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 64];
+                matches!((&**s).read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            })
+            .count()
+    };
+    let mut open = still_open();
+    within(Duration::from_secs(5), || {
+        open = still_open();
+        open == 0
+    });
+    let wall = t0.elapsed();
+    let cpu = a.cpu_time() - cpu0;
+    let warnings = a.log_text().lines().filter(|l| l.contains("WARN")).count();
+    eprintln!(
+        "nofile {nofile:?}; {} connections held of {attempts} attempts in {flooded:?}; \
+         reload during the flood: {reloaded}; audit line: {audited}; new client answered: \
+         {answered} after {answered_after:?}; still open at the end: {open}; agent CPU {cpu:?} \
+         in {wall:?}; {warnings} warnings in its log",
+        held.len()
+    );
+    assert_eq!(
+        nofile.0, nofile.1,
+        "the agent raised its soft descriptor limit"
+    );
+    assert!(
+        held.len() >= 2 * 256,
+        "the flood opened far more connections than the descriptor limit"
+    );
+    assert!(reloaded, "a SIGHUP reload during the flood went live");
+    assert!(audited, "the audit log was written during the flood");
+    assert!(answered, "/metrics answered a new client within 25 s");
+    assert_eq!(open, 0, "held connections were closed by the agent");
+    assert!(
+        cpu < wall / 10,
+        "the agent used {cpu:?} of CPU in {wall:?}: it must not spin on accept"
+    );
+    assert!(warnings < 10, "{}", a.log_text());
+}
+
+/// Issue 19, item 9: an audit log on a full disk. Events whose line cannot be written are
+/// counted (`conduit_audit_events_lost_total{reason="write_error"}`), the agent warns about it
+/// a few times (not once per event), and no line is ever left half-written.
+#[test]
+fn audit_log_on_a_full_disk_keeps_whole_lines_and_counts_what_it_lost() {
+    require_root();
+    // Declared before the agent, so it is unmounted after the agent exits.
+    let disk = conduit_tests::tmpfs::Tmpfs::new("64k");
+    let log = disk.dir.join("audit.jsonl");
+    let n = net();
+    let a = n.agent(
+        &policy(false, false, ""),
+        &["--audit-log", log.to_str().unwrap()],
+    );
+    let write_error = |a: &Agent| {
+        a.metric(
+            &n.gw,
+            "conduit_audit_events_lost_total{reason=\"write_error\"}",
+        )
+    };
+    // Many distinct denied flows (one UDP datagram to each of 4,000 ports: the per-flow rate
+    // limit holds none back), in bursts, until well past the 64 KiB of the disk.
+    let target: std::net::SocketAddr = "10.202.0.2:9".parse().unwrap();
+    conduit_tests::in_netns(&n.client, || {
+        let s = std::net::UdpSocket::bind("10.202.0.1:0").unwrap();
+        for i in 0..4000u16 {
+            let mut to = target;
+            to.set_port(10_000 + i);
+            let _ = s.send_to(b"x", to);
+            if i % 100 == 99 {
+                sleep(Duration::from_millis(20));
+            }
+        }
+    });
+    let counted = within(Duration::from_secs(15), || write_error(&a) > Some(0.0));
+    sleep(Duration::from_millis(500));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let bad: Vec<&str> = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).is_err())
+        .collect();
+    let warnings: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("audit"))
+        .map(str::to_owned)
+        .collect();
+    let ring_full = a.metric(
+        &n.gw,
+        "conduit_audit_events_lost_total{reason=\"ring_full\"}",
+    );
+    let written = a.metric(&n.gw, "conduit_audit_events_written_total");
+    eprintln!(
+        "audit log: {} bytes, {} lines, {} that do not parse, ends with a newline: {}; \
+         written {written:?}, lost: write_error {:?}, ring_full {ring_full:?}; {} warnings \
+         about the audit log",
+        text.len(),
+        text.lines().count(),
+        bad.len(),
+        text.ends_with('\n'),
+        write_error(&a),
+        warnings.len()
+    );
+    assert!(text.len() > 32 * 1024, "the disk was filled");
+    assert!(
+        bad.is_empty(),
+        "lines that are not JSON: {:?}",
+        &bad[..bad.len().min(3)]
+    );
+    assert!(text.is_empty() || text.ends_with('\n'), "a cut last line");
+    assert!(
+        counted,
+        "conduit_audit_events_lost_total{{reason=\"write_error\"}} counts the lost events"
+    );
+    assert!(
+        ring_full.is_some(),
+        "the ring buffer's losses keep their own label"
+    );
+    for w in warnings.iter().take(3) {
+        eprintln!("  {w}");
+    }
+    assert!(
+        warnings.len() <= 3,
+        "{} warnings, e.g. {:?}",
+        warnings.len(),
+        &warnings[..warnings.len().min(3)]
+    );
+}
+
+/// Issue 19, item 10: a reload parses and compiles off the agent's runtime thread, so
+/// `/metrics` keeps answering while a large policy (100k assets) is read and compiled.
+#[test]
+fn metrics_answer_while_a_large_policy_reloads() {
+    require_root();
+    let n = net();
+    let a = n.agent(
+        &policy(true, false, ""),
+        &["--debounce-ms", "3600000", "--log-format", "json"],
+    );
+    let mut assets = 100_000;
+    loop {
+        let g0 = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+        let reloads = a.log_text().matches("policy reloaded").count();
+        std::fs::write(
+            &a.policy,
+            conduit_tests::policygen::policy_text_at(assets, 100, 7, 0),
+        )
+        .unwrap();
+        a.signal(libc::SIGHUP);
+        let t = Instant::now();
+        // Scrape every 20 ms until the new generation is live.
+        let mut latencies = Vec::new();
+        loop {
+            let s = Instant::now();
+            let r = a.get(&n.gw, "/metrics");
+            latencies.push(s.elapsed());
+            let g = r.and_then(|(_, b)| {
+                conduit_tests::agent::find_sample(&b, "conduit_policy_generation")
+            });
+            if g > Some(g0) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "the reload did not go live: {}",
+                a.log_text()
+            );
+            sleep(Duration::from_millis(20));
+        }
+        let live = t.elapsed();
+        assert!(within(Duration::from_secs(5), || {
+            a.log_text().matches("policy reloaded").count() > reloads
+        }));
+        // The agent's own measure of the reload (read, parse, compile, apply).
+        let log = a.log_text();
+        let line: serde_json::Value = log
+            .lines()
+            .filter(|l| l.contains("policy reloaded"))
+            .nth(reloads)
+            .and_then(|l| serde_json::from_str(l).ok())
+            .unwrap();
+        let reload_ms = line["elapsed_ms"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no elapsed_ms in {line}"));
+        let reload = Duration::from_millis(reload_ms);
+        let worst = *latencies.iter().max().unwrap();
+        let mut sorted = latencies.clone();
+        sorted.sort();
+        eprintln!(
+            "{assets} assets: reload {reload:?} (agent's log), SIGHUP → live {live:?}; {} \
+             scrapes every 20 ms meanwhile: median {:?}, worst {worst:?}",
+            latencies.len(),
+            sorted[sorted.len() / 2]
+        );
+        if reload < Duration::from_millis(200) && assets < 1_000_000 {
+            // Too fast a machine to show anything: a larger policy.
+            assets *= 4;
+            continue;
+        }
+        assert!(
+            worst < reload / 4,
+            "a scrape waited {worst:?} during a reload of {reload:?}"
+        );
+        break;
     }
 }

@@ -3,6 +3,7 @@
 use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
+    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -22,6 +23,7 @@ pub struct Agent {
     bin: PathBuf,
     ifaces: Vec<String>,
     extra: Vec<String>,
+    nofile: Option<(u64, u64)>,
 }
 
 /// A free-looking port for the metrics server (the namespace is new, so any port is free in
@@ -39,18 +41,48 @@ impl Agent {
         a
     }
 
+    /// Like [`Agent::start`], with the agent's descriptor limit (`RLIMIT_NOFILE`, soft and
+    /// hard) set to `nofile` before it starts, as `prlimit --nofile=SOFT:HARD` would.
+    pub fn start_with_nofile(
+        bin: &Path,
+        ns: &Netns,
+        ifaces: &[&str],
+        yaml: &str,
+        extra: &[&str],
+        nofile: (u64, u64),
+    ) -> Self {
+        let mut a = Self::prepare(bin, ns, ifaces, yaml, extra);
+        a.nofile = Some(nofile);
+        a.spawn();
+        a.wait_healthy(ns);
+        a
+    }
+
     /// Like [`Agent::start`], without waiting: the process has just been spawned.
     pub fn launch(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
+        let mut a = Self::prepare(bin, ns, ifaces, yaml, extra);
+        a.spawn();
+        a
+    }
+
+    /// The agent's directories and arguments, nothing started. `--audit-log PATH` in `extra`
+    /// replaces the default audit log (in the agent's temporary directory).
+    fn prepare(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
         let tag = unique_name("cdtag");
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();
         let policy = tmp.join("policy.yaml");
         std::fs::write(&policy, yaml).unwrap();
-        let mut a = Agent {
+        let audit_log = extra
+            .iter()
+            .position(|e| *e == "--audit-log")
+            .and_then(|i| extra.get(i + 1))
+            .map_or_else(|| tmp.join("audit.jsonl"), PathBuf::from);
+        Agent {
             child: None,
             pin_dir: PathBuf::from(format!("/sys/fs/bpf/{tag}")),
             state_dir: tmp.join("state"),
-            audit_log: tmp.join("audit.jsonl"),
+            audit_log,
             log: tmp.join("agent.log"),
             policy,
             port: port(),
@@ -58,9 +90,8 @@ impl Agent {
             bin: bin.to_owned(),
             ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
-        a.spawn();
-        a
+            nofile: None,
+        }
     }
 
     /// (Re)starts the process with the same arguments.
@@ -88,7 +119,9 @@ impl Agent {
             .arg(&self.pin_dir)
             .arg("--state-dir")
             .arg(&self.state_dir);
-        c.arg("--audit-log").arg(&self.audit_log);
+        if !self.extra.iter().any(|e| e == "--audit-log") {
+            c.arg("--audit-log").arg(&self.audit_log);
+        }
         if !self.extra.iter().any(|e| e == "--debounce-ms") {
             c.args(["--debounce-ms", "200"]);
         }
@@ -96,11 +129,63 @@ impl Agent {
         c.stdout(Stdio::null())
             .stderr(log.try_clone().unwrap())
             .env("RUST_LOG", "info");
+        if let Some((soft, hard)) = self.nofile {
+            let lim = libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            };
+            // SAFETY: setrlimit is async-signal-safe and only reads `lim`, which the closure
+            // owns; it runs in the child between fork and exec.
+            unsafe {
+                c.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         self.child = Some(c.spawn().expect("start conduit run"));
     }
 
     pub fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).unwrap_or(0)
+    }
+
+    /// CPU time the agent has used so far (user + system, from `/proc/PID/stat`).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // The command name (field 2) may hold spaces: count fields after its closing ')'.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_millis((f[11] + f[12]) * 1000 / hz)
+    }
+
+    /// The agent's `RLIMIT_NOFILE` (soft, hard), from `/proc/PID/limits`.
+    pub fn nofile(&self) -> (u64, u64) {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", self.pid())).unwrap();
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .unwrap();
+        let v: Vec<u64> = line
+            .split_whitespace()
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        (v[0], v[1])
+    }
+
+    /// The state file the agent wrote last (`conduit status` reads it).
+    pub fn state(&self) -> Option<serde_json::Value> {
+        let text = std::fs::read_to_string(self.state_dir.join("state.json")).ok()?;
+        serde_json::from_str(&text).ok()
     }
 
     /// Sends a signal to the agent (nsenter execs conduit: same PID).

@@ -12,6 +12,7 @@ pub mod plant;
 pub mod policygen;
 pub mod random;
 pub mod report;
+pub mod tmpfs;
 pub mod xdp_filter;
 
 pub use netns::{Netns, VethPair, in_netns, ip, unique_name};

@@ -88,39 +88,156 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
     v.to_string()
 }
 
-/// Where audit lines go: a file (appended) or stdout.
-pub enum Sink {
+/// Where audit lines go: a file (appended) or stdout. A line is written whole or not at all:
+/// when a write fails part-way (a full disk), what of the line reached the file is cut off
+/// again, so that every line of the file stays one JSON object.
+pub struct Sink {
+    out: Out,
+    /// Part of a line could not be taken back (or, on stdout, may have been written): the next
+    /// line starts with a newline, so that it at least parses.
+    cut: bool,
+    buf: Vec<u8>,
+}
+
+enum Out {
     Stdout,
     File(std::fs::File),
 }
 
 impl Sink {
     pub fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        if path.as_os_str() == "-" {
-            return Ok(Sink::Stdout);
-        }
-        Ok(Sink::File(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?,
-        ))
+        let out = if path.as_os_str() == "-" {
+            Out::Stdout
+        } else {
+            Out::File(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        };
+        Ok(Self {
+            out,
+            cut: false,
+            buf: Vec::new(),
+        })
     }
 
+    /// Writes `l` and a newline. On error nothing of the line stays in a file (see [`Sink`]).
     pub fn write_line(&mut self, l: &str) -> std::io::Result<()> {
-        match self {
-            Sink::Stdout => {
-                let mut out = std::io::stdout().lock();
-                writeln!(out, "{l}")?;
-                out.flush()
+        self.buf.clear();
+        if self.cut {
+            self.buf.push(b'\n');
+        }
+        self.buf.extend_from_slice(l.as_bytes());
+        self.buf.push(b'\n');
+        match &mut self.out {
+            Out::File(f) => {
+                let (written, r) = write_counted(f, &self.buf);
+                if r.is_err() && written > 0 && !take_back(f, written) {
+                    self.cut = true;
+                }
+                r?;
             }
-            Sink::File(f) => writeln!(f, "{l}"),
+            Out::Stdout => {
+                let mut out = std::io::stdout().lock();
+                let r = out.write_all(&self.buf).and_then(|()| out.flush());
+                // What reached the terminal or pipe is unknown: end it, to be safe.
+                if r.is_err() {
+                    self.cut = true;
+                }
+                r?;
+            }
+        }
+        self.cut = false;
+        Ok(())
+    }
+}
+
+/// `write_all` that says how many bytes it wrote before failing.
+fn write_counted(w: &mut impl Write, buf: &[u8]) -> (usize, std::io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match w.write(&buf[done..]) {
+            Ok(0) => return (done, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
         }
     }
+    (done, Ok(()))
+}
+
+/// Cuts the last `n` bytes (the start of a line that could not be written whole) off the end
+/// of `f`; whether it could.
+fn take_back(f: &std::fs::File, n: usize) -> bool {
+    f.metadata()
+        .ok()
+        .and_then(|m| m.len().checked_sub(n as u64))
+        .is_some_and(|len| f.set_len(len).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
+    /// A writer that takes `room` bytes in all, then fails like a full disk.
+    struct Full {
+        got: Vec<u8>,
+        room: usize,
+    }
+
+    impl std::io::Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.room - self.got.len()).min(7);
+            if n == 0 {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_counted_says_how_much_reached_the_writer() {
+        let mut w = Full {
+            got: Vec::new(),
+            room: 20,
+        };
+        let (n, r) = super::write_counted(&mut w, b"0123456789\n");
+        assert_eq!((n, r.is_ok()), (11, true));
+        let (n, r) = super::write_counted(&mut w, b"abcdefghijklmno\n");
+        assert_eq!(
+            n, 9,
+            "in pieces of at most 7 bytes, until the writer was full"
+        );
+        assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::ENOSPC));
+        assert_eq!(w.got, b"0123456789\nabcdefghi");
+    }
+
+    #[test]
+    fn take_back_cuts_the_end_of_the_file() {
+        let path = std::env::temp_dir().join(format!("conduit-audit-{}", std::process::id()));
+        let mut sink = super::Sink::open(&path).unwrap();
+        sink.write_line("{\"a\":1}").unwrap();
+        let super::Out::File(f) = &mut sink.out else {
+            unreachable!()
+        };
+        use std::io::Write as _;
+        f.write_all(b"{\"b\":").unwrap();
+        assert!(super::take_back(f, 5));
+        assert!(
+            !super::take_back(f, 100),
+            "never past the start of the file"
+        );
+        sink.write_line("{\"c\":3}").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "{\"a\":1}\n{\"c\":3}\n");
+    }
+
     #[test]
     fn rfc3339_known_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000000Z");

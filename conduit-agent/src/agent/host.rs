@@ -1,4 +1,5 @@
-//! Facts about the gateway host: its own addresses (for the failsafe) and interface names.
+//! Facts about the gateway host: its own addresses (for the failsafe), interface names, and
+//! this process's descriptor limit.
 use std::{ffi::CStr, net::IpAddr};
 
 /// Every address configured on this host's interfaces (in the agent's network namespace),
@@ -59,4 +60,28 @@ pub fn iface_exists(name: &str) -> bool {
     };
     // SAFETY: c is a NUL-terminated string.
     unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+}
+
+/// This process's soft descriptor limit (`RLIMIT_NOFILE`); `u64::MAX` when unlimited.
+pub fn fd_limit() -> u64 {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX)
+}
+
+/// Raises this process's soft descriptor limit to its hard limit (systemd's default soft
+/// limit is 1024 whatever the hard one) and returns the limit then in force.
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let l = getrlimit(Resource::Nofile);
+    if l.current != l.maximum {
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: l.maximum,
+                maximum: l.maximum,
+            },
+        )?;
+    }
+    Ok(fd_limit())
 }

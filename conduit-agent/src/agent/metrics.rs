@@ -1,20 +1,33 @@
 //! Prometheus metrics (SPEC §3): a collector that reads the kernel's per-CPU counters at
-//! scrape time, and a small HTTP server for `/metrics` and `/healthz`.
+//! scrape time, and the HTTP server (hyper) for `/metrics` and `/healthz`, bounded in
+//! connections and time so that a flood of clients cannot take the agent's descriptors or CPU.
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::Duration,
 };
 
 use conduit_common::{EVSTAT_LOST, EVSTAT_SUPPRESSED, Reason, Verdict};
+use http_body_util::Full;
+use hyper::{
+    Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header,
+    server::conn::http1,
+    service::service_fn,
+};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{
     Encoder as _, TextEncoder,
     core::{Collector, Desc},
     proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::Semaphore;
+use tracing::warn;
 
-use super::Shared;
+use super::{Shared, throttle::Throttle};
 
 fn label(name: &str, value: &str) -> LabelPair {
     let mut l = LabelPair::default();
@@ -87,7 +100,7 @@ impl Collector for KernelCollector {
         let mut out = Vec::new();
         // Per-conduit traffic, for the conduits of the live policy.
         let (mut pk, mut by) = (Vec::new(), Vec::new());
-        if let Ok(stats) = s.dp.conduit_stats() {
+        if let Ok(stats) = s.view.conduit_stats() {
             for (id, name) in &st.conduits {
                 let c = stats.get(id).copied().unwrap_or_default();
                 pk.push(counter(vec![label("conduit", name)], c.packets as f64));
@@ -107,7 +120,7 @@ impl Collector for KernelCollector {
             by,
         ));
         let (mut dropped, mut would) = (BTreeMap::new(), BTreeMap::new());
-        if let Ok(drops) = s.dp.drops() {
+        if let Ok(drops) = s.view.drops() {
             for (k, c) in drops {
                 let reason = Reason::try_from(k.reason)
                     .map(Reason::as_str)
@@ -137,7 +150,7 @@ impl Collector for KernelCollector {
         };
         // Denials by a conduit's own filter (Modbus inspection), per conduit.
         let (mut cdropped, mut cwould) = (Vec::new(), Vec::new());
-        if let Ok(drops) = s.dp.conduit_drops() {
+        if let Ok(drops) = s.view.conduit_drops() {
             for (k, c) in drops {
                 let Some(name) = st.conduits.get(&k.conduit) else {
                     continue;
@@ -189,7 +202,9 @@ impl Collector for KernelCollector {
                 counter(vec![label("result", "failure")], st.reloads_failure as f64),
             ],
         ));
-        let generation = s.dp.active().map(|a| a.generation).unwrap_or(st.generation);
+        // The generation the names above belong to: a reload sets both at once, just after its
+        // swap.
+        let generation = st.generation;
         out.push(family(
             "conduit_policy_generation",
             "Generation of the live policy (one more per swap).",
@@ -222,7 +237,7 @@ impl Collector for KernelCollector {
             attached,
         ));
         let mut totals = Vec::new();
-        if let Ok(t) = s.dp.totals() {
+        if let Ok(t) = s.view.totals() {
             for (v, c) in t {
                 totals.push(counter(
                     vec![label("verdict", v.as_str())],
@@ -236,20 +251,34 @@ impl Collector for KernelCollector {
             MetricType::COUNTER,
             totals,
         ));
-        if let Ok(ev) = s.dp.event_stats() {
+        let events = s.view.event_stats();
+        if let Ok(ev) = &events {
             out.push(family(
                 "conduit_audit_events_suppressed_total",
                 "Audit events held back by the per-flow rate limit.",
                 MetricType::COUNTER,
                 vec![counter(vec![], ev[EVSTAT_SUPPRESSED as usize] as f64)],
             ));
-            out.push(family(
-                "conduit_audit_events_lost_total",
-                "Audit events lost because the ring buffer was full.",
-                MetricType::COUNTER,
-                vec![counter(vec![], ev[EVSTAT_LOST as usize] as f64)],
+        }
+        // Lost audit events by cause: the kernel could not queue them (its ring buffer was
+        // full), or their line could not be written (a full disk).
+        let mut lost = Vec::new();
+        if let Ok(ev) = &events {
+            lost.push(counter(
+                vec![label("reason", "ring_full")],
+                ev[EVSTAT_LOST as usize] as f64,
             ));
         }
+        lost.push(counter(
+            vec![label("reason", "write_error")],
+            s.events_write_failed as f64,
+        ));
+        out.push(family(
+            "conduit_audit_events_lost_total",
+            "Audit events lost, by reason: ring_full (the kernel's ring buffer was full), write_error (the line could not be written to the audit log, e.g. a full disk).",
+            MetricType::COUNTER,
+            lost,
+        ));
         out.push(family(
             "conduit_audit_events_written_total",
             "Audit events written to the audit log.",
@@ -271,56 +300,128 @@ pub fn render(registry: &prometheus::Registry) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
-/// Serves `/metrics` and `/healthz` until the task is dropped.
+/// How long a client may take to send a whole request head; also how long a kept-alive
+/// connection may wait idle for its next request. Then the connection is closed.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one connection is kept at most: then it is closed after its current response
+/// (Prometheus simply opens a new one), so a client that reads its answer slowly cannot keep
+/// a slot for ever.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// The most connections served at once, whatever the descriptor limit.
+pub const MAX_CONNECTIONS: usize = 256;
+/// The pause after `accept` failed for want of a resource (EMFILE, ENFILE, ENOBUFS, ENOMEM):
+/// trying again at once would fail again, in a loop that takes a whole CPU.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning per interval about refused connections or failing `accept`.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// The connection cap for a descriptor limit: a quarter of it, at most [`MAX_CONNECTIONS`],
+/// so that a flood of connections leaves the agent the descriptors it needs for its maps,
+/// reloads (the policy file), the state file and the audit log.
+pub fn connection_cap(nofile: u64) -> usize {
+    (nofile / 4).clamp(4, MAX_CONNECTIONS as u64) as usize
+}
+
+/// The answer to a request for `path`.
+fn respond(
+    path: &str,
+    registry: &prometheus::Registry,
+    shared: &Mutex<Shared>,
+) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match path {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            render(registry),
+        ),
+        "/healthz" => {
+            if shared.lock().map(|s| s.healthy()).unwrap_or(false) {
+                (StatusCode::OK, "text/plain", "ok\n".into())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "unhealthy\n".into(),
+                )
+            }
+        }
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: try /metrics or /healthz\n".into(),
+        ),
+    };
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(ctype),
+    );
+    r
+}
+
+/// Errors of one connection that `accept` reports (the client gave up): the next `accept`
+/// is unaffected.
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}
+
+/// Serves `/metrics` and `/healthz` (HTTP/1.1, hyper) until the task is dropped, at most
+/// `cap` connections at once: a connection over the cap is closed as soon as it is accepted,
+/// so a flood holds none of the agent's descriptors beyond the cap.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     registry: prometheus::Registry,
     shared: Arc<Mutex<Shared>>,
+    cap: usize,
 ) {
+    let permits = Arc::new(Semaphore::new(cap));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(16 * 1024);
+    let (mut refused, mut failing) = (Throttle::new(WARN_EVERY), Throttle::new(WARN_EVERY));
     loop {
-        let Ok((mut sock, _)) = listener.accept().await else {
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                if let Some(n) = failing.hit() {
+                    warn!(error = %e, failures = n, "accepting a metrics connection failed; retrying in 100 ms");
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            drop(sock);
+            if let Some(n) = refused.hit() {
+                warn!(
+                    refused = n,
+                    cap, "too many metrics connections at once: closing new ones"
+                );
+            }
             continue;
         };
-        let registry = registry.clone();
-        let shared = shared.clone();
+        let (registry, shared) = (registry.clone(), shared.clone());
+        let service = service_fn(move |req: Request<Incoming>| {
+            let r = respond(req.uri().path(), &registry, &shared);
+            async move { Ok::<_, Infallible>(r) }
+        });
+        let conn = http.serve_connection(TokioIo::new(sock), service);
         tokio::spawn(async move {
-            // Read the request head (it may arrive in pieces), at most 8 KiB, within 5 s.
-            let mut buf = Vec::with_capacity(1024);
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 8192 {
-                let mut chunk = [0u8; 1024];
-                match tokio::time::timeout_at(deadline, sock.read(&mut chunk)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                }
+            let _permit = permit;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {}
             }
-            let req = String::from_utf8_lossy(&buf);
-            let path = req.split_whitespace().nth(1).unwrap_or("/");
-            let (status, ctype, body) = match path {
-                "/metrics" => ("200 OK", "text/plain; version=0.0.4", render(&registry)),
-                "/healthz" => {
-                    let healthy = shared.lock().map(|s| s.healthy()).unwrap_or(false);
-                    if healthy {
-                        ("200 OK", "text/plain", "ok\n".into())
-                    } else {
-                        (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            "unhealthy\n".into(),
-                        )
-                    }
-                }
-                _ => (
-                    "404 Not Found",
-                    "text/plain",
-                    "not found: try /metrics or /healthz\n".into(),
-                ),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
         });
     }
 }

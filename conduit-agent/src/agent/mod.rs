@@ -8,8 +8,10 @@ pub mod links;
 pub mod lock;
 pub mod metrics;
 pub mod state;
+pub mod throttle;
 
 use std::{
+    collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
@@ -25,13 +27,19 @@ use crate::{
     reference::monotonic_ns,
 };
 
-/// What the agent's tasks share: the datapath (maps) and what it knows about them.
+/// What the agent's tasks share: the datapath's maps, for reading, and what the agent knows
+/// about them.
 pub struct Shared {
-    pub dp: Datapath,
+    /// The pinned maps, opened a second time: counters and the live generation for /metrics
+    /// and /healthz. The loaded datapath, which writes the policy, is the [`Reloader`]'s alone,
+    /// so a reload writing the idle slot never holds up a scrape.
+    pub view: Datapath,
     pub state: state::State,
     /// (interface, mode, attached)
     pub ifaces: Vec<(String, String, bool)>,
     pub events_written: u64,
+    /// Audit events whose line could not be written (a full disk, an I/O error).
+    pub events_write_failed: u64,
     pub addrs: Vec<IpAddr>,
 }
 
@@ -39,7 +47,7 @@ impl Shared {
     /// 200 on /healthz: attached everywhere, and a policy is live.
     pub fn healthy(&self) -> bool {
         let attached = !self.ifaces.is_empty() && self.ifaces.iter().all(|(_, _, up)| *up);
-        let live = self.dp.active().is_ok_and(|a| a.generation > 0);
+        let live = self.view.active().is_ok_and(|a| a.generation > 0);
         attached && live
     }
 }
@@ -58,11 +66,40 @@ fn fail(code: u8, message: impl Into<String>) -> Failure {
     }
 }
 
-/// Reads, validates, compiles (for the free slot, with the failsafe for this host's addresses)
-/// and applies the policy. On any error the live policy is untouched and every error is
-/// returned.
-pub fn apply_policy(s: &mut Shared, path: &Path) -> Result<u64, Vec<String>> {
-    let r = load_and_apply(s, path);
+/// A policy that went live: its generation and the names behind the IDs of its maps.
+pub struct Live {
+    pub generation: u64,
+    pub sha256: String,
+    pub site: String,
+    pub zones: BTreeMap<u32, String>,
+    pub conduits: BTreeMap<u32, String>,
+}
+
+impl Live {
+    fn set(self, st: &mut state::State) {
+        st.generation = self.generation;
+        st.sha256 = self.sha256;
+        st.site = self.site;
+        st.zones = self.zones;
+        st.conduits = self.conduits;
+    }
+}
+
+/// Reads, validates, compiles (for the free slot, with the failsafe for `addrs`, this host's
+/// addresses) and applies the policy at `path`. On any error the live policy is untouched and
+/// every error is returned. Blocking (file reading, parsing, compiling, map writes): never on
+/// the runtime thread once the agent serves.
+pub fn load_and_apply(
+    dp: &mut Datapath,
+    addrs: &[IpAddr],
+    path: &Path,
+) -> Result<Live, Vec<String>> {
+    let shown = path.display().to_string();
+    // Never blocks or reads without bound: a FIFO, a device or an endless file in the
+    // policy's place is refused (`read_policy`).
+    let r = read_policy(path)
+        .map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])
+        .and_then(|bytes| apply_bytes(dp, addrs, bytes, &shown));
     release_freed_heap();
     r
 }
@@ -87,16 +124,20 @@ fn release_freed_heap() {
     }
 }
 
-fn load_and_apply(s: &mut Shared, path: &Path) -> Result<u64, Vec<String>> {
-    let shown = path.display().to_string();
-    let slot = s.dp.next_slot().map_err(|e| vec![e.to_string()])?;
-    let (loaded, diags) =
-        load_file(path, slot).map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])?;
+fn apply_bytes(
+    dp: &mut Datapath,
+    addrs: &[IpAddr],
+    bytes: Vec<u8>,
+    shown: &str,
+) -> Result<Live, Vec<String>> {
+    let slot = dp.next_slot().map_err(|e| vec![e.to_string()])?;
+    let (loaded, diags) = load_bytes(&bytes, slot);
+    drop(bytes);
     for w in diags.warnings() {
-        warn!(target: "conduit::policy", "{}", w.render(&shown));
+        warn!(target: "conduit::policy", "{}", w.render(shown));
     }
     let Some(loaded) = loaded else {
-        return Err(diags.errors().map(|e| e.render(&shown)).collect());
+        return Err(diags.errors().map(|e| e.render(shown)).collect());
     };
     drop(diags);
     // Only the compiled maps are needed from here on: the parsed policy goes before the maps
@@ -109,26 +150,19 @@ fn load_and_apply(s: &mut Shared, path: &Path) -> Result<u64, Vec<String>> {
     let site = std::mem::take(&mut policy.site);
     drop(policy);
     let compiled = compiled
-        .with_failsafe(&s.addrs)
+        .with_failsafe(addrs)
         .map_err(|e| vec![format!("{shown}: {e}")])?;
-    let generation =
-        s.dp.apply(&compiled)
-            .map_err(|e| vec![format!("loading the policy into the kernel failed: {e}")])?;
-    let st = &mut s.state;
-    st.sha256 = sha256;
-    st.site = site;
-    st.generation = generation;
-    st.zones = compiled
-        .zone_ids
-        .iter()
-        .map(|(n, id)| (*id, n.clone()))
-        .collect();
-    st.conduits = compiled
-        .conduit_ids
-        .iter()
-        .map(|(n, id)| (*id, n.clone()))
-        .collect();
-    Ok(generation)
+    let generation = dp
+        .apply(&compiled)
+        .map_err(|e| vec![format!("loading the policy into the kernel failed: {e}")])?;
+    let names = |m: &BTreeMap<String, u32>| m.iter().map(|(n, id)| (*id, n.clone())).collect();
+    Ok(Live {
+        generation,
+        sha256,
+        site,
+        zones: names(&compiled.zone_ids),
+        conduits: names(&compiled.conduit_ids),
+    })
 }
 
 /// What the last apply did, for the log: entries written and deleted, time spent writing the
@@ -154,30 +188,76 @@ impl ApplyFigures {
     }
 }
 
-fn reload(shared: &Mutex<Shared>, args: &RunArgs, why: &str) {
-    let Ok(mut s) = shared.lock() else { return };
-    let t = Instant::now();
-    match apply_policy(&mut s, &args.policy) {
-        Ok(generation) => {
-            s.state.reloads_success += 1;
-            let w = ApplyFigures::of(&s.dp);
-            info!(generation, sha256 = %s.state.sha256, trigger = why, elapsed_ms = t.elapsed().as_millis() as u64, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy reloaded");
-        }
-        Err(errors) => {
-            s.state.reloads_failure += 1;
-            for e in &errors {
-                error!(target: "conduit::policy", "{e}");
-            }
-            error!(
-                trigger = why,
-                errors = errors.len(),
-                generation = s.state.generation,
-                "policy rejected; the live policy stays"
-            );
+/// Reloads the policy, one at a time, off the runtime thread.
+struct Reloader {
+    /// The loaded datapath: the only writer of the policy maps.
+    dp: Mutex<Datapath>,
+    shared: Arc<Mutex<Shared>>,
+    policy: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl Reloader {
+    /// Reads, parses, compiles and applies the policy on a blocking thread, and waits for it:
+    /// the runtime thread meanwhile keeps serving /metrics and /healthz and draining the audit
+    /// log. The caller awaits each reload before it looks at the next trigger, so reloads stay
+    /// one at a time. With `only_if_changed`, a file whose content is the live policy's is not
+    /// reloaded.
+    async fn reload(self: &Arc<Self>, why: &'static str, only_if_changed: bool) {
+        let r = self.clone();
+        if let Err(e) =
+            tokio::task::spawn_blocking(move || r.reload_now(why, only_if_changed)).await
+        {
+            error!(trigger = why, "the reload did not finish: {e}");
         }
     }
-    if let Err(e) = state::write(&args.state_dir, &s.state) {
-        warn!("writing the state file: {e}");
+
+    fn reload_now(&self, why: &str, only_if_changed: bool) {
+        let t = Instant::now();
+        let Ok(mut dp) = self.dp.lock() else { return };
+        let Ok((addrs, live)) = self
+            .shared
+            .lock()
+            .map(|s| (s.addrs.clone(), s.state.sha256.clone()))
+        else {
+            return;
+        };
+        let shown = self.policy.display().to_string();
+        let result = match read_policy(&self.policy) {
+            Ok(bytes) if only_if_changed && sha256_hex(&bytes) == live => return,
+            Ok(bytes) => apply_bytes(&mut dp, &addrs, bytes, &shown),
+            Err(e) => Err(vec![format!("{shown}: cannot read the policy: {e}")]),
+        };
+        release_freed_heap();
+        let w = ApplyFigures::of(&dp);
+        // The shared state only to swap the names and count.
+        let Ok(mut s) = self.shared.lock() else {
+            return;
+        };
+        match result {
+            Ok(live) => {
+                live.set(&mut s.state);
+                s.state.reloads_success += 1;
+                info!(generation = s.state.generation, sha256 = %s.state.sha256, trigger = why, elapsed_ms = t.elapsed().as_millis() as u64, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy reloaded");
+            }
+            Err(errors) => {
+                s.state.reloads_failure += 1;
+                for e in &errors {
+                    error!(target: "conduit::policy", "{e}");
+                }
+                error!(
+                    trigger = why,
+                    errors = errors.len(),
+                    generation = s.state.generation,
+                    "policy rejected; the live policy stays"
+                );
+            }
+        }
+        let st = s.state.clone();
+        drop(s);
+        if let Err(e) = state::write(&self.state_dir, &st) {
+            warn!("writing the state file: {e}");
+        }
     }
 }
 
@@ -195,6 +275,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(2, e.to_string()))?;
     let mut term = signal(SignalKind::terminate()).map_err(|e| fail(2, e.to_string()))?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(2, e.to_string()))?;
+    // Descriptors: systemd's default soft limit (1024) is far below the hard one; every map,
+    // link and client connection takes one.
+    let nofile = match host::raise_fd_limit() {
+        Ok(n) => n,
+        Err(e) => {
+            warn!("raising the descriptor limit (RLIMIT_NOFILE): {e}");
+            host::fd_limit()
+        }
+    };
     let pin_dir = args.pin_dir.clone();
     check_bpffs(&pin_dir)?;
     if let Some(m) = crate::datapath::probe::probe().missing(true) {
@@ -203,7 +292,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // Before anything reads or changes the pins, and held until the agent exits.
     let _lock = lock::lock(&pin_dir).map_err(|e| fail(2, e.to_string()))?;
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
-    let dp = Datapath::load_pinned(&pin_dir).map_err(|e| match e.verifier_log() {
+    let mut dp = Datapath::load_pinned(&pin_dir).map_err(|e| match e.verifier_log() {
         Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
         None => fail(
             2,
@@ -212,31 +301,28 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     })?;
     let addrs = host::own_addresses()
         .map_err(|e| fail(2, format!("listing this host's addresses: {e}")))?;
-    let mut shared = Shared {
-        dp,
-        state: state::State::default(),
-        ifaces: Vec::new(),
-        events_written: 0,
-        addrs,
+    let mut st = state::State {
+        pid: std::process::id(),
+        policy_path: std::fs::canonicalize(&args.policy).unwrap_or(args.policy.clone()),
+        pin_dir: pin_dir.clone(),
+        ..Default::default()
     };
-    shared.state.pid = std::process::id();
-    shared.state.policy_path = std::fs::canonicalize(&args.policy).unwrap_or(args.policy.clone());
-    shared.state.pin_dir = pin_dir.clone();
     let previous = state::read(&args.state_dir).ok();
     if let Some(old) = &previous {
-        shared.state.reloads_success = old.reloads_success;
-        shared.state.reloads_failure = old.reloads_failure;
+        st.reloads_success = old.reloads_success;
+        st.reloads_failure = old.reloads_failure;
     }
-    match apply_policy(&mut shared, &args.policy) {
-        Ok(generation) => {
-            let w = ApplyFigures::of(&shared.dp);
-            info!(generation, sha256 = %shared.state.sha256, site = %shared.state.site, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy loaded")
+    match load_and_apply(&mut dp, &addrs, &args.policy) {
+        Ok(live) => {
+            live.set(&mut st);
+            let w = ApplyFigures::of(&dp);
+            info!(generation = st.generation, sha256 = %st.sha256, site = %st.site, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy loaded")
         }
         Err(errors) => {
             for e in &errors {
                 error!(target: "conduit::policy", "{e}");
             }
-            let live = shared.dp.active().is_ok_and(|a| a.generation > 0);
+            let live = dp.active().is_ok_and(|a| a.generation > 0);
             if !(adopting && live) {
                 return Err(fail(
                     1,
@@ -247,30 +333,31 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 ));
             }
             // An earlier agent's policy is still enforced from the pins: keep it.
-            shared.state.reloads_failure += 1;
+            st.reloads_failure += 1;
             if let Ok(old) = state::read(&args.state_dir) {
-                shared.state.sha256 = old.sha256;
-                shared.state.site = old.site;
-                shared.state.zones = old.zones;
-                shared.state.conduits = old.conduits;
+                st.sha256 = old.sha256;
+                st.site = old.site;
+                st.zones = old.zones;
+                st.conduits = old.conduits;
             }
-            shared.state.generation = shared.dp.active().map(|a| a.generation).unwrap_or(0);
+            st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
             warn!(
-                generation = shared.state.generation,
+                generation = st.generation,
                 "the policy file is invalid; keeping the pinned policy of the previous agent"
             );
         }
     }
+    let mut ifaces = Vec::new();
     for iface in &args.ifaces {
         let known = previous
             .as_ref()
             .and_then(|p| p.interfaces.iter().find(|i| &i.name == iface))
             .map(|i| i.mode.as_str());
-        match links::attach(&mut shared.dp, &pin_dir, iface, args.xdp_mode, known) {
+        match links::attach(&mut dp, &pin_dir, iface, args.xdp_mode, known) {
             Ok((mode, adopted)) => {
                 info!(interface = %iface, %mode, adopted, "attached");
-                shared.ifaces.push((iface.clone(), mode.clone(), true));
-                shared.state.interfaces.push(state::Iface {
+                ifaces.push((iface.clone(), mode.clone(), true));
+                st.interfaces.push(state::Iface {
                     name: iface.clone(),
                     mode,
                 });
@@ -284,15 +371,27 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             }
         }
     }
-    shared.state.generation = shared.dp.active().map(|a| a.generation).unwrap_or(0);
-    state::write(&args.state_dir, &shared.state)
+    st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
+    state::write(&args.state_dir, &st)
         .map_err(|e| fail(2, format!("writing {}: {e}", args.state_dir.display())))?;
 
-    let ring = shared
-        .dp
-        .take_events()
-        .map_err(|e| fail(2, e.to_string()))?;
-    let shared = Arc::new(Mutex::new(shared));
+    let ring = dp.take_events().map_err(|e| fail(2, e.to_string()))?;
+    let view = Datapath::open_pins(&pin_dir)
+        .map_err(|e| fail(2, format!("opening the pinned maps for reading: {e}")))?;
+    let shared = Arc::new(Mutex::new(Shared {
+        view,
+        state: st,
+        ifaces,
+        events_written: 0,
+        events_write_failed: 0,
+        addrs,
+    }));
+    let reloader = Arc::new(Reloader {
+        dp: Mutex::new(dp),
+        shared: shared.clone(),
+        policy: args.policy.clone(),
+        state_dir: args.state_dir.clone(),
+    });
 
     // Metrics.
     let registry = prometheus::Registry::new();
@@ -307,8 +406,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     })?;
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| fail(2, e.to_string()))?;
-    info!(addr = %args.metrics_addr, "serving /metrics and /healthz");
-    tokio::spawn(metrics::serve(listener, registry, shared.clone()));
+    let cap = metrics::connection_cap(nofile);
+    info!(addr = %args.metrics_addr, max_connections = cap, descriptor_limit = nofile, "serving /metrics and /healthz");
+    tokio::spawn(metrics::serve(listener, registry, shared.clone(), cap));
 
     // Audit log.
     let mut sink = match &args.audit_log {
@@ -319,6 +419,8 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let audit_shared = shared.clone();
+    // A full disk fails every line: one warning per 10 s, with the count.
+    let mut write_failures = throttle::Throttle::new(Duration::from_secs(10));
     tokio::spawn(async move {
         // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
         // as the AsyncFd (which owns the ring buffer) lives.
@@ -351,18 +453,32 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 Err(_) => return,
             };
             let (mono, wall) = (monotonic_ns(), SystemTime::now());
-            let mut written = 0;
+            let (mut written, mut failed) = (0, 0);
             for ev in &lines {
                 let l = audit::line(ev, &st, mono, wall);
                 if let Some(sink) = &mut sink {
                     match sink.write_line(&l) {
                         Ok(()) => written += 1,
-                        Err(e) => warn!("writing the audit log: {e}"),
+                        Err(e) => {
+                            failed += 1;
+                            if let Some(lost) = write_failures.hit() {
+                                warn!(error = %e, lost, "audit events could not be written to the audit log and are lost (counted in conduit_audit_events_lost_total{{reason=\"write_error\"}}); this warning repeats at most every 10 s");
+                            }
+                        }
                     }
                 }
             }
+            if written > 0
+                && let Some(lost) = write_failures.settle()
+            {
+                info!(
+                    lost,
+                    "the audit log is writable again (lost: events since the last warning)"
+                );
+            }
             if let Ok(mut s) = audit_shared.lock() {
                 s.events_written += written;
+                s.events_write_failed += failed;
             }
         }
     });
@@ -376,7 +492,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     info!(pid = std::process::id(), "running");
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(&shared, &args, "SIGHUP"),
+            _ = hup.recv() => reloader.reload("SIGHUP", false).await,
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {
@@ -388,13 +504,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                     && since.elapsed() >= Duration::from_millis(args.debounce_ms)
                 {
                     pending = None;
-                    // The same reader as the reload: a FIFO or an endless file put in the
-                    // policy's place must not block or exhaust the agent here either.
-                    let content = read_policy(&args.policy).ok().map(|b| sha256_hex(&b));
-                    let live = shared.lock().map(|s| s.state.sha256.clone()).unwrap_or_default();
-                    if content.as_deref() != Some(live.as_str()) {
-                        reload(&shared, &args, "file changed");
-                    }
+                    reloader.reload("file changed", true).await;
                 }
                 if last_addr_check.elapsed() >= Duration::from_secs(5) {
                     last_addr_check = Instant::now();
@@ -405,7 +515,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                             c
                         }).unwrap_or(false);
                         if changed {
-                            reload(&shared, &args, "host addresses changed");
+                            reloader.reload("host addresses changed", false).await;
                         }
                     }
                 }
