@@ -621,6 +621,8 @@ fn a_second_agent_on_the_same_pins_refuses_to_start() {
         a.wait();
         a.spawn();
         a.wait_healthy(&n.gw);
+    }
+}
 
 /// Polls `f` every 100 ms for at most `limit`; whether it became true.
 fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {

@@ -23,7 +23,7 @@ use tracing::{error, info, warn};
 use crate::{
     cli::RunArgs,
     datapath::Datapath,
-    policy::load::{Loaded, load_file, read_policy, sha256_hex},
+    policy::load::{Loaded, load_bytes, read_policy, sha256_hex},
     reference::monotonic_ns,
 };
 
