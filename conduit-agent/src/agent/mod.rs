@@ -7,6 +7,7 @@ pub mod host;
 pub mod links;
 pub mod lock;
 pub mod metrics;
+pub mod netlink;
 pub mod state;
 
 use std::{
@@ -273,6 +274,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 shared.state.interfaces.push(state::Iface {
                     name: iface.clone(),
                     mode,
+                    missing: false,
                 });
             }
             Err(e) => {
@@ -293,6 +295,11 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         .take_events()
         .map_err(|e| fail(2, e.to_string()))?;
     let shared = Arc::new(Mutex::new(shared));
+
+    // Interfaces deleted and created again (netlink link notifications).
+    let link_events = netlink::LinkEvents::subscribe()
+        .map_err(|e| fail(2, format!("subscribing to link notifications: {e}")))?;
+    tokio::spawn(netlink::watch(link_events, shared.clone(), args.clone()));
 
     // Metrics.
     let registry = prometheus::Registry::new();
