@@ -40,9 +40,30 @@ pub fn main(args: RunArgs) -> ExitCode {
 }
 
 pub fn status(p: &PinArgs, format: Format) -> ExitCode {
-    let ifaces = links::pinned_ifaces(&p.pin_dir);
+    let pinned = links::pinned_ifaces(&p.pin_dir);
     let st = state::read(&p.state_dir).ok();
-    let dp = if ifaces.is_empty() {
+    let running = st
+        .as_ref()
+        .is_some_and(|s| std::path::Path::new(&format!("/proc/{}", s.pid)).exists());
+    // Missing: interfaces that were deleted. The running agent says which; without one, a
+    // pinned link whose device is gone (defunct) says it.
+    let mut missing: Vec<String> = pinned
+        .iter()
+        .filter(|i| links::pinned_ifindex(&p.pin_dir, i).is_ok_and(|x| x == Some(0)))
+        .cloned()
+        .collect();
+    for i in st.iter().filter(|_| running).flat_map(|s| &s.interfaces) {
+        if i.missing && !missing.contains(&i.name) {
+            missing.push(i.name.clone());
+        }
+    }
+    missing.sort();
+    let ifaces: Vec<String> = pinned
+        .iter()
+        .filter(|i| !missing.contains(i))
+        .cloned()
+        .collect();
+    let dp = if pinned.is_empty() {
         None
     } else {
         crate::datapath::Datapath::open_pins(&p.pin_dir).ok()
@@ -58,13 +79,11 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
             .and_then(|s| s.conduits.get(id).cloned())
             .unwrap_or_else(|| format!("conduit-{id}"))
     };
-    let running = st
-        .as_ref()
-        .is_some_and(|s| std::path::Path::new(&format!("/proc/{}", s.pid)).exists());
     match format {
         Format::Json => {
             let v = serde_json::json!({
                 "attached": ifaces,
+                "missing": missing,
                 "agent_running": running,
                 "agent_pid": st.as_ref().map(|s| s.pid),
                 "policy": st.as_ref().map(|s| serde_json::json!({"path": s.policy_path, "sha256": s.sha256, "site": s.site})),
@@ -82,6 +101,17 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
                 );
             } else {
                 println!("attached:   {}", ifaces.join(", "));
+            }
+            if !missing.is_empty() {
+                println!(
+                    "missing:    {} (deleted: not enforced there until it returns; {})",
+                    missing.join(", "),
+                    if running {
+                        "the agent re-attaches the program then"
+                    } else {
+                        "start the agent to re-attach"
+                    }
+                );
             }
             match &st {
                 Some(s) => {

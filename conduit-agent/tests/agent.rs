@@ -911,3 +911,202 @@ fn metrics_answer_while_a_large_policy_reloads() {
         break;
     }
 }
+
+const CLIENT_ADDR: &str = "10.202.0.1/24";
+const GW_ADDR: &str = "10.202.0.2/24";
+
+/// Polls `f` every 20 ms for at most `limit`; returns how long it took.
+fn wait_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let t = Instant::now();
+    loop {
+        if f() {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < limit,
+            "{what}: not within {limit:?} (waited {:?})",
+            t.elapsed()
+        );
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// `conduit_interface_attached` for the gateway's end of the pair, whatever its mode label.
+fn attached_metric(a: &Agent, n: &Net) -> Option<f64> {
+    let (_, body) = a.get(&n.gw, "/metrics")?;
+    let want = format!("interface=\"{}\"", n.veth.b);
+    body.lines()
+        .find(|l| l.starts_with("conduit_interface_attached{") && l.contains(&want))
+        .and_then(|l| l.rsplit_once(' '))
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// Whether `ip -d link show` lists an XDP program on the gateway's end (false while the
+/// interface does not exist).
+fn xdp_attached(n: &Net) -> bool {
+    let out =
+        n.gw.command("ip")
+            .args(["-d", "link", "show", "dev", &n.veth.b])
+            .output()
+            .unwrap();
+    out.status.success() && String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+}
+
+fn healthz(a: &Agent, n: &Net) -> Option<u16> {
+    a.get(&n.gw, "/healthz").map(|r| r.0)
+}
+
+fn status_text(a: &Agent) -> String {
+    let out = Command::new(BIN)
+        .args(["status", "--pin-dir"])
+        .arg(&a.pin_dir)
+        .arg("--state-dir")
+        .arg(&a.state_dir)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 19 item 2: an enforced interface deleted and created again (a replugged USB NIC, a
+/// VLAN interface recreated by networkd, a container's veth) is reported missing meanwhile
+/// (/healthz 503, `conduit_interface_attached` 0, `conduit status`), its defunct link is
+/// unpinned, and the program is attached to the new interface within a second, whether the
+/// running agent created the link itself or adopted it from an agent killed with -9.
+#[test]
+fn an_interface_deleted_and_recreated_is_reported_missing_and_reattached() {
+    require_root();
+    let n = net();
+    let mut a = n.agent(&policy(true, false, ""), &[]);
+    assert!(xdp_attached(&n));
+    assert_eq!(attached_metric(&a, &n), Some(1.0));
+    let pin = a.pin_dir.join("links").join(&n.veth.b);
+    for round in ["its own link", "an adopted link"] {
+        if round == "an adopted link" {
+            a.signal(libc::SIGKILL);
+            a.wait();
+            a.spawn();
+            a.wait_healthy(&n.gw);
+            assert!(xdp_attached(&n));
+        }
+        assert!(!tcp_connects(&n, 8080), "{round}: tcp/8080 is denied");
+
+        n.veth.delete(&n.client);
+        let unhealthy = wait_within("/healthz 503", Duration::from_secs(2), || {
+            healthz(&a, &n) == Some(503)
+        });
+        let zero = wait_within(
+            "conduit_interface_attached 0",
+            Duration::from_secs(2),
+            || attached_metric(&a, &n) == Some(0.0),
+        );
+        let status = status_text(&a);
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("missing:") && l.contains(&n.veth.b)),
+            "{round}: status names the missing interface:\n{status}"
+        );
+        wait_within("the defunct link unpinned", Duration::from_secs(2), || {
+            !pin.exists()
+        });
+
+        // The device comes back under the same name (a new ifindex, a new MAC): the program
+        // must be on it within a second of its creation, before it is even addressed and up.
+        let t = Instant::now();
+        n.veth.add_link(&n.client, &n.gw);
+        let created = t.elapsed();
+        let attached = wait_within(
+            "the program on the re-created interface",
+            Duration::from_secs(1),
+            || xdp_attached(&n),
+        );
+        n.veth.configure(&n.client, CLIENT_ADDR, &n.gw, GW_ADDR);
+        let healthy = wait_within("/healthz 200", Duration::from_secs(2), || {
+            healthz(&a, &n) == Some(200)
+        });
+        assert_eq!(attached_metric(&a, &n), Some(1.0));
+        assert!(pin.exists(), "{round}: the new link is pinned");
+        eprintln!(
+            "{round}: deleted -> 503 in {unhealthy:?}, metric 0 {zero:?} later; \
+             created in {created:?}, program attached {attached:?} after that, 200 {healthy:?} after configuring"
+        );
+        // Enforced again, with the live policy.
+        assert!(
+            ping(&n, 3),
+            "{round}: ping is allowed on the re-created interface"
+        );
+        assert!(
+            !tcp_connects(&n, 8080),
+            "{round}: tcp/8080 is denied on the re-created interface"
+        );
+        assert!(!status_text(&a).contains("missing:"));
+    }
+    let log = a.log_text();
+    assert!(
+        log.contains("WARN") && log.contains("interface is gone"),
+        "{log}"
+    );
+    assert!(log.contains("re-attached"), "{log}");
+    a.signal(libc::SIGTERM);
+    assert_eq!(a.wait(), Some(0));
+    assert!(!xdp_attached(&n), "SIGTERM still detaches");
+}
+
+/// Issue 19 item 2, on restart: an interface deleted and created again while no agent ran
+/// leaves a pinned link to a device that is gone; the next agent replaces it instead of
+/// failing, after an exit with --keep-on-exit and after kill -9.
+#[test]
+fn a_restart_replaces_the_stale_pinned_link_of_a_recreated_interface() {
+    require_root();
+    let n = net();
+    let mut a = n.agent(&policy(true, false, ""), &["--keep-on-exit"]);
+    let pin = a.pin_dir.join("links").join(&n.veth.b);
+    for (how, sig) in [
+        ("--keep-on-exit", libc::SIGTERM),
+        ("kill -9", libc::SIGKILL),
+    ] {
+        a.signal(sig);
+        a.wait();
+        assert!(pin.exists(), "{how}: the link stays pinned");
+        assert!(xdp_attached(&n), "{how}: the program stays attached");
+        n.veth.delete(&n.client);
+        n.veth.create(&n.client, CLIENT_ADDR, &n.gw, GW_ADDR);
+        assert!(
+            !xdp_attached(&n),
+            "{how}: the re-created interface has no program until an agent attaches it"
+        );
+        a.spawn();
+        let t = Instant::now();
+        loop {
+            if let Some(status) = a.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
+                panic!(
+                    "{how}: the new agent exited ({status}) instead of replacing the stale link:\n{}",
+                    a.log_text()
+                );
+            }
+            if healthz(&a, &n) == Some(200) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{how}: the new agent did not become healthy:\n{}",
+                a.log_text()
+            );
+            sleep(Duration::from_millis(50));
+        }
+        eprintln!("{how}: the new agent was healthy after {:?}", t.elapsed());
+        assert!(
+            xdp_attached(&n),
+            "{how}: the program is on the new interface"
+        );
+        assert!(pin.exists(), "{how}: the new link is pinned");
+        assert_eq!(attached_metric(&a, &n), Some(1.0));
+        assert!(ping(&n, 3), "{how}: ping is allowed");
+        assert!(!tcp_connects(&n, 8080), "{how}: tcp/8080 is denied");
+    }
+    assert!(
+        a.log_text().contains("stale pinned link"),
+        "{}",
+        a.log_text()
+    );
+}

@@ -87,17 +87,41 @@ pub struct VethPair {
 impl VethPair {
     /// Creates `a` in `ns_a` with `addr_a` (CIDR notation) and `b` in `ns_b` with `addr_b`.
     pub fn new(ns_a: &Netns, addr_a: &str, ns_b: &Netns, addr_b: &str) -> Self {
-        let a = unique_name("cdta");
-        let b = unique_name("cdtb");
+        let pair = Self {
+            a: unique_name("cdta"),
+            b: unique_name("cdtb"),
+        };
+        pair.create(ns_a, addr_a, ns_b, addr_b);
+        pair
+    }
+
+    /// (Re)creates the pair under its names, addressed and up: after [`VethPair::delete`],
+    /// the same interfaces come back as new devices (new ifindex, new MAC), as a replugged
+    /// NIC or a recreated container veth does.
+    pub fn create(&self, ns_a: &Netns, addr_a: &str, ns_b: &Netns, addr_b: &str) {
+        self.add_link(ns_a, ns_b);
+        self.configure(ns_a, addr_a, ns_b, addr_b);
+    }
+
+    /// Creates the pair under its names, without addresses and down.
+    pub fn add_link(&self, ns_a: &Netns, ns_b: &Netns) {
         ip(&[
-            "link", "add", &a, "netns", &ns_a.name, "type", "veth", "peer", "name", &b, "netns",
-            &ns_b.name,
+            "link", "add", &self.a, "netns", &ns_a.name, "type", "veth", "peer", "name", &self.b,
+            "netns", &ns_b.name,
         ]);
-        for (ns, dev, addr) in [(ns_a, &a, addr_a), (ns_b, &b, addr_b)] {
+    }
+
+    /// Addresses both ends and sets them up.
+    pub fn configure(&self, ns_a: &Netns, addr_a: &str, ns_b: &Netns, addr_b: &str) {
+        for (ns, dev, addr) in [(ns_a, &self.a, addr_a), (ns_b, &self.b, addr_b)] {
             ns.exec_ok(&["ip", "addr", "add", addr, "dev", dev]);
             ns.exec_ok(&["ip", "link", "set", dev, "up"]);
         }
-        Self { a, b }
+    }
+
+    /// Deletes the pair (both ends) through its end `a`, which lives in `ns_a`.
+    pub fn delete(&self, ns_a: &Netns) {
+        ip(&["-n", &ns_a.name, "link", "del", &self.a]);
     }
 }
 

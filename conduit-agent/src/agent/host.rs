@@ -55,11 +55,16 @@ pub fn ifname(index: u32) -> String {
 
 /// Whether an interface of this name exists (in this network namespace).
 pub fn iface_exists(name: &str) -> bool {
-    let Ok(c) = std::ffi::CString::new(name) else {
-        return false;
-    };
+    ifindex(name).is_some()
+}
+
+/// The index of the interface of this name (in this network namespace), if there is one. A
+/// device deleted and created again under the same name has a new index.
+pub fn ifindex(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
     // SAFETY: c is a NUL-terminated string.
-    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
 }
 
 /// This process's soft descriptor limit (`RLIMIT_NOFILE`); `u64::MAX` when unlimited.

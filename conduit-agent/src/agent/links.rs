@@ -1,7 +1,11 @@
 //! XDP links pinned under `PIN_DIR/links/IFACE`: they keep the program attached when the
 //! agent dies, and a new agent swaps its program into them in place (bpf_link_update), so
-//! enforcement has no gap.
-use std::path::{Path, PathBuf};
+//! enforcement has no gap. A link belongs to one device: when its interface is deleted the
+//! link is defunct, and the pin is replaced by a new link on the interface that returns.
+use std::{
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
 
 use aya::programs::{
     Xdp,
@@ -9,7 +13,9 @@ use aya::programs::{
     xdp::XdpLink,
 };
 
-use crate::datapath::{AttachMode, Datapath, DatapathError};
+use tracing::warn;
+
+use crate::datapath::{AttachMode, Datapath, DatapathError, sys};
 
 pub fn links_dir(pin_dir: &Path) -> PathBuf {
     pin_dir.join("links")
@@ -25,9 +31,11 @@ pub enum LinkError {
     Pin(PathBuf, String),
 }
 
-/// Attaches the loaded program to `iface`: into the pinned link if one exists (adoption),
-/// else with a new link that is pinned. Returns the mode (`native`/`skb`) and whether an
-/// existing link was adopted.
+/// Attaches the loaded program to `iface`: into the pinned link if one exists and is on this
+/// very device (adoption), else with a new link that is pinned. A pinned link of a device
+/// that is gone (the interface was deleted and created again while no agent ran) is defunct:
+/// it is replaced, with a warning. Returns the mode (`native`/`skb`) and whether an existing
+/// link was adopted.
 /// `known_mode` is the mode an earlier agent recorded for an adopted link (bpffs holds only
 /// BPF objects, so the mode lives in the state file).
 pub fn attach(
@@ -37,21 +45,43 @@ pub fn attach(
     mode: AttachMode,
     known_mode: Option<&str>,
 ) -> Result<(String, bool), LinkError> {
-    if !super::host::iface_exists(iface) {
+    let Some(ifindex) = super::host::ifindex(iface) else {
         return Err(LinkError::NoSuchInterface(iface.to_owned()));
-    }
+    };
     let dir = links_dir(pin_dir);
     std::fs::create_dir_all(&dir).map_err(|e| LinkError::Pin(dir.clone(), e.to_string()))?;
     let pin = dir.join(iface);
-    let prog: &mut Xdp = dp.program()?;
-    if pin.exists() {
-        let pinned =
-            PinnedLink::from_pin(&pin).map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
-        let fd: FdLink = pinned.into();
-        let link = XdpLink::try_from(fd).map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
-        prog.attach_to_link(link)
-            .map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
-        return Ok((known_mode.unwrap_or("unknown").to_owned(), true));
+    match pinned_ifindex(pin_dir, iface)? {
+        Some(linked) if linked == ifindex => {
+            let pinned = PinnedLink::from_pin(&pin)
+                .map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
+            let fd: FdLink = pinned.into();
+            let link =
+                XdpLink::try_from(fd).map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
+            let prog: &mut Xdp = dp.program()?;
+            let id = prog
+                .attach_to_link(link)
+                .map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
+            // The pin keeps the link; holding its fd too would keep a defunct link alive
+            // after its interface goes away.
+            drop(prog.take_link(id));
+            return Ok((known_mode.unwrap_or("unknown").to_owned(), true));
+        }
+        Some(linked) => {
+            warn!(
+                interface = %iface,
+                ifindex,
+                pinned_ifindex = linked,
+                "replacing the stale pinned link of {iface}: {}",
+                if linked == 0 {
+                    "its device was deleted (the interface was created again since)"
+                } else {
+                    "it is attached to another device"
+                }
+            );
+            unpin(pin_dir, iface).map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
+        }
+        None => {}
     }
     let (id, mode) = dp.attach(iface, mode)?;
     let prog: &mut Xdp = dp.program()?;
@@ -62,6 +92,32 @@ pub fn attach(
     fd.pin(&pin)
         .map_err(|e| LinkError::Pin(pin.clone(), e.to_string()))?;
     Ok((mode.to_owned(), false))
+}
+
+/// The ifindex of the device the link pinned for `iface` is attached to: `None` without a
+/// pin, `Some(0)` for a defunct link (its device was deleted; the kernel detached the program
+/// then, and a link never moves to another device). An ifindex is the device's in its own
+/// network namespace: compare it with the interface's in the agent's namespace.
+pub fn pinned_ifindex(pin_dir: &Path, iface: &str) -> Result<Option<u32>, LinkError> {
+    let pin = links_dir(pin_dir).join(iface);
+    let fd = match sys::obj_get(&pin) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LinkError::Pin(pin, e.to_string())),
+    };
+    sys::xdp_link_ifindex(fd.as_fd())
+        .map(Some)
+        .map_err(|e| LinkError::Pin(pin, e.to_string()))
+}
+
+/// Removes the pin of `iface`'s link (the link itself goes with its last reference).
+/// Returns whether there was one.
+pub fn unpin(pin_dir: &Path, iface: &str) -> std::io::Result<bool> {
+    match std::fs::remove_file(links_dir(pin_dir).join(iface)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Removes everything under `pin_dir` that conduit pinned: links (detaching the program),

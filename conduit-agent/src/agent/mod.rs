@@ -7,6 +7,7 @@ pub mod host;
 pub mod links;
 pub mod lock;
 pub mod metrics;
+pub mod netlink;
 pub mod state;
 pub mod throttle;
 
@@ -190,8 +191,9 @@ impl ApplyFigures {
 
 /// Reloads the policy, one at a time, off the runtime thread.
 struct Reloader {
-    /// The loaded datapath: the only writer of the policy maps.
-    dp: Mutex<Datapath>,
+    /// The loaded datapath: the only writer of the policy maps and links (reloads, and the
+    /// re-attachment of interfaces that come back). Locked before `shared`, never after.
+    dp: Arc<Mutex<Datapath>>,
     shared: Arc<Mutex<Shared>>,
     policy: PathBuf,
     state_dir: PathBuf,
@@ -360,6 +362,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 st.interfaces.push(state::Iface {
                     name: iface.clone(),
                     mode,
+                    missing: false,
                 });
             }
             Err(e) => {
@@ -387,11 +390,21 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         addrs,
     }));
     let reloader = Arc::new(Reloader {
-        dp: Mutex::new(dp),
+        dp: Arc::new(Mutex::new(dp)),
         shared: shared.clone(),
         policy: args.policy.clone(),
         state_dir: args.state_dir.clone(),
     });
+
+    // Interfaces deleted and created again (netlink link notifications).
+    let link_events = netlink::LinkEvents::subscribe()
+        .map_err(|e| fail(2, format!("subscribing to link notifications: {e}")))?;
+    tokio::spawn(netlink::watch(
+        link_events,
+        reloader.dp.clone(),
+        shared.clone(),
+        args.clone(),
+    ));
 
     // Metrics.
     let registry = prometheus::Registry::new();

@@ -13,6 +13,10 @@ pub struct Iface {
     pub name: String,
     /// `native` or `skb`.
     pub mode: String,
+    /// The interface was deleted: nothing is attached until it returns (the agent re-attaches
+    /// the program then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]

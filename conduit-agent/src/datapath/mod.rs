@@ -3,7 +3,7 @@
 mod apply;
 pub mod budget;
 pub mod probe;
-mod sys;
+pub(crate) mod sys;
 pub use apply::{ApplyReport, LpmKey, MapSync};
 use aya::{
     Ebpf,

@@ -1,12 +1,13 @@
 //! The bpf(2) map commands that aya 0.16 does not offer (BPF_MAP_*_BATCH), next to the
-//! per-element commands they fall back to, on a map's fd with typed key and value slices.
+//! per-element commands they fall back to, on a map's fd with typed key and value slices;
+//! and the XDP link's interface, which aya's `LinkInfo` does not expose.
 //!
 //! Every function is one syscall; chunking, fallback and error reporting are the caller's
 //! (`apply.rs`).
 use std::{
     io,
     mem::{offset_of, size_of},
-    os::fd::{AsRawFd as _, BorrowedFd},
+    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
 };
 
 use aya::Pod;
@@ -76,9 +77,15 @@ const _: () = {
 };
 
 fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
+    bpf_rc(cmd, attr).map(drop)
+}
+
+/// [`bpf`], returning what the call returned (a new fd for BPF_OBJ_GET).
+fn bpf_rc<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<libc::c_long> {
     // SAFETY: `attr` is a fully initialised `bpf_attr` member of the size passed (the kernel
-    // zero-extends shorter attrs); every pointer in it was taken from a live slice of the
-    // caller that outlives this call and is as long as the count or map sizes it announces.
+    // zero-extends shorter attrs); every pointer in it was taken from a live slice or buffer
+    // of the caller that outlives this call and is as long as the count, length or map sizes
+    // it announces.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -90,7 +97,7 @@ fn bpf<A>(cmd: libc::c_long, attr: &mut A) -> io::Result<()> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(rc)
     }
 }
 
@@ -228,4 +235,83 @@ pub fn next_key<K: Pod>(fd: BorrowedFd<'_>, key: Option<&K>, next: &mut K) -> io
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(e),
     }
+}
+
+const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+/// `enum bpf_link_type`'s BPF_LINK_TYPE_XDP.
+const BPF_LINK_TYPE_XDP: u32 = 6;
+
+/// The member of `union bpf_attr` for BPF_OBJ_GET: `struct { __aligned_u64 pathname;
+/// __u32 bpf_fd; __u32 file_flags; }` (the `path_fd` of newer kernels left zero).
+#[repr(C)]
+#[derive(Default)]
+struct ObjAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+const _: () = assert!(size_of::<ObjAttr>() == 16);
+
+/// The member of `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD: `struct { __u32 bpf_fd;
+/// __u32 info_len; __aligned_u64 info; } info`.
+#[repr(C)]
+#[derive(Default)]
+struct InfoAttr {
+    bpf_fd: u32,
+    info_len: u32,
+    info: u64,
+}
+const _: () = assert!(size_of::<InfoAttr>() == 16);
+
+/// The head of `struct bpf_link_info` up to its XDP member: `__u32 type, id, prog_id;` then
+/// the union (8-byte aligned), whose `xdp` member is `struct { __u32 ifindex; }`. The kernel
+/// fills as much of the struct as `info_len` announces.
+#[repr(C)]
+#[derive(Default)]
+struct XdpLinkInfo {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    ifindex: u32,
+    _pad2: u32,
+}
+const _: () = {
+    assert!(size_of::<XdpLinkInfo>() == 24);
+    assert!(offset_of!(XdpLinkInfo, ifindex) == 16);
+};
+
+/// BPF_OBJ_GET: opens the BPF object pinned at `path`.
+pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut a = ObjAttr {
+        pathname: c.as_ptr() as u64,
+        ..Default::default()
+    };
+    let fd = bpf_rc(BPF_OBJ_GET, &mut a)?;
+    // SAFETY: BPF_OBJ_GET returned a new file descriptor, which nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The ifindex of the device the XDP link `fd` is attached to; 0 when the link is defunct
+/// (its device was unregistered: the kernel detached the program then, and a link never
+/// moves to another device).
+pub fn xdp_link_ifindex(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut info = XdpLinkInfo::default();
+    let mut a = InfoAttr {
+        bpf_fd: fd_u32(fd),
+        info_len: size_of::<XdpLinkInfo>() as u32,
+        info: std::ptr::from_mut(&mut info) as u64,
+    };
+    bpf(BPF_OBJ_GET_INFO_BY_FD, &mut a)?;
+    if info.link_type != BPF_LINK_TYPE_XDP {
+        return Err(io::Error::other(format!(
+            "not an XDP link (link type {})",
+            info.link_type
+        )));
+    }
+    Ok(info.ifindex)
 }
