@@ -371,7 +371,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_it() {
 }
 
 #[test]
-fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
+fn reloads_under_traffic_and_a_connection_flood_lose_nothing_and_counters_only_grow() {
     require_root();
     let n = net();
     // Reload by SIGHUP only (the file watcher would add its own reloads).
@@ -396,48 +396,87 @@ fn reloads_under_traffic_lose_nothing_and_counters_only_grow() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut last = 0.0;
-    let mut wrong = Vec::new();
-    for i in 0..200 {
-        let allows_tcp = i % 2 == 1;
-        // The generation before this reload. Another trigger (the agent re-reads the file
-        // when the host's addresses change) may add a reload of the same file: what counts
-        // is that a generation newer than this one, loaded from the new file, is live.
-        let before = a.metric(&n.gw, "conduit_policy_generation").unwrap();
-        std::fs::write(&a.policy, policy(true, allows_tcp, "")).unwrap();
-        a.signal(libc::SIGHUP);
-        let t = Instant::now();
-        let want = loop {
-            let g = a
-                .metric(&n.gw, "conduit_policy_generation")
-                .unwrap_or(before);
-            if g > before {
-                break g;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "reload {i} did not happen"
-            );
-            sleep(Duration::from_millis(5));
-        };
-        // The flow only one policy allows, attempted under the generation now in force: a
-        // new connection each time (a denied SYN is dropped, so the attempt times out).
-        let connected = conduit_tests::in_netns(&n.client, || {
-            std::net::TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok()
+    // The soak (issue 19): a connection flood on the metrics port for the whole storm, from
+    // inside the gateway's namespace to its loopback: 100 connections held, every other one a
+    // slow client with half a request head, the oldest replaced by a new one every 2 ms.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let metrics_addr: std::net::SocketAddr = ([127, 0, 0, 1], a.port).into();
+    let (wrong, last, flood_connections) = std::thread::scope(|scope| {
+        let churn = scope.spawn(|| {
+            conduit_tests::in_netns(&n.gw, || {
+                let mut held = std::collections::VecDeque::new();
+                let mut made = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if held.len() >= 100 {
+                        held.pop_front();
+                    }
+                    if let Ok(mut c) = std::net::TcpStream::connect_timeout(
+                        &metrics_addr,
+                        Duration::from_millis(50),
+                    ) {
+                        if made % 2 == 1 {
+                            use std::io::Write as _;
+                            let _ = c.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\n");
+                        }
+                        held.push_back(c);
+                        made += 1;
+                    }
+                    sleep(Duration::from_millis(2));
+                }
+                made
+            })
         });
-        if connected != allows_tcp {
-            wrong.push(format!(
-                "generation {want}: tcp/8080 {} but the policy {} it",
-                if connected { "connected" } else { "failed" },
-                if allows_tcp { "allows" } else { "denies" }
-            ));
+        let mut last = 0.0;
+        let mut wrong = Vec::new();
+        for i in 0..200 {
+            let allows_tcp = i % 2 == 1;
+            // The generation before this reload. Another trigger (the agent re-reads the file
+            // when the host's addresses change) may add a reload of the same file: what counts
+            // is that a generation newer than this one, loaded from the new file, is live.
+            let before = a.metric(&n.gw, "conduit_policy_generation").unwrap();
+            std::fs::write(&a.policy, policy(true, allows_tcp, "")).unwrap();
+            a.signal(libc::SIGHUP);
+            let t = Instant::now();
+            let want = loop {
+                let g = a
+                    .metric(&n.gw, "conduit_policy_generation")
+                    .unwrap_or(before);
+                if g > before {
+                    break g;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "reload {i} did not happen"
+                );
+                sleep(Duration::from_millis(5));
+            };
+            // The flow only one policy allows, attempted under the generation now in force: a
+            // new connection each time (a denied SYN is dropped, so the attempt times out).
+            let connected = conduit_tests::in_netns(&n.client, || {
+                std::net::TcpStream::connect_timeout(&target, Duration::from_millis(300)).is_ok()
+            });
+            if connected != allows_tcp {
+                wrong.push(format!(
+                    "generation {want}: tcp/8080 {} but the policy {} it",
+                    if connected { "connected" } else { "failed" },
+                    if allows_tcp { "allows" } else { "denies" }
+                ));
+            }
+            let v = a
+                .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
+                .unwrap();
+            assert!(v >= last, "counter went backwards: {last} then {v}");
+            last = v;
         }
-        let v = a
-            .metric(&n.gw, "conduit_packets_total{conduit=\"clients-to-gw\"}")
-            .unwrap();
-        assert!(v >= last, "counter went backwards: {last} then {v}");
-        last = v;
-    }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (wrong, last, churn.join().unwrap())
+    });
+    let _ = last;
+    eprintln!("soak: {flood_connections} connections to the metrics port during 200 reloads");
+    assert!(
+        flood_connections >= 1000,
+        "the connection flood ran alongside: {flood_connections} connections"
+    );
     assert!(
         wrong.is_empty(),
         "judged wrongly for the generation in force: {wrong:#?}"
