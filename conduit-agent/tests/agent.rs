@@ -664,16 +664,21 @@ fn a_second_agent_on_the_same_pins_refuses_to_start() {
 }
 
 /// Polls `f` every 100 ms for at most `limit`; whether it became true.
-fn within(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+fn within(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    poll(limit, Duration::from_millis(100), f).is_some()
+}
+
+/// Polls `f` every `every` for at most `limit`: how long it took to become true, or `None`.
+fn poll(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
     let t = Instant::now();
     loop {
         if f() {
-            return true;
+            return Some(t.elapsed());
         }
         if t.elapsed() >= limit {
-            return false;
+            return None;
         }
-        sleep(Duration::from_millis(100));
+        sleep(every);
     }
 }
 
@@ -955,19 +960,9 @@ const CLIENT_ADDR: &str = "10.202.0.1/24";
 const GW_ADDR: &str = "10.202.0.2/24";
 
 /// Polls `f` every 20 ms for at most `limit`; returns how long it took.
-fn wait_within(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
-    let t = Instant::now();
-    loop {
-        if f() {
-            return t.elapsed();
-        }
-        assert!(
-            t.elapsed() < limit,
-            "{what}: not within {limit:?} (waited {:?})",
-            t.elapsed()
-        );
-        sleep(Duration::from_millis(20));
-    }
+fn wait_within(what: &str, limit: Duration, f: impl FnMut() -> bool) -> Duration {
+    poll(limit, Duration::from_millis(20), f)
+        .unwrap_or_else(|| panic!("{what}: not within {limit:?}"))
 }
 
 /// `conduit_interface_attached` for the gateway's end of the pair, whatever its mode label.
