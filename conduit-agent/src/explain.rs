@@ -216,7 +216,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             x.rules
                 .iter()
                 .enumerate()
-                .find(|(_, r)| rule_matches(r, proto, dport))
+                .find(|(_, r)| crate::policy::compile::rule_covers(r, proto, dport))
         });
     match a.format {
         Format::Json => {
@@ -269,22 +269,4 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
-}
-
-/// Whether `r` allows protocol `proto` to `dport` (ICMP: type << 8 | code), as the compiler
-/// expands rules into the conduit table.
-fn rule_matches(r: &crate::policy::model::Rule, proto: u8, dport: u16) -> bool {
-    use crate::policy::model::{ICMP, ICMPV6, Proto};
-    match r.proto {
-        Proto::Any => return true,
-        Proto::Number(p) if p != proto => return false,
-        Proto::Number(_) => {}
-    }
-    if matches!(proto, ICMP | ICMPV6) {
-        let ty = (dport >> 8) as u8;
-        return r.icmp_types.as_ref().is_none_or(|t| t.contains(&ty));
-    }
-    r.ports
-        .as_ref()
-        .is_none_or(|ps| ps.iter().any(|&(lo, hi)| (lo..=hi).contains(&dport)))
 }

@@ -282,7 +282,9 @@ const _: () = {
     assert!(offset_of!(XdpLinkInfo, ifindex) == 16);
 };
 
-/// BPF_OBJ_GET: opens the BPF object pinned at `path`.
+/// BPF_OBJ_GET: opens the BPF object pinned at `path`. Written here with
+/// [`xdp_link_ifindex`] because aya 0.16 hides both what they need: `FdLink` keeps its
+/// descriptor private and `LinkInfo` the XDP member of `bpf_link_info` (the ifindex).
 pub fn obj_get(path: &std::path::Path) -> io::Result<OwnedFd> {
     use std::os::unix::ffi::OsStrExt as _;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())

@@ -140,6 +140,16 @@ fn rule_entries(slot: u8, src: u32, dst: u32, rule: &Rule) -> Vec<(u32, LpmCondu
     }
 }
 
+/// Whether `rule` allows `proto` to `port` (ICMP: type << 8 | code), read from the entries
+/// the compiler makes of it, with the conduit table's own longest-prefix match: `explain`
+/// names the rule a flow matched without a second reading of rules.
+pub fn rule_covers(rule: &Rule, proto: u8, port: u16) -> bool {
+    let want = verdict::lpm_conduit_data(0, 0, 0, proto, port);
+    rule_entries(0, 0, 0, rule)
+        .iter()
+        .any(|(plen, data)| masked(&want, *plen) == masked(data, *plen))
+}
+
 fn log_code(l: LogLevel) -> u32 {
     match l {
         LogLevel::None => LOG_NONE,
