@@ -166,6 +166,25 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
 }
 
 pub fn detach(p: &PinArgs) -> ExitCode {
+    // Never under a running agent: it would go on reporting itself attached and healthy while
+    // nothing is enforced. Its lock says whether one runs; held while the pins go.
+    let _lock = if p.pin_dir.exists() {
+        match agent::lock::lock(&p.pin_dir) {
+            Ok(l) => Some(l),
+            Err(e @ agent::lock::LockError::Held { .. }) => {
+                eprintln!(
+                    "error: {e}; stopping it with SIGTERM detaches it (unless --keep-on-exit)"
+                );
+                return ExitCode::from(2);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
     match links::detach_all(&p.pin_dir) {
         Ok(removed) => {
             let _ = std::fs::remove_file(state::path(&p.state_dir));

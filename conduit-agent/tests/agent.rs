@@ -648,6 +648,25 @@ fn a_second_agent_on_the_same_pins_refuses_to_start() {
             lines.len() == 1 && lines[0].contains("another conduit agent"),
             "one line names the running agent's PID {pid}:\n{log}"
         );
+        // Nor does `conduit detach` pull the pins from under it.
+        let d = Command::new(BIN)
+            .arg("detach")
+            .arg("--pin-dir")
+            .arg(&a.pin_dir)
+            .arg("--state-dir")
+            .arg(&a.state_dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&d.stderr);
+        assert_eq!(
+            d.status.code(),
+            Some(2),
+            "detach under a running agent: {err}"
+        );
+        assert!(
+            err.contains(&pid),
+            "detach names the running agent's PID {pid}: {err}"
+        );
         // The first agent is untouched: attached, healthy, enforcing, named in the state file.
         assert!(a.pin_dir.join("links").join(&n.veth.b).exists());
         assert_eq!(a.get(&n.gw, "/healthz").map(|r| r.0), Some(200));
