@@ -56,6 +56,11 @@ pub struct ExplainArgs {
         requires = "modbus_function"
     )]
     pub modbus_unit: u8,
+    /// The interface the frame comes in on, on this host: adds the datapath's anti-spoofing
+    /// checks (the source zone's `interfaces`, and its reverse path against this host's
+    /// routing table). Run it on the gateway. Without it, those checks are not made.
+    #[arg(long = "in", value_name = "IFACE")]
+    pub ingress: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -84,7 +89,9 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         (Reason::NoConduit, _) => {
             "no conduit allows this flow between these zones, and everything not allowed is denied"
         }
-        (Reason::Spoofed, _) => "the source address and source MAC do not match an asset's binding",
+        (Reason::Spoofed, _) => {
+            "the source address does not belong where the frame comes from: its MAC does not match an asset's binding, or it came in on an interface its zone is not behind (the zone's `interfaces`, or the reverse path)"
+        }
         (Reason::Fragment, Verdict::Allow) => {
             "a non-first IP fragment, and the policy allows fragments"
         }
@@ -108,7 +115,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let Some(l) = loaded else {
+    let Some(mut l) = loaded else {
         for item in d.errors() {
             eprintln!("{}", item.render(&a.policy.display().to_string()));
         }
@@ -204,8 +211,27 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         // A first packet: not an ICMP error about another flow.
         ..Packet::default()
     };
+    let mut packet = packet;
+    let dec = match &a.ingress {
+        None => verdict::decide(&l.compiled, l.compiled.slot, &packet, 0),
+        Some(iface) => {
+            use crate::agent::{host, netlink};
+            let Some(ifindex) = host::ifindex(iface) else {
+                return reject(format!(
+                    "--in {iface}: no such interface on this host; run explain on the gateway, or leave out --in"
+                ));
+            };
+            let cfg = match netlink::ingress_cfg(iface, ifindex) {
+                Ok((cfg, _)) => cfg,
+                Err(e) => return reject(format!("--in {iface}: reading its links: {e}")),
+            };
+            l.compiled.ingress.insert(ifindex, cfg);
+            packet.ifindex = ifindex;
+            let c = &l.compiled;
+            verdict::decide_at(c, &netlink::HostFib, c.slot, &packet, 0)
+        }
+    };
     let c = &l.compiled;
-    let dec = verdict::decide(c, c.slot, &packet, 0);
     let conduit = c.conduit_name(dec.conduit);
     let dst_asset = l.policy.asset_of(a.dst);
     let (src_zone, dst_zone) = (c.zone_name(dec.src_zone), c.zone_name(dec.dst_zone));
@@ -228,6 +254,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
                 "dst_zone": dst_zone,
                 "src_asset": src_asset.map(|(_, x)| x.name.as_str()),
                 "dst_asset": dst_asset.map(|(_, x)| x.name.as_str()),
+                "in": a.ingress,
                 "rule": rule.map(|(i, r)| serde_json::json!({"index": i + 1, "line": r.pos.line, "column": r.pos.column})),
             });
             println!("{v}");
@@ -259,6 +286,12 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             println!("source:      {}", end(a.src, src_zone, src_asset));
             println!("destination: {}", end(a.dst, dst_zone, dst_asset));
             println!("source MAC:  {}", fmt_mac(&src_mac));
+            match &a.ingress {
+                Some(i) => println!("in:          {i}"),
+                None => println!(
+                    "in:          - (interface checks not made: give --in IFACE on the gateway)"
+                ),
+            }
             let mut why = why(dec.reason, dec.verdict).to_owned();
             if dec.verdict == Verdict::WouldDeny {
                 why.push_str("; the destination zone is in monitor mode, so it passes and is counted as would-deny");

@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 use conduit_common::{
     flow::{FLOW_NEW, FlowKey, FlowVal, next_state, state_key},
     parse::parse,
-    verdict::{Decision, Fast, FlowTable, Tables, decide, decide_with, fast_path, malformed},
+    verdict::{
+        Decision, Fast, Fib, FlowTable, Route, Tables, check_ingress, decide_at, decide_with,
+        fast_path, malformed,
+    },
     *,
 };
 
@@ -31,16 +34,24 @@ impl Reference {
         }
     }
 
-    /// Judges one frame at `now` (CLOCK_MONOTONIC ns) and updates the flow table.
+    /// Judges one frame at `now` (CLOCK_MONOTONIC ns) and updates the flow table. The
+    /// ingress interface is not known: no interface checks (as for `replay`'s frames).
     pub fn judge(&mut self, frame: &[u8], now: u64) -> Decision {
+        self.judge_at(frame, now, 0, &NoRoute)
+    }
+
+    /// [`Reference::judge`] for a frame that came in on `ifindex`, with the interface checks
+    /// against `fib` (what `compiled.ingress` says of the interface).
+    pub fn judge_at<F: Fib>(&mut self, frame: &[u8], now: u64, ifindex: u32, fib: &F) -> Decision {
         let slot = self.compiled.slot;
         self.last_fast = false;
-        let p = match parse(frame) {
+        let mut p = match parse(frame) {
             Ok(p) => p,
             Err(_) => return malformed(self, slot),
         };
+        p.ifindex = ifindex;
         // The kernel's fast path, which must give what the full decision gives.
-        let full = decide(self, slot, &p, now);
+        let full = decide_at(self, fib, slot, &p, now);
         let mut flows = Flows(&mut self.flows);
         let mut d = Decision::FAIL_CLOSED;
         let compiled = &self.compiled;
@@ -53,7 +64,8 @@ impl Reference {
             }
             Fast::NoFlow => {
                 // The full path without its flow lookups: the table has nothing for them.
-                let d = decide_with(&*self, slot, &p, now, true);
+                let mut d = decide_with(&*self, slot, &p, now, true);
+                check_ingress(&*self, fib, slot, &p, &mut d);
                 assert_eq!(d, full, "decide without flow lookups disagrees on {p:?}");
             }
             Fast::Full => {}
@@ -77,6 +89,16 @@ impl Reference {
             }
         }
         d
+    }
+}
+
+/// The routing table of a frame whose ingress is not known: never asked (no interface
+/// checks without an interface).
+struct NoRoute;
+
+impl Fib for NoRoute {
+    fn reverse(&self, _: &conduit_common::verdict::Packet) -> Route {
+        Route::None
     }
 }
 
@@ -125,6 +147,12 @@ impl Tables for Reference {
     }
     fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
         self.compiled.modbus(key)
+    }
+    fn ingress(&self, ifindex: u32) -> Option<IngressCfg> {
+        self.compiled.ingress(ifindex)
+    }
+    fn zone_if(&self, key: &ZoneIfKey) -> bool {
+        self.compiled.zone_if(key)
     }
 }
 

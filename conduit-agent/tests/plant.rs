@@ -441,6 +441,52 @@ fn scenario(mode: Mode) {
         ]);
     }
 
+    // ---- 4b. A forged source from the wrong side: a compromised PLC 2 sends "office LAN to
+    // office" frames (an enterprise address, from a MAC no asset binds). Judged by address alone,
+    // that is enterprise-to-enterprise traffic, allowed within the zone and forwarded into
+    // the office network. The routed gateway knows from its routing table that the office
+    // LAN is not behind the control bridge; the transparent bridge knows from the zones'
+    // `interfaces`. --------------------------------------------------------------------------
+    let before = r.metrics();
+    let forged = plant.unused_ip(Role::Office);
+    let cap = plant.capture(Role::Office, "udp port 9999 or icmp");
+    // From a MAC that no asset binds (PLC 2's own is bound to its address: the binding
+    // would catch it).
+    plant.scapy_send(
+        Role::Plc2,
+        &format!(
+            "Ether(src='02:00:00:99:99:98', dst='{next_hop}')/IP(src='{forged}', dst='{office}')/UDP(sport=9999, dport=9999)/Raw(b'x')",
+            next_hop = plant.next_hop_mac(Role::Plc2, Role::Office),
+        ),
+        3,
+    );
+    // The capture sees what reaches the office: the historian's echo replies do.
+    assert!(
+        plant.ping(Role::Office, &historian, 1),
+        "office → historian ping"
+    );
+    let seen = cap.stop();
+    assert!(
+        seen.iter().any(|l| l.contains("echo reply")),
+        "the capture works: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|l| l.contains(".9999 >")),
+        "a forged enterprise frame reached the office: {seen:?}"
+    );
+    let after = r.metrics();
+    let delta = dropped(&after, "enterprise", "enterprise", "spoofed")
+        - dropped(&before, "enterprise", "enterprise", "spoofed");
+    assert!(delta >= 3.0, "spoofed drops: {delta}, want ≥ 3");
+    r.expect_audit(&[
+        ("verdict", "deny".into()),
+        ("reason", "spoofed".into()),
+        ("src_zone", "enterprise".into()),
+        ("dst_zone", "enterprise".into()),
+        ("src_ip", forged.as_str().into()),
+        ("interface", port_of(Role::Plc2)),
+    ]);
+
     // ---- 5. ARP poisoning: a compromised PLC 2 claims PLC 1's address. ----------------------
     // The neighbour that talks to PLC 1 at layer 2: the gateway (routed) or the HMI (bridge).
     let (victim, victim_ip, victim_mac) = plant.arp_neighbour(Role::Plc1, Role::Hmi);

@@ -17,6 +17,8 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_LIVE,
     MAP_L2,
     MAP_FAILSAFE,
+    MAP_ZONE_IFS,
+    MAP_INGRESS,
     crate::flow::MAP_FLOWS4,
     crate::flow::MAP_FLOWS6,
     MAP_CONDUIT_STATS,
@@ -553,9 +555,64 @@ pub struct ZoneCfg {
     pub mode: u8,
     /// [`INTRA_ALLOW`] or [`INTRA_DENY`] (never allow for `unknown`).
     pub intra: u8,
-    pub _pad: [u8; 2],
+    /// [`RPF_STRICT`], [`RPF_LOOSE`] or [`RPF_OFF`]: the reverse-path check of traffic from
+    /// this zone (`reverse_path`). Zero, what older builds left as padding, is strict.
+    pub rpf: u8,
+    /// 1 when the zone lists `interfaces`: its traffic must arrive on one of them
+    /// ([`MAP_ZONE_IFS`]).
+    pub ifaces: u8,
 }
 const _: () = assert!(core::mem::size_of::<ZoneCfg>() == 4);
+/// [`ZoneCfg::rpf`]: the route back to the source must leave by the interface the frame
+/// came in on (the kernel's `rp_filter=1`).
+pub const RPF_STRICT: u8 = 0;
+/// [`ZoneCfg::rpf`]: a route back to the source must exist, by any interface
+/// (`rp_filter=2`): for asymmetric routing.
+pub const RPF_LOOSE: u8 = 1;
+/// [`ZoneCfg::rpf`]: no reverse-path check.
+pub const RPF_OFF: u8 = 2;
+
+/// The interfaces a zone's traffic must arrive on (`zones[].interfaces`): keys of zones
+/// that list interfaces, by name (the kernel program reads the ingress interface's name
+/// from [`MAP_INGRESS`]). The value is unused (1).
+pub const MAP_ZONE_IFS: &str = "CDT_ZONE_IFS";
+pub const MAX_ZONE_IFS: u32 = 4096;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ZoneIfKey {
+    pub slot: u32,
+    pub zone: u32,
+    /// The interface name, NUL-padded (IFNAMSIZ).
+    pub name: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<ZoneIfKey>() == 24);
+
+/// What the kernel program knows of the interface a frame came in on, by ifindex (host
+/// order `u32` key): written by the agent for each interface it attaches to (not per policy
+/// slot: interfaces outlive policies).
+pub const MAP_INGRESS: &str = "CDT_INGRESS";
+pub const MAX_INGRESS: u32 = 1024;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngressCfg {
+    /// `INGRESS_*` flags.
+    pub flags: u32,
+    /// The ifindex the kernel's FIB names for routes through this interface: its own, or
+    /// its bond's for a bond port. A route back to the source must leave by it.
+    pub fib_ifindex: u32,
+    /// The interface's name, NUL-padded, for zones' `interfaces`.
+    pub name: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<IngressCfg>() == 24);
+/// [`IngressCfg::flags`]: no interface checks at all: the loopback interface on which
+/// `replay` and the tests run frames through BPF_PROG_TEST_RUN.
+pub const INGRESS_UNCHECKED: u32 = 1;
+/// [`IngressCfg::flags`]: the FIB cannot tell which port a source is behind (a bridge or
+/// Open vSwitch port, an interface carrying VLANs or macvlans): no reverse-path check;
+/// zones' `interfaces` still apply.
+pub const INGRESS_NO_FIB: u32 = 2;
 pub const MODE_ENFORCE: u8 = 0;
 pub const MODE_MONITOR: u8 = 1;
 pub const INTRA_DENY: u8 = 0;
@@ -643,4 +700,6 @@ mod pod_policy {
     unsafe impl aya::Pod for ModbusKey {}
     unsafe impl aya::Pod for ModbusRule {}
     unsafe impl aya::Pod for crate::flow::FlowVal {}
+    unsafe impl aya::Pod for ZoneIfKey {}
+    unsafe impl aya::Pod for IngressCfg {}
 }

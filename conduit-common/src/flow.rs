@@ -6,11 +6,11 @@ use crate::verdict::{Decision, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, P
 
 /// The flow table, in two LRU hash maps: IPv4 flows under the compact [`FlowKey4`] (a
 /// shorter key is a cheaper hash on every packet), IPv6 flows under [`FlowKey`]. The value is
-/// [`FlowVal`] in both. (The names carry the family and replace `CDT_FLOWS`, whose value was
-/// smaller: pins of an older build are never read with this layout.)
-pub const MAP_FLOWS4: &str = "CDT_FLOWS4";
+/// [`FlowVal`] in both. (`_V2`: the value grew by the ingress interfaces; pins of an older
+/// build, `CDT_FLOWS4`/`CDT_FLOWS6`, are never read with this layout.)
+pub const MAP_FLOWS4: &str = "CDT_FLOWS4_V2";
 pub const MAX_FLOWS4: u32 = 1 << 18;
-pub const MAP_FLOWS6: &str = "CDT_FLOWS6";
+pub const MAP_FLOWS6: &str = "CDT_FLOWS6_V2";
 pub const MAX_FLOWS6: u32 = 1 << 16;
 
 /// A flow in the direction of its first packet. Ports in host byte order; ICMP echo uses the
@@ -61,7 +61,8 @@ impl FlowKey {
 
 /// A flow's state, and the verdict its packets got under the live policy (the fast path of
 /// [`crate::verdict::fast_path`]): valid only while the policy generation is `generation`
-/// and the packet comes from the MAC address the verdict was given for.
+/// and the packet comes from the MAC address and in by the interface the verdict was given
+/// for.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowVal {
@@ -85,9 +86,13 @@ pub struct FlowVal {
     /// The source MAC address each direction's cached verdict was given for.
     pub mac_fwd: [u8; 6],
     pub mac_rev: [u8; 6],
+    /// The ingress interface (ifindex) each direction's cached verdict was given for: the
+    /// interface checks (reverse path, zones' `interfaces`) hold only there.
+    pub if_fwd: u32,
+    pub if_rev: u32,
     pub _pad2: [u8; 4],
 }
-const _: () = assert!(core::mem::size_of::<FlowVal>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowVal>() == 64);
 
 /// [`FlowVal::cached`]: the initiator's packets have a verdict under `generation`.
 pub const CACHE_FWD: u8 = 1;
@@ -264,7 +269,7 @@ pub fn next_state(
 }
 
 /// Caches an allowed packet's verdict in its flow for the packets that follow in the same
-/// direction, from the same MAC address, under the same policy generation.
+/// direction, from the same MAC address and interface, under the same policy generation.
 #[inline(always)]
 fn remember(v: &mut FlowVal, d: &Decision, p: &Packet, generation: u64) {
     if v.generation != generation {
@@ -274,11 +279,13 @@ fn remember(v: &mut FlowVal, d: &Decision, p: &Packet, generation: u64) {
     if d.flow == FLOW_REV {
         v.cached |= CACHE_REV;
         v.mac_rev = p.src_mac;
+        v.if_rev = p.ifindex;
         v.src_zone = d.dst_zone;
         v.dst_zone = d.src_zone;
     } else {
         v.cached |= CACHE_FWD;
         v.mac_fwd = p.src_mac;
+        v.if_fwd = p.ifindex;
         v.src_zone = d.src_zone;
         v.dst_zone = d.dst_zone;
         v.filter = u32::from(d.filter);

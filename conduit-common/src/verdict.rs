@@ -30,6 +30,115 @@ pub trait Tables {
     fn failsafe(&self, key: &FailsafeKey) -> bool;
     /// A rule's Modbus filter, read in place (it is too large to copy onto the BPF stack).
     fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule>;
+    /// What is known of an ingress interface ([`MAP_INGRESS`]).
+    fn ingress(&self, ifindex: u32) -> Option<IngressCfg>;
+    /// Whether a zone lists an interface ([`MAP_ZONE_IFS`]).
+    fn zone_if(&self, key: &ZoneIfKey) -> bool;
+}
+
+/// Where the route back to a packet's source leads ([`Fib::reverse`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A route back to the source, leaving by this ifindex.
+    Via(u32),
+    /// No usable route back: none, unreachable, blackhole or prohibit, or the source is not
+    /// a unicast address (one of the gateway's own, a broadcast or multicast address).
+    None,
+    /// The ingress interface does not forward (its `forwarding` sysctl is off): nothing
+    /// that arrives there is routed on, so there is nothing to check.
+    NotRouting,
+}
+
+/// The kernel's routing table as the reverse-path check asks it: the kernel program calls
+/// `bpf_fib_lookup`, `explain` asks the host over rtnetlink.
+pub trait Fib {
+    /// The route the gateway would take to answer `p` (to its source, from its
+    /// destination) as a frame that arrived on `p.ifindex`.
+    fn reverse(&self, p: &Packet) -> Route;
+}
+
+/// Whether a decision is one that [`check_ingress`] must confirm: a frame let through by a
+/// conduit, as a reply, within its zone or as a fragment, whose ingress interface is known.
+/// Frames denied anyway keep the reason they are denied for (a flood of denied frames costs
+/// no route lookup); the gateway's own way in (failsafe), ARP, neighbour discovery and
+/// non-IP frames are not routed and not checked.
+#[inline(always)]
+pub fn needs_ingress_check(d: &Decision, p: &Packet) -> bool {
+    d.verdict == Verdict::Allow
+        && p.ifindex != 0
+        && matches!(
+            d.reason,
+            Reason::Conduit | Reason::Reply | Reason::IntraZone | Reason::Fragment
+        )
+}
+
+/// A source address that the reverse-path check leaves alone: unspecified (a DHCP or DAD
+/// client without an address yet) or IPv6 link-local (never routed, and ambiguous between
+/// interfaces).
+#[inline(always)]
+fn unrouted_source(p: &Packet) -> bool {
+    if p.family == FAMILY_V4 {
+        p.src[..4] == [0, 0, 0, 0]
+    } else {
+        p.src == [0; 16] || (p.src[0] == 0xfe && p.src[1] & 0xc0 == 0x80)
+    }
+}
+
+/// Anti-spoofing by ingress interface: a zone's traffic must arrive where the zone is. A
+/// frame that [`needs_ingress_check`] is denied as `spoofed` when its source zone lists
+/// `interfaces` and the frame came in by another, or when the reverse-path check of the
+/// source zone (strict: the route back to the source leaves by the ingress interface; loose:
+/// some route back exists) fails. The reverse path is not asked where the FIB cannot tell
+/// ([`INGRESS_NO_FIB`]: bridge ports) nor on the loopback of `replay`
+/// ([`INGRESS_UNCHECKED`]).
+#[inline(always)]
+pub fn check_ingress<T: Tables, F: Fib>(t: &T, fib: &F, slot: u8, p: &Packet, d: &mut Decision) {
+    if !needs_ingress_check(d, p) {
+        return;
+    }
+    let cfg = match t.ingress(p.ifindex) {
+        Some(c) => c,
+        // An interface the agent wrote nothing for: routed, named nothing (so no zone's
+        // `interfaces` names it).
+        None => IngressCfg {
+            flags: 0,
+            fib_ifindex: p.ifindex,
+            name: [0; 16],
+        },
+    };
+    if cfg.flags & INGRESS_UNCHECKED != 0 {
+        return;
+    }
+    let zkey = ZoneKey {
+        slot: slot as u32,
+        zone: d.src_zone,
+    };
+    // No entry (a slot written by an older build): strict, no interface list.
+    let zone = t.zone(&zkey).unwrap_or_default();
+    let listed = zone.ifaces == 0
+        || t.zone_if(&ZoneIfKey {
+            slot: slot as u32,
+            zone: d.src_zone,
+            name: cfg.name,
+        });
+    let routed = zone.rpf == RPF_OFF
+        || cfg.flags & INGRESS_NO_FIB != 0
+        || unrouted_source(p)
+        || match fib.reverse(p) {
+            Route::Via(i) => zone.rpf == RPF_LOOSE || i == cfg.fib_ifindex,
+            Route::None => false,
+            Route::NotRouting => true,
+        };
+    if !(listed && routed) {
+        let j = Judge {
+            t,
+            slot,
+            settings: settings_of(t, slot),
+            src_zone: d.src_zone,
+            dst_zone: d.dst_zone,
+        };
+        *d = j.deny(Reason::Spoofed);
+    }
 }
 
 /// The verdict of the Modbus filter of the rule `hit` on a client-to-server packet, if the
@@ -102,6 +211,10 @@ pub struct Packet {
     pub inner_sport: u16,
     pub inner_dport: u16,
     pub inner_dst: [u8; 16],
+    /// The interface the frame came in on (ifindex); 0 when not known (`explain` without
+    /// `--in`): the interface checks are then not made.
+    pub ifindex: u32,
+    pub _pad: u32,
 }
 
 pub const KIND_IP: u8 = 0;
@@ -317,9 +430,21 @@ pub fn malformed<T: Tables>(t: &T, slot: u8) -> Decision {
 /// known flows and their replies), then the conduits and the intra-zone rule. `now` is
 /// CLOCK_MONOTONIC in ns (the kernel reads the coarse clock, `bpf_ktime_get_coarse_ns`), for
 /// flow expiry.
+///
+/// The interface checks ([`check_ingress`]) need the ingress interface and the routing
+/// table: [`decide_at`] makes them; here the packet's `ifindex` must be 0 (not known).
 #[inline(always)]
 pub fn decide<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64) -> Decision {
     decide_with(t, slot, p, now, false)
+}
+
+/// [`decide`] for a frame that came in by `p.ifindex`, with the interface checks that the
+/// kernel program makes ([`check_ingress`] against `fib`).
+#[inline(always)]
+pub fn decide_at<T: Tables, F: Fib>(t: &T, fib: &F, slot: u8, p: &Packet, now: u64) -> Decision {
+    let mut d = decide_with(t, slot, p, now, false);
+    check_ingress(t, fib, slot, p, &mut d);
+    d
 }
 
 /// [`decide`], told by the fast path that the flow table has no entry under the packet's key
@@ -618,7 +743,9 @@ impl Decision {
 ///
 /// Why the cached verdict is [`decide`]'s: every step before the flow lookup in [`decide`]
 /// depends only on the policy (the generation), the flow's addresses, ports and protocol
-/// (the key) and the source MAC (cached per direction); the flow's conduit was live under
+/// (the key) and the source MAC, and [`check_ingress`] on the ingress interface (both
+/// cached per direction; a route change after the verdict does not move an open flow to
+/// another interface's check, see the README); the flow's conduit was live under
 /// this generation when the verdict was cached; what remains (expiry, Modbus inspection of
 /// the initiator's data) is checked here on every packet.
 #[inline(always)]
@@ -688,14 +815,15 @@ fn cached<T: Tables>(
     now: u64,
     out: &mut Decision,
 ) -> bool {
-    let (bit, mac) = if dir == FLOW_FWD {
-        (CACHE_FWD, &v.mac_fwd)
+    let (bit, mac, ifindex) = if dir == FLOW_FWD {
+        (CACHE_FWD, &v.mac_fwd, v.if_fwd)
     } else {
-        (CACHE_REV, &v.mac_rev)
+        (CACHE_REV, &v.mac_rev, v.if_rev)
     };
     if v.generation != generation
         || v.cached & bit == 0
         || *mac != p.src_mac
+        || ifindex != p.ifindex
         || v.state & FLOW_MONITOR != 0
         || !alive(v, p.proto, now)
     {

@@ -52,10 +52,10 @@ pub static CDT_LIVE: HashMap<ConduitKey, ConduitInfo> =
 pub static CDT_L2: HashMap<EtherTypeKey, u32> =
     HashMap::with_max_entries(SLOTS * MAX_L2_ETHERTYPES, 0);
 
-#[map(name = "CDT_FLOWS4")]
+#[map(name = "CDT_FLOWS4_V2")]
 pub static CDT_FLOWS4: LruHashMap<FlowKey4, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS4, 0);
 
-#[map(name = "CDT_FLOWS6")]
+#[map(name = "CDT_FLOWS6_V2")]
 pub static CDT_FLOWS6: LruHashMap<FlowKey, FlowVal> = LruHashMap::with_max_entries(MAX_FLOWS6, 0);
 
 #[map(name = "CDT_CSTATS")]
@@ -82,6 +82,13 @@ pub static CDT_BENCH: Array<u32> = Array::with_max_entries(2, 0);
 
 #[map(name = "CDT_TRACE")]
 pub static CDT_TRACE: Array<Trace> = Array::with_max_entries(1, 0);
+
+#[map(name = "CDT_ZONE_IFS")]
+pub static CDT_ZONE_IFS: HashMap<ZoneIfKey, u32> =
+    HashMap::with_max_entries(SLOTS * MAX_ZONE_IFS, NO_PREALLOC);
+
+#[map(name = "CDT_INGRESS")]
+pub static CDT_INGRESS: HashMap<u32, IngressCfg> = HashMap::with_max_entries(MAX_INGRESS, 0);
 
 #[map(name = "CDT_FAILSAFE")]
 pub static CDT_FAILSAFE: HashMap<FailsafeKey, u32> =

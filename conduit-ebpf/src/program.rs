@@ -9,13 +9,16 @@ use aya_ebpf::{
 use conduit_common::{
     Verdict,
     parse::{Frame, parse_into},
-    verdict::{Decision, Fast, Packet, decide_with, fast_path, malformed},
+    verdict::{
+        Decision, Fast, Packet, check_ingress, decide_with, fast_path, malformed,
+        needs_ingress_check,
+    },
 };
 
 use crate::{
     counters, events, flow,
     maps::{CDT_ACTIVE, CDT_BENCH, CDT_SCRATCH, CDT_TRACE},
-    tables::KernelTables,
+    tables::{KernelFib, KernelTables},
 };
 
 /// Set to 1 at load time (read-only data) by tests and `replay` to record every decision in
@@ -79,17 +82,29 @@ fn fast(p: &Packet, slot: u8, generation: u64, now: u64, out: &mut Decision) -> 
     )
 }
 
-/// The full decision and its flow update, out of line. The verifier adds up the stack
-/// frames of a call chain against a 512-byte limit, each frame rounded up to 32 bytes on
-/// older kernels: inlined here, the entry point's frame was 368 bytes and with [`fast`]'s
-/// 136 came to 544 on Debian 12's 6.1, which refused the program. Now the entry point keeps
-/// little more than the decision, and each stage ([`parse`], [`fast`], [`full`], [`log`],
-/// [`reject`]) has a frame of its own that is freed before the next is called.
+/// The full decision, out of line. The verifier adds up the stack frames of a call chain
+/// against a 512-byte limit, each frame rounded up to 32 bytes on older kernels: inlined
+/// here, the entry point's frame was 368 bytes and with [`fast`]'s 136 came to 544 on Debian
+/// 12's 6.1, which refused the program. Now the entry point keeps little more than the
+/// decision, and each stage ([`parse`], [`fast`], [`full`], [`ingress`], [`update`],
+/// [`log`], [`reject`]) has a frame of its own that is freed before the next is called.
 /// `datapath::budget` checks the deepest chain on every build.
 #[inline(never)]
 fn full(p: &Packet, run: &Run, no_flow: bool, out: &mut Decision) {
     *out = decide_with(&KernelTables, run.slot, p, run.now, no_flow);
-    flow::update(out, p, run.now, run.generation);
+}
+
+/// The interface checks of a frame the full decision lets through (reverse path against
+/// the kernel's FIB, zones' `interfaces`), out of line: the FIB request is 64 bytes.
+#[inline(never)]
+fn ingress(ctx: *mut aya_ebpf::bindings::xdp_md, p: &Packet, slot: u8, out: &mut Decision) {
+    check_ingress(&KernelTables, &KernelFib(ctx), slot, p, out);
+}
+
+/// The flow table after the full decision (and the interface checks), out of line.
+#[inline(never)]
+fn update(p: &Packet, run: &Run, d: &Decision) {
+    flow::update(d, p, run.now, run.generation);
 }
 
 /// What a program run reads once and its subprograms share (BPF passes at most five
@@ -161,6 +176,7 @@ fn judge(ctx: &XdpContext) -> u32 {
     let mut quick = false;
     let mut d = Decision::FAIL_CLOSED;
     if parse(frame.start, frame.end, p) {
+        p.ifindex = ifindex;
         let p: &Packet = p;
         // A packet of a flow with a verdict under this policy: one flow lookup. Else the
         // full decision.
@@ -168,6 +184,10 @@ fn judge(ctx: &XdpContext) -> u32 {
         quick = f == Fast::Decided;
         if !quick {
             full(p, &run, f == Fast::NoFlow, &mut d);
+            if needs_ingress_check(&d, p) {
+                ingress(ctx.ctx, p, slot, &mut d);
+            }
+            update(p, &run, &d);
         }
         if d.log {
             log(&d, p, ifindex, now);

@@ -1,8 +1,15 @@
 //! The compiled policy as the verdict function sees it: one BPF map lookup per question.
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{
+    bindings::{
+        BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        bpf_fib_lookup, xdp_md,
+    },
+    helpers::generated::bpf_fib_lookup as fib_lookup,
+    maps::lpm_trie::Key,
+};
 use conduit_common::{
     flow::{FlowKey, FlowVal},
-    verdict::Tables,
+    verdict::{Fib, Packet, Route, Tables},
     *,
 };
 
@@ -77,4 +84,75 @@ impl Tables for KernelTables {
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         CDT_FAILSAFE.get_ptr(key).is_some()
     }
+
+    #[inline(always)]
+    fn ingress(&self, ifindex: u32) -> Option<IngressCfg> {
+        // SAFETY: copied out at once; the agent replaces entries whole.
+        unsafe { CDT_INGRESS.get(&ifindex).copied() }
+    }
+
+    #[inline(always)]
+    fn zone_if(&self, key: &ZoneIfKey) -> bool {
+        CDT_ZONE_IFS.get_ptr(key).is_some()
+    }
 }
+
+/// The kernel's FIB, asked with `bpf_fib_lookup` from the XDP context.
+pub struct KernelFib(pub *mut xdp_md);
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+
+impl Fib for KernelFib {
+    #[inline(always)]
+    fn reverse(&self, p: &Packet) -> Route {
+        // SAFETY: a plain C struct; all-zero is its empty request.
+        let mut f: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+        // The answer's direction: from the packet's destination to its source, as it would
+        // arrive on the ingress interface (policy routing rules see the same ports).
+        f.l4_protocol = p.proto;
+        f.sport = p.dport.to_be();
+        f.dport = p.sport.to_be();
+        f.ifindex = p.ifindex;
+        if p.family == FAMILY_V4 {
+            f.family = AF_INET;
+            f.__bindgen_anon_3.ipv4_src =
+                u32::from_ne_bytes([p.dst[0], p.dst[1], p.dst[2], p.dst[3]]);
+            f.__bindgen_anon_4.ipv4_dst =
+                u32::from_ne_bytes([p.src[0], p.src[1], p.src[2], p.src[3]]);
+        } else {
+            f.family = AF_INET6;
+            let mut i = 0;
+            while i < 4 {
+                let w = |a: &[u8; 16]| {
+                    u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]])
+                };
+                // SAFETY: writes into plain unions of integers.
+                unsafe {
+                    f.__bindgen_anon_3.ipv6_src[i] = w(&p.dst);
+                    f.__bindgen_anon_4.ipv6_dst[i] = w(&p.src);
+                }
+                i += 1;
+            }
+        }
+        // SAFETY: the XDP context of this run and a request on this frame's stack, of the
+        // size the kernel expects (64 bytes since 4.18).
+        let r = unsafe {
+            fib_lookup(
+                self.0 as *mut _,
+                &mut f,
+                core::mem::size_of::<bpf_fib_lookup>() as i32,
+                0,
+            )
+        };
+        if r < 0 {
+            return Route::None;
+        }
+        match r as u32 {
+            BPF_FIB_LKUP_RET_SUCCESS | BPF_FIB_LKUP_RET_NO_NEIGH => Route::Via(f.ifindex),
+            BPF_FIB_LKUP_RET_FWD_DISABLED => Route::NotRouting,
+            _ => Route::None,
+        }
+    }
+}
+const _: () = assert!(core::mem::size_of::<bpf_fib_lookup>() == 64);

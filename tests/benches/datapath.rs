@@ -73,6 +73,8 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         description: None,
         mode: None,
         intra_zone_allow: None,
+        reverse_path: None,
+        interfaces: Vec::new(),
         assets,
     };
     let b_assets = vec![

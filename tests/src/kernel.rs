@@ -39,14 +39,27 @@ impl Kernel {
     /// Runs one frame (at least 14 bytes: the kernel refuses shorter ones) through the
     /// program; returns the XDP action and the recorded decision.
     pub fn run(&mut self, frame: &[u8]) -> (u32, Trace) {
+        self.run_in(frame, 0)
+    }
+
+    /// [`Kernel::run`] with the frame arriving on interface `ingress` (an ifindex of the
+    /// calling thread's network namespace; 0: the loopback interface, as without a
+    /// context), given to the kernel as the run's `struct xdp_md`.
+    pub fn run_in(&mut self, frame: &[u8], ingress: u32) -> (u32, Trace) {
         assert!(
             frame.len() >= 14,
             "BPF_PROG_TEST_RUN needs at least an Ethernet header"
         );
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex (u32 each).
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(frame.len() as u32).to_ne_bytes());
+        ctx[12..16].copy_from_slice(&ingress.to_ne_bytes());
         let prog = self.dp.program().expect("program");
         let action = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
+                ctx_in: (ingress != 0).then_some(&ctx[..]),
                 repeat: 1,
                 ..Default::default()
             })

@@ -335,6 +335,19 @@ impl Plant {
             )
         };
         let office_lan = format!("{}/24", address(self.mode, Role::Office.segment(), 0));
+        // Anti-spoofing: the routed gateway checks sources against its routing table (the
+        // zones' bridges); the transparent bridge cannot, so each zone lists its ports.
+        let ifaces = |roles: &[Role]| match self.mode {
+            Mode::Routed => String::new(),
+            Mode::Bridge => format!(
+                "    interfaces: [{}]\n",
+                roles
+                    .iter()
+                    .map(|r| self.host(*r).port.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
         let site = match self.mode {
             Mode::Routed => "plant-routed",
             Mode::Bridge => "plant-bridge",
@@ -355,18 +368,18 @@ defaults:
 zones:
   - name: enterprise
     security_level: 1
-    assets:
+{if_enterprise}    assets:
       - {{ name: office-lan, cidr: {office_lan} }}
   - name: dmz
     security_level: 2
-    assets:
+{if_dmz}    assets:
 {historian}  - name: supervisory
     security_level: 3
-    assets:
+{if_supervisory}    assets:
 {hmi}{engws}  - name: control
     security_level: 3
     intra_zone: deny
-    assets:
+{if_control}    assets:
 {plc1}{plc2}conduits:
   - name: office-to-historian
     from: enterprise
@@ -401,6 +414,10 @@ zones:
     rules:
       - {{ proto: tcp, ports: [102, 44818] }}
 ",
+            if_enterprise = ifaces(&[Role::Office]),
+            if_dmz = ifaces(&[Role::Historian]),
+            if_supervisory = ifaces(&[Role::Hmi, Role::EngWs]),
+            if_control = ifaces(&[Role::Plc1, Role::Plc2]),
             historian = asset(Role::Historian),
             hmi = asset(Role::Hmi),
             engws = asset(Role::EngWs),

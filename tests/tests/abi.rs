@@ -87,6 +87,20 @@ fn object_maps_match_common_types() {
             S * abi::MAX_L2_ETHERTYPES,
         ),
         (
+            abi::MAP_ZONE_IFS,
+            HASH,
+            size_of::<abi::ZoneIfKey>(),
+            4,
+            S * abi::MAX_ZONE_IFS,
+        ),
+        (
+            abi::MAP_INGRESS,
+            HASH,
+            4,
+            size_of::<abi::IngressCfg>(),
+            abi::MAX_INGRESS,
+        ),
+        (
             abi::MAP_FAILSAFE,
             HASH,
             size_of::<abi::FailsafeKey>(),

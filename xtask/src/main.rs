@@ -74,21 +74,31 @@ enum Task {
 fn main() -> Result<()> {
     match Cli::parse().task {
         Task::Test { cargo_test_args } => {
-            lint()?;
+            // Each phase's time, printed at the end (CI keeps the suite under 25 minutes).
+            let mut times: Vec<(&str, f64)> = Vec::new();
+            let mut timed = |name, f: &dyn Fn() -> Result<()>| {
+                let t = std::time::Instant::now();
+                let r = f();
+                times.push((name, t.elapsed().as_secs_f64()));
+                r
+            };
+            timed("lint", &lint)?;
             let mut args = vec!["test", "--workspace", "--no-fail-fast"];
             args.extend(cargo_test_args.iter().map(String::as_str));
-            let tests = cargo(&args);
+            let tests = timed("cargo test", &|| cargo(&args));
             // The demo, twice in a row, must leave the machine as it found it.
             let (demo, deploy, smoke, kernels) = if cargo_test_args.is_empty() {
                 (
-                    demo::twice(),
-                    deploy::test(),
-                    bench(Mode::Smoke),
-                    vm::run(&[], vm::Form::Smoke),
+                    timed("demo twice", &demo::twice),
+                    timed("deploy test", &deploy::test),
+                    timed("bench smoke", &|| bench(Mode::Smoke)),
+                    timed("vm-test smoke", &|| vm::run(&[], vm::Form::Smoke)),
                 )
             } else {
                 (Ok(()), Ok(()), Ok(()), Ok(()))
             };
+            let line: Vec<String> = times.iter().map(|(n, s)| format!("{n} {s:.0} s")).collect();
+            eprintln!("[xtask] times: {}", line.join(", "));
             tests.and(demo).and(deploy).and(smoke).and(kernels)
         }
         Task::Lint => lint(),

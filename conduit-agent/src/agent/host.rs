@@ -39,6 +39,42 @@ pub fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
     Ok(out)
 }
 
+/// Whether interface `name` has an address that routes: any IPv4 address, or an IPv6 one
+/// that is not link-local (every interface that is up has one of those).
+pub fn has_routed_address(name: &str) -> bool {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list that we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return false;
+    }
+    let mut found = false;
+    let mut cur = head;
+    while !cur.is_null() && !found {
+        // SAFETY: cur is a node of the list returned by getifaddrs, not yet freed.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_name is a NUL-terminated string of the node.
+        let same = !ifa.ifa_name.is_null()
+            && unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() == name.as_bytes();
+        if same && !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
+            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                found = true;
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6: a sockaddr_in6.
+                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) }
+                    .sin6_addr
+                    .s6_addr;
+                found = !(a[0] == 0xfe && a[1] & 0xc0 == 0x80);
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs.
+    unsafe { libc::freeifaddrs(head) };
+    found
+}
+
 /// The name of an interface index, or the index as text.
 pub fn ifname(index: u32) -> String {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

@@ -29,6 +29,8 @@ pub enum LinkError {
     NoSuchInterface(String),
     #[error("pinned link {0}: {1}")]
     Pin(PathBuf, String),
+    #[error("interface {0:?}: reading its links (rtnetlink): {1}")]
+    Links(String, std::io::Error),
 }
 
 /// Attaches the loaded program to `iface`: into the pinned link if one exists and is on this
@@ -48,6 +50,13 @@ pub fn attach(
     let Some(ifindex) = super::host::ifindex(iface) else {
         return Err(LinkError::NoSuchInterface(iface.to_owned()));
     };
+    // What the program must know of the interface, written before it can run there.
+    let (cfg, why) = super::netlink::ingress_cfg(iface, ifindex)
+        .map_err(|e| LinkError::Links(iface.to_owned(), e))?;
+    dp.set_ingress(ifindex, &cfg)?;
+    if let Some(why) = why {
+        warn!(interface = %iface, "no reverse-path check on {iface}: {why}; list it in the `interfaces` of the zones behind it (README: Anti-spoofing)");
+    }
     let dir = links_dir(pin_dir);
     std::fs::create_dir_all(&dir).map_err(|e| LinkError::Pin(dir.clone(), e.to_string()))?;
     let pin = dir.join(iface);

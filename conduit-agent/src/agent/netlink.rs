@@ -20,8 +20,16 @@ use std::{
     time::Duration,
 };
 
-use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_route::{RouteNetlinkMessage, link::LinkAttribute};
+use conduit_common::{
+    FAMILY_V4, INGRESS_NO_FIB, IngressCfg,
+    verdict::{Fib, Packet, Route},
+};
+use netlink_packet_core::{NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
+use netlink_packet_route::{
+    AddressFamily, RouteNetlinkMessage,
+    link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
+};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{debug, error, info, warn};
@@ -29,7 +37,8 @@ use tracing::{debug, error, info, warn};
 use super::{Shared, host, links, state};
 use crate::{cli::RunArgs, datapath::Datapath};
 
-/// A link notification: RTM_NEWLINK (created or changed) or RTM_DELLINK.
+/// A link notification: RTM_NEWLINK (created or changed) or RTM_DELLINK; an address
+/// added or removed (RTM_NEWADDR, RTM_DELADDR) comes as a change of its link, unnamed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkEvent {
     pub deleted: bool,
@@ -50,7 +59,10 @@ const BUF: usize = 64 * 1024;
 impl LinkEvents {
     pub fn subscribe() -> io::Result<Self> {
         let mut s = Socket::new(NETLINK_ROUTE)?;
-        s.bind(&SocketAddr::new(0, libc::RTMGRP_LINK as u32))?;
+        // Addresses too: a bridge given an address becomes a routed interface (see
+        // `ingress_of`).
+        let groups = libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR;
+        s.bind(&SocketAddr::new(0, groups as u32))?;
         s.set_non_blocking(true)?;
         // Room for bursts (a bridge with many ports going away at once); a lost
         // notification is repaired anyway (ENOBUFS forces a full check).
@@ -94,6 +106,17 @@ pub fn parse(mut buf: &[u8]) -> Option<Vec<LinkEvent>> {
         let (deleted, m) = match msg.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(m)) => (false, m),
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(m)) => (true, m),
+            NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewAddress(a) | RouteNetlinkMessage::DelAddress(a),
+            ) => {
+                // An address came or went: not a link event, but the check runs on it.
+                out.push(LinkEvent {
+                    deleted: false,
+                    index: a.header.index,
+                    name: None,
+                });
+                continue;
+            }
             _ => continue,
         };
         out.push(LinkEvent {
@@ -106,6 +129,229 @@ pub fn parse(mut buf: &[u8]) -> Option<Vec<LinkEvent>> {
         });
     }
     Some(out)
+}
+
+/// Sends one rtnetlink request and returns the messages of its answer (up to NLMSG_DONE
+/// for a dump); an error answer is an `Err`.
+fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut s = Socket::new(NETLINK_ROUTE)?;
+    s.bind_auto()?;
+    s.connect(&SocketAddr::new(0, 0))?;
+    let mut req = NetlinkMessage::from(msg);
+    req.header.flags = flags;
+    req.header.sequence_number = 1;
+    req.finalize();
+    let mut buf = vec![0; req.buffer_len()];
+    req.serialize(&mut buf);
+    s.send(&buf, 0)?;
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("rtnetlink: {what}"));
+    let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+    let mut out = Vec::new();
+    let mut rx = Vec::with_capacity(BUF);
+    loop {
+        rx.clear();
+        s.recv(&mut rx, 0)?;
+        let mut at = &rx[..];
+        while !at.is_empty() {
+            let len = at
+                .get(..4)
+                .map(|b| u32::from_ne_bytes(b.try_into().unwrap_or_default()) as usize)
+                .ok_or_else(|| bad("short message"))?;
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(
+                at.get(..len).ok_or_else(|| bad("cut message"))?,
+            )
+            .map_err(|e| bad(&e.to_string()))?;
+            at = at
+                .get(len.next_multiple_of(4).min(at.len())..)
+                .unwrap_or_default();
+            match msg.payload {
+                NetlinkPayload::Done(_) => return Ok(out),
+                NetlinkPayload::Error(e) => {
+                    return Err(match e.code {
+                        Some(c) => io::Error::from_raw_os_error(-c.get()),
+                        None => bad("error without a code"),
+                    });
+                }
+                NetlinkPayload::InnerMessage(m) => {
+                    out.push(m);
+                    if !dump {
+                        return Ok(out);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The host's routing table asked as the kernel program's reverse-path check asks it
+/// (`bpf_fib_lookup`): over rtnetlink, like `ip route get SOURCE`; the interface's
+/// `forwarding` sysctl for [`Route::NotRouting`]. For `explain --in` and the tests that hold
+/// the kernel program to the reference. (Policy routing by input interface or source, which
+/// `bpf_fib_lookup` sees, is not asked here.)
+pub struct HostFib;
+
+impl Fib for HostFib {
+    fn reverse(&self, p: &Packet) -> Route {
+        let v4 = p.family == FAMILY_V4;
+        {
+            let name = super::host::ifname(p.ifindex);
+            let path = format!(
+                "/proc/sys/net/{}/conf/{name}/forwarding",
+                if v4 { "ipv4" } else { "ipv6" }
+            );
+            if std::fs::read_to_string(path).is_ok_and(|s| s.trim() == "0") {
+                return Route::NotRouting;
+            }
+        }
+        let mut m = RouteMessage::default();
+        let src = if v4 {
+            m.header.address_family = AddressFamily::Inet;
+            m.header.destination_prefix_length = 32;
+            RouteAddress::Inet(std::net::Ipv4Addr::new(
+                p.src[0], p.src[1], p.src[2], p.src[3],
+            ))
+        } else {
+            m.header.address_family = AddressFamily::Inet6;
+            m.header.destination_prefix_length = 128;
+            RouteAddress::Inet6(std::net::Ipv6Addr::from(p.src))
+        };
+        m.attributes.push(RouteAttribute::Destination(src));
+        let Ok(answer) = request(RouteNetlinkMessage::GetRoute(m), NLM_F_REQUEST) else {
+            // No route (ENETUNREACH and the like).
+            return Route::None;
+        };
+        let Some(RouteNetlinkMessage::NewRoute(r)) = answer.into_iter().next() else {
+            return Route::None;
+        };
+        if r.header.kind != RouteType::Unicast {
+            return Route::None;
+        }
+        r.attributes
+            .iter()
+            .find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(Route::Via(*i)),
+                _ => None,
+            })
+            .unwrap_or(Route::None)
+    }
+}
+
+/// One link of the agent's network namespace, as a link dump gives it.
+#[derive(Clone, Debug)]
+struct Link {
+    index: u32,
+    name: String,
+    /// The device this one is enslaved to (IFLA_MASTER): a bridge, bond or VRF.
+    controller: Option<u32>,
+    /// The device this one is stacked on (IFLA_LINK): a VLAN's or macvlan's parent.
+    parent: Option<u32>,
+    kind: Option<InfoKind>,
+}
+
+/// Every link of the agent's network namespace (RTM_GETLINK dump).
+fn dump_links() -> io::Result<Vec<Link>> {
+    let answer = request(
+        RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        NLM_F_REQUEST | NLM_F_DUMP,
+    )?;
+    let mut out = Vec::new();
+    for m in answer {
+        let RouteNetlinkMessage::NewLink(m) = m else {
+            continue;
+        };
+        let mut l = Link {
+            index: m.header.index,
+            name: String::new(),
+            controller: None,
+            parent: None,
+            kind: None,
+        };
+        for a in m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n,
+                LinkAttribute::Controller(c) => l.controller = Some(c),
+                LinkAttribute::Link(p) => l.parent = Some(p),
+                LinkAttribute::LinkInfo(infos) => {
+                    l.kind = infos.into_iter().find_map(|i| match i {
+                        LinkInfo::Kind(k) => Some(k),
+                        _ => None,
+                    })
+                }
+                _ => {}
+            }
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// What the kernel program must know of the enforced interface `iface` (see
+/// [`IngressCfg`]), and, when the kernel's FIB cannot tell which sources belong behind it,
+/// why (the reverse-path check is then off there; zones' `interfaces` still apply).
+pub fn ingress_cfg(iface: &str, ifindex: u32) -> io::Result<(IngressCfg, Option<String>)> {
+    let links = dump_links()?;
+    Ok(ingress_of(&links, iface, ifindex))
+}
+
+fn ingress_of(links: &[Link], iface: &str, ifindex: u32) -> (IngressCfg, Option<String>) {
+    let mut cfg = IngressCfg {
+        flags: 0,
+        fib_ifindex: ifindex,
+        name: crate::policy::compile::ifname(iface),
+    };
+    let me = links.iter().find(|l| l.index == ifindex);
+    let controller = me
+        .and_then(|m| m.controller)
+        .and_then(|c| links.iter().find(|l| l.index == c));
+    let mut why = None;
+    if let Some(c) = controller {
+        match &c.kind {
+            // A VRF's ports are routed ports: the FIB answers with the port itself.
+            Some(InfoKind::Vrf) => {}
+            // Routes through a bond name the bond.
+            Some(InfoKind::Bond) => cfg.fib_ifindex = c.index,
+            // A bridge with an address is the routed interface of its segment (a zone's
+            // bridge on a routed gateway): a source must be routed back through the
+            // bridge its port belongs to. Which port within the bridge is the zones'
+            // `interfaces`' to say.
+            Some(InfoKind::Bridge) if super::host::has_routed_address(&c.name) => {
+                cfg.fib_ifindex = c.index
+            }
+            kind => {
+                cfg.flags |= INGRESS_NO_FIB;
+                why = Some(format!(
+                    "it is a port of {} ({}): the routing table names {} and cannot tell which port a source is behind",
+                    c.name,
+                    kind.as_ref()
+                        .map_or("?".into(), |k| format!("{k:?}").to_lowercase()),
+                    c.name
+                ));
+            }
+        }
+    }
+    let stacked = links.iter().find(|l| {
+        l.parent == Some(ifindex)
+            && l.index != ifindex
+            && matches!(
+                l.kind,
+                Some(
+                    InfoKind::Vlan
+                        | InfoKind::MacVlan
+                        | InfoKind::MacVtap
+                        | InfoKind::IpVlan
+                        | InfoKind::IpVtap
+                )
+            )
+    });
+    if let Some(u) = stacked {
+        cfg.flags |= INGRESS_NO_FIB;
+        why = Some(format!(
+            "{} is stacked on it: frames of several interfaces arrive on it",
+            u.name
+        ));
+    }
+    (cfg, why)
 }
 
 /// Follows link events for the agent's lifetime: checks every enforced interface at once
@@ -167,7 +413,10 @@ pub fn check(dp: &Mutex<Datapath>, shared: &Mutex<Shared>, args: &RunArgs) {
                 Some(0)
             }
         };
-        if now.is_some() && now == linked {
+        if let Some(ifindex) = now
+            && now == linked
+        {
+            refresh_ingress(dp, iface, ifindex);
             continue;
         }
         // The reloader's lock order: the datapath, then the shared state.
@@ -177,6 +426,30 @@ pub fn check(dp: &Mutex<Datapath>, shared: &Mutex<Shared>, args: &RunArgs) {
             None => gone(&mut s, args, iface, linked),
             Some(ifindex) => back(&mut dp, &mut s, args, iface, ifindex),
         }
+    }
+}
+
+/// Keeps what the kernel program knows of an enforced interface current: a port enslaved
+/// to a bridge after the agent started, or given a VLAN, must not be checked against the
+/// routing table any more (and the other way round).
+fn refresh_ingress(dp: &Mutex<Datapath>, iface: &str, ifindex: u32) {
+    let (cfg, why) = match ingress_cfg(iface, ifindex) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(interface = %iface, "reading the interface's links: {e}");
+            return;
+        }
+    };
+    let Ok(mut dp) = dp.lock() else { return };
+    match dp.set_ingress(ifindex, &cfg) {
+        Ok(true) => match why {
+            Some(why) => {
+                warn!(interface = %iface, "no reverse-path check on {iface} any more: {why}; list it in the `interfaces` of the zones behind it")
+            }
+            None => info!(interface = %iface, "the reverse-path check applies on {iface} again"),
+        },
+        Ok(false) => {}
+        Err(e) => error!(interface = %iface, "updating the interface's entry: {e}"),
     }
 }
 

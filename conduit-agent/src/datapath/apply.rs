@@ -622,6 +622,12 @@ impl Datapath {
                 lpm(&c.conduits),
             )?,
             self.sync(MAP_ZONES, slot, |k: &ZoneKey| k.slot, pairs(&c.zones))?,
+            self.sync(
+                MAP_ZONE_IFS,
+                slot,
+                |k: &ZoneIfKey| k.slot,
+                present(&c.zone_ifs),
+            )?,
             self.sync(MAP_LIVE, slot, |k: &ConduitKey| k.slot, pairs(&c.live))?,
             self.sync(
                 MAP_L2,
@@ -656,6 +662,20 @@ impl Datapath {
         let swap = t.elapsed();
         self.written.last = Some(ApplyReport { maps, write, swap });
         Ok(generation)
+    }
+
+    /// Tells the kernel program what `ifindex` is (see [`IngressCfg`]); written before the
+    /// program is attached there, and again when the interface changes (enslaved to a
+    /// bridge, given a VLAN). Returns whether the entry changed.
+    pub fn set_ingress(&mut self, ifindex: u32, cfg: &IngressCfg) -> Result<bool, DatapathError> {
+        let m = self.map_mut(MAP_INGRESS)?;
+        let mut h: aya::maps::HashMap<&mut MapData, u32, IngressCfg> =
+            aya::maps::HashMap::try_from(m).map_err(map_err(MAP_INGRESS))?;
+        if h.get(&ifindex, 0).ok().as_ref() == Some(cfg) {
+            return Ok(false);
+        }
+        h.insert(&ifindex, cfg, 0).map_err(map_err(MAP_INGRESS))?;
+        Ok(true)
     }
 
     fn set_settings(&mut self, slot: u32, s: Settings) -> Result<(), DatapathError> {

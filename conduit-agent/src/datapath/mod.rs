@@ -90,6 +90,10 @@ pub enum AttachMode {
     Skb,
 }
 
+/// The loopback interface's ifindex in every network namespace (the kernel's
+/// `LOOPBACK_IFINDEX`).
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
 /// A loaded program and its maps.
 pub struct Datapath {
     /// The loaded object; `None` for [`Datapath::open_pins`].
@@ -177,11 +181,24 @@ impl Datapath {
             }
             e => DatapathError::Program(e),
         })?;
-        Ok(Self {
+        let mut dp = Self {
             ebpf: Some(ebpf),
             pinned: Default::default(),
             written: apply::Written::new(&fresh),
-        })
+        };
+        if pin_dir.is_none() {
+            // Not an agent's datapath: `replay`, tests and benchmarks, which run frames
+            // through BPF_PROG_TEST_RUN, where they arrive on the loopback interface. There
+            // is no real ingress interface to check them against.
+            dp.set_ingress(
+                LOOPBACK_IFINDEX,
+                &conduit_common::IngressCfg {
+                    flags: conduit_common::INGRESS_UNCHECKED,
+                    ..Default::default()
+                },
+            )?;
+        }
+        Ok(dp)
     }
 
     /// Opens the maps an agent pinned under `pin_dir/maps/`, read-only use, without loading

@@ -17,7 +17,7 @@ use conduit_common::{
 
 use super::{
     diag::Pos,
-    model::{Addr, LogLevel, ModbusFilter, Mode, Policy, Proto, Rule},
+    model::{Addr, LogLevel, ModbusFilter, Mode, Policy, Proto, ReversePath, Rule},
 };
 
 /// A policy compiled for one slot: the map contents, and the names behind the IDs.
@@ -32,7 +32,13 @@ pub struct Compiled {
     pub conduits: BTreeMap<(u32, LpmConduitData), ConduitHit>,
     /// The rules' Modbus filters, one entry per distinct filter.
     pub modbus: BTreeMap<ModbusKey, ModbusRule>,
+    /// Every zone's settings, and `unknown`'s (its reverse-path check).
     pub zones: BTreeMap<ZoneKey, ZoneCfg>,
+    /// The zones' `interfaces`, by name.
+    pub zone_ifs: BTreeSet<ZoneIfKey>,
+    /// Not compiled from the policy: what is known of ingress interfaces (the agent writes
+    /// it for the interfaces it attaches to; `explain --in` fills it). Empty here.
+    pub ingress: BTreeMap<u32, IngressCfg>,
     pub live: BTreeMap<ConduitKey, ConduitInfo>,
     pub l2: BTreeSet<EtherTypeKey>,
     /// The gateway's own addresses on the failsafe ports (see [`Compiled::with_failsafe`]).
@@ -238,6 +244,19 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         });
     }
 
+    // `unknown`: its mode is `Settings::unknown_mode`; the entry carries its reverse path.
+    c.zones.insert(
+        ZoneKey {
+            slot: u32::from(slot),
+            zone: ZONE_UNKNOWN,
+        },
+        ZoneCfg {
+            mode: mode_code(p.defaults.mode),
+            intra: INTRA_DENY,
+            rpf: rpf_code(p.defaults.reverse_path),
+            ifaces: 0,
+        },
+    );
     for z in &p.zones {
         let zid = c.zone_ids[&z.name];
         let mode = z.mode.map_or(p.defaults.mode, |(m, _)| m);
@@ -250,9 +269,17 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
             ZoneCfg {
                 mode: mode_code(mode),
                 intra: if intra { INTRA_ALLOW } else { INTRA_DENY },
-                _pad: [0; 2],
+                rpf: rpf_code(z.reverse_path.unwrap_or(p.defaults.reverse_path)),
+                ifaces: u8::from(!z.interfaces.is_empty()),
             },
         );
+        for name in &z.interfaces {
+            c.zone_ifs.insert(ZoneIfKey {
+                slot: u32::from(slot),
+                zone: zid,
+                name: ifname(name),
+            });
+        }
         for a in &z.assets {
             let mut id = Identity {
                 zone: zid,
@@ -388,7 +415,9 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
             c.conduits.len(),
             MAX_CONDUIT_ENTRIES,
         ),
-        ("zones", c.zones.len(), MAX_ZONES),
+        // One entry of the zones' map is `unknown`'s.
+        ("zones", c.zones.len() - 1, MAX_ZONES - 1),
+        ("zone interfaces", c.zone_ifs.len(), MAX_ZONE_IFS),
         (
             "distinct Modbus filters",
             c.modbus.len(),
@@ -549,6 +578,29 @@ impl Tables for Compiled {
 
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.failsafe.contains(key)
+    }
+    fn ingress(&self, ifindex: u32) -> Option<IngressCfg> {
+        self.ingress.get(&ifindex).copied()
+    }
+    fn zone_if(&self, key: &ZoneIfKey) -> bool {
+        self.zone_ifs.contains(key)
+    }
+}
+
+/// An interface name as the kernel maps hold it: NUL-padded to IFNAMSIZ (validation keeps
+/// names to 15 bytes).
+pub fn ifname(name: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name.as_bytes()[..n]);
+    out
+}
+
+fn rpf_code(r: ReversePath) -> u8 {
+    match r {
+        ReversePath::Strict => RPF_STRICT,
+        ReversePath::Loose => RPF_LOOSE,
+        ReversePath::Off => RPF_OFF,
     }
 }
 

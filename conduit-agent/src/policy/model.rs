@@ -9,6 +9,17 @@ pub enum Mode {
     Monitor,
 }
 
+/// `reverse_path`: the anti-spoofing check of a zone's traffic against the kernel's routing
+/// table (see the README's "Anti-spoofing").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReversePath {
+    /// The route back to the source leaves by the interface the frame came in on.
+    Strict,
+    /// Some route back to the source exists (asymmetric routing).
+    Loose,
+    Off,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LogLevel {
     None,
@@ -31,6 +42,7 @@ pub struct Defaults {
     pub intra_zone_allow: bool,
     pub fragments_allow: bool,
     pub log: LogLevel,
+    pub reverse_path: ReversePath,
     pub failsafe: Vec<Rule>,
     pub l2_default_allow: bool,
     /// Host byte order, sorted, unique.
@@ -39,13 +51,15 @@ pub struct Defaults {
 
 impl Default for Defaults {
     /// SPEC §1's defaults when a key is absent: enforce, intra-zone allowed, fragments
-    /// denied, denials logged, no failsafe, non-IP frames denied.
+    /// denied, denials logged, no failsafe, non-IP frames denied; and the strict
+    /// reverse-path check.
     fn default() -> Self {
         Self {
             mode: Mode::Enforce,
             intra_zone_allow: true,
             fragments_allow: false,
             log: LogLevel::Deny,
+            reverse_path: ReversePath::Strict,
             failsafe: Vec::new(),
             l2_default_allow: false,
             l2_ethertypes: Vec::new(),
@@ -62,6 +76,9 @@ pub struct Zone {
     pub description: Option<String>,
     pub mode: Option<(Mode, Pos)>,
     pub intra_zone_allow: Option<bool>,
+    pub reverse_path: Option<ReversePath>,
+    /// The interfaces the zone's traffic must arrive on (empty: any).
+    pub interfaces: Vec<String>,
     pub assets: Vec<Asset>,
 }
 

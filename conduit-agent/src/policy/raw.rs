@@ -27,9 +27,18 @@ pub struct Defaults {
     pub intra_zone: Option<S>,
     pub fragments: Option<S>,
     pub log: Option<S>,
+    pub reverse_path: Option<S>,
     // `failsafe` (rules) and `l2` are read on their own.
 }
-pub const DEFAULTS_KEYS: &[&str] = &["mode", "intra_zone", "fragments", "log", "failsafe", "l2"];
+pub const DEFAULTS_KEYS: &[&str] = &[
+    "mode",
+    "intra_zone",
+    "fragments",
+    "log",
+    "reverse_path",
+    "failsafe",
+    "l2",
+];
 
 #[derive(Deserialize, Debug)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +57,8 @@ pub struct Zone {
     pub description: Option<S>,
     pub mode: Option<S>,
     pub intra_zone: Option<S>,
+    pub reverse_path: Option<S>,
+    pub interfaces: Option<Spanned<Vec<S>>>,
     // `assets` is read item by item.
 }
 pub const ZONE_KEYS: &[&str] = &[
@@ -57,6 +68,8 @@ pub const ZONE_KEYS: &[&str] = &[
     "description",
     "mode",
     "intra_zone",
+    "reverse_path",
+    "interfaces",
     "assets",
 ];
 

@@ -203,6 +203,60 @@ impl Validator<'_> {
         self.choice(s, key, &[("allow", true), ("deny", false)])
     }
 
+    fn reverse_path(&mut self, s: &S) -> Option<ReversePath> {
+        self.choice(
+            s,
+            "reverse_path",
+            &[
+                ("strict", ReversePath::Strict),
+                ("loose", ReversePath::Loose),
+                ("off", ReversePath::Off),
+            ],
+        )
+    }
+
+    /// A zone's `interfaces`: names the kernel accepts (`dev_valid_name`), each once.
+    fn interfaces(&mut self, list: &Spanned<Vec<S>>) -> Option<Vec<String>> {
+        if list.is_empty() {
+            self.err(
+                pos(list),
+                "`interfaces: []` would let the zone's traffic in nowhere; remove `interfaces` to accept it on any interface, or list them",
+            );
+            return None;
+        }
+        let mut ok = true;
+        let mut out: Vec<String> = Vec::new();
+        for s in list.iter() {
+            let name = self.parse(s, |v| {
+                if v.is_empty() || v.len() > 15 {
+                    Err(format!(
+                        "`{v}` is not an interface name: 1 to 15 bytes (IFNAMSIZ)"
+                    ))
+                } else if v == "."
+                    || v == ".."
+                    || v.contains(['/', ':'])
+                    || v.contains(char::is_whitespace)
+                {
+                    Err(format!(
+                        "`{v}` is not an interface name: no `/`, `:` or spaces, not `.` or `..`"
+                    ))
+                } else {
+                    Ok(v.to_owned())
+                }
+            });
+            match name {
+                Some(n) if out.contains(&n) => {
+                    self.err(pos(s), format!("interface `{n}` is listed twice"));
+                    ok = false;
+                }
+                Some(n) => out.push(n),
+                None => ok = false,
+            }
+        }
+        out.sort();
+        ok.then_some(out)
+    }
+
     fn log(&mut self, s: &S) -> Option<LogLevel> {
         self.choice(
             s,
@@ -313,6 +367,9 @@ impl Validator<'_> {
         }
         if let Some(s) = &raw.log {
             set!(out.log, self.log(s));
+        }
+        if let Some(s) = &raw.reverse_path {
+            set!(out.reverse_path, self.reverse_path(s));
         }
         if let Some(list) = get("failsafe") {
             for rn in raw::list(list, "failsafe", self.d).unwrap_or_default() {
@@ -540,6 +597,8 @@ impl Validator<'_> {
                     .intra_zone
                     .as_ref()
                     .map(|s| self.allow_deny(s, "intra_zone"));
+                let rpf = r.reverse_path.as_ref().map(|s| self.reverse_path(s));
+                let ifaces = r.interfaces.as_ref().map(|l| self.interfaces(l));
                 Some(Zone {
                     name: name?,
                     pos: z.pos,
@@ -556,6 +615,14 @@ impl Validator<'_> {
                     intra_zone_allow: match intra {
                         Some(i) => Some(i?),
                         None => None,
+                    },
+                    reverse_path: match rpf {
+                        Some(r) => Some(r?),
+                        None => None,
+                    },
+                    interfaces: match ifaces {
+                        Some(l) => l?,
+                        None => Vec::new(),
                     },
                     assets: Vec::new(),
                 })
