@@ -23,7 +23,8 @@ use conduit_agent::policy::{
     validate::validate_str,
 };
 use conduit_common::{
-    FAMILY_V4, FAMILY_V6, IDENT_MAC_BOUND, NO_CONDUIT, Reason, Verdict, ZONE_UNKNOWN,
+    FAMILY_V4, FAMILY_V6, IDENT_MAC_BOUND, IDENT_NO_CONDUIT, NO_CONDUIT, Reason, SKIP_FROM_UNKNOWN,
+    Verdict, ZONE_UNKNOWN,
     verdict::{Decision, KIND_ARP, KIND_IP, KIND_OTHER, Packet, decide, resolve},
 };
 use proptest::{collection::vec, option, prelude::*};
@@ -1326,6 +1327,34 @@ proptest! {
                 empty.verdict == Verdict::Deny || empty.reason == Reason::NeighborDiscovery,
                 "slot 1 holds no policy, yet {:?}", empty
             );
+        }
+    }
+
+    /// 6b. The compiler's "no conduit leaves this source" marks (`IDENT_NO_CONDUIT`,
+    /// `SKIP_FROM_UNKNOWN`), which spare a scan or a flood the conduit lookups, change no
+    /// verdict: the same policy with every mark cleared judges every packet alike. And the
+    /// marks are used: a source marked is one that no conduit entry starts from.
+    #[test]
+    fn p6b_no_conduit_marks_change_nothing((spec, pkts) in arb_case()) {
+        let text = spec.yaml();
+        let (p, c) = load(&text)?;
+        let mut plain = c.clone();
+        plain.id_exact.values_mut().for_each(|i| i.flags &= !IDENT_NO_CONDUIT);
+        plain.id_cidr.values_mut().for_each(|i| i.flags &= !IDENT_NO_CONDUIT);
+        plain.settings.skip &= !SKIP_FROM_UNKNOWN;
+        let sources: std::collections::BTreeSet<u32> = c
+            .conduits
+            .keys()
+            .map(|(_, d)| u32::from_be_bytes([d[1], d[2], d[3], d[4]]))
+            .collect();
+        for id in c.id_exact.values().chain(c.id_cidr.values()) {
+            let starts = sources.contains(&id.zone) || (id.principal != 0 && sources.contains(&id.principal));
+            prop_assert_eq!(id.flags & IDENT_NO_CONDUIT != 0, !starts, "{:?}", id);
+        }
+        prop_assert_eq!(c.settings.skip & SKIP_FROM_UNKNOWN != 0, !sources.contains(&ZONE_UNKNOWN));
+        for r in &pkts {
+            let (pkt, _, _) = make_packet(&p, r);
+            prop_assert_eq!(decide(&c, c.slot, &pkt, 0), decide(&plain, plain.slot, &pkt, 0), "{}", text);
         }
     }
 

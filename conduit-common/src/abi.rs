@@ -446,6 +446,10 @@ pub struct Identity {
 const _: () = assert!(core::mem::size_of::<Identity>() == 16);
 /// [`Identity::flags`]: the asset binds `mac` to this address.
 pub const IDENT_MAC_BOUND: u16 = 1;
+/// [`Identity::flags`]: no conduit leaves this address (neither its zone nor its asset's
+/// principal is the source of any conduit entry): its new flows need no conduit lookup.
+/// Zero, what older builds wrote, means "look".
+pub const IDENT_NO_CONDUIT: u16 = 2;
 
 /// A bound MAC.
 #[repr(C)]
@@ -671,6 +675,9 @@ const _: () = assert!(core::mem::size_of::<Settings>() == 16);
 pub const SKIP_FAILSAFE: u32 = 1;
 /// [`Settings::skip`]: the slot has no MAC bindings (`CDT_MAC`).
 pub const SKIP_MACS: u32 = 2;
+/// [`Settings::skip`]: no conduit leaves `unknown`: a new flow from an unknown address needs
+/// no conduit lookup (a scan or a spoofed-source flood stops after the identity lookups).
+pub const SKIP_FROM_UNKNOWN: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod_policy {

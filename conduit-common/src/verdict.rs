@@ -673,7 +673,14 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         }
     }
 
-    if let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
+    // A source that no conduit leaves (the compiler marks its identity; `unknown` in the
+    // settings) needs no conduit lookup: a scan or a flood from it stops here.
+    let conduits_from = if src.zone == ZONE_UNKNOWN {
+        settings.skip & SKIP_FROM_UNKNOWN == 0
+    } else {
+        src.flags & IDENT_NO_CONDUIT == 0
+    };
+    if conduits_from && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
         if let Some(reason) = inspect(t, slot, &hit, p) {
             return j.deny_by(reason, &hit);
         }

@@ -388,6 +388,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     }
     c.conduits = entries;
+    c.mark_conduit_sources();
     c.set_skip();
     c.modbus = filters
         .into_iter()
@@ -512,6 +513,28 @@ impl Compiled {
         Ok(self)
     }
 
+    /// Marks the identities that no conduit leaves (`IDENT_NO_CONDUIT`): neither their zone
+    /// nor their asset's principal is the source of a conduit entry (for a bidirectional
+    /// conduit, its `to` zones are sources too: the entries say so).
+    fn mark_conduit_sources(&mut self) {
+        let sources: BTreeSet<u32> = self
+            .conduits
+            .keys()
+            .map(|(_, d)| u32::from_be_bytes([d[1], d[2], d[3], d[4]]))
+            .collect();
+        let mark = |id: &mut Identity| {
+            let leaves = sources.contains(&id.zone)
+                || (id.principal != 0 && sources.contains(&id.principal));
+            if leaves {
+                id.flags &= !IDENT_NO_CONDUIT;
+            } else {
+                id.flags |= IDENT_NO_CONDUIT;
+            }
+        };
+        self.id_exact.values_mut().for_each(&mark);
+        self.id_cidr.values_mut().for_each(&mark);
+    }
+
     /// Tells the datapath which optional tables this slot leaves empty (`Settings::skip`).
     fn set_skip(&mut self) {
         let mut skip = 0;
@@ -520,6 +543,9 @@ impl Compiled {
         }
         if self.mac.is_empty() {
             skip |= SKIP_MACS;
+        }
+        if !self.conduits.keys().any(|(_, d)| d[1..5] == [0; 4]) {
+            skip |= SKIP_FROM_UNKNOWN;
         }
         self.settings.skip = skip;
     }
