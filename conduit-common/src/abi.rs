@@ -27,6 +27,7 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_EVENTS,
     MAP_EVENT_RATE,
     MAP_EVENT_STATS,
+    MAP_EVENT_BUDGET,
 ];
 
 /// Name of the XDP program in the object file (the function name in `conduit-ebpf`).
@@ -176,6 +177,33 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_event_budget_refills_at_its_rate_and_keeps_fractions() {
+        const MS: u64 = 1_000_000;
+        let mut b = EventBudget::default();
+        let t0 = 5_000 * MS;
+        // A second or more since the last refill: a full burst.
+        let granted = (0..3 * EVENT_BUDGET_PER_SEC).filter(|_| b.take(t0)).count() as u64;
+        assert_eq!(granted, EVENT_BUDGET_PER_SEC);
+        assert!(!b.take(t0));
+        // 2,000 per second: 2 per millisecond, also when asked every 0.4 ms (the remainder
+        // is kept, not lost).
+        let mut got = 0;
+        for i in 1..=10 {
+            let now = t0 + i * 4 * MS / 10;
+            while b.take(now) {
+                got += 1;
+            }
+        }
+        assert_eq!(got, 8, "4 ms at 2 per ms");
+        // Never more than the burst, however long the pause.
+        let later = t0 + 3_600_000 * MS;
+        let granted = (0..3 * EVENT_BUDGET_PER_SEC)
+            .filter(|_| b.take(later))
+            .count() as u64;
+        assert_eq!(granted, EVENT_BUDGET_PER_SEC);
+    }
 
     #[test]
     fn reason_numbering_is_stable() {
@@ -350,13 +378,59 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 /// holds the verdict and the reason → [`EventRate`].
 pub const MAP_EVENT_RATE: &str = "CDT_EVRATE";
 pub const MAX_EVENT_RATE: u32 = 1 << 16;
-/// Per-CPU array of `u64` counters: [`EVSTAT_SUPPRESSED`], [`EVSTAT_LOST`].
-pub const MAP_EVENT_STATS: &str = "CDT_EVSTATS";
+/// Per-CPU array of `u64` counters: [`EVSTAT_SUPPRESSED`], [`EVSTAT_LOST`],
+/// [`EVSTAT_FLOOD`]. (`_V2`: one counter more than `CDT_EVSTATS`.)
+pub const MAP_EVENT_STATS: &str = "CDT_EVSTATS_V2";
 /// Events not sent because their flow already had one within [`EVENT_WINDOW_NS`].
 pub const EVSTAT_SUPPRESSED: u32 = 0;
 /// Events lost because the ring buffer was full.
 pub const EVSTAT_LOST: u32 = 1;
-pub const EVSTATS_LEN: u32 = 2;
+/// Events shed because their CPU had used its budget ([`EVENT_BUDGET_PER_SEC`]): a flood.
+pub const EVSTAT_FLOOD: u32 = 2;
+pub const EVSTATS_LEN: u32 = 3;
+/// Per-CPU array of one [`EventBudget`]: each CPU's token bucket for audit events.
+pub const MAP_EVENT_BUDGET: &str = "CDT_EVBUDGET";
+/// Audit events each CPU may start per second, and its burst. Under a flood of loggable
+/// frames (a scan, a spoofed-source flood), the rest are shed before the per-flow rate limit
+/// (whose LRU map the flood would otherwise churn) and counted ([`EVSTAT_FLOOD`]): the audit
+/// log and the ring buffer stay bounded, the frames are still judged and counted.
+pub const EVENT_BUDGET_PER_SEC: u64 = 2_000;
+
+/// A CPU's audit event budget: tokens left, and the clock (CLOCK_MONOTONIC ns) up to which
+/// they were refilled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventBudget {
+    pub tokens: u64,
+    pub refilled_ns: u64,
+}
+const _: () = assert!(core::mem::size_of::<EventBudget>() == 16);
+
+impl EventBudget {
+    /// Takes one token at `now`, refilling at [`EVENT_BUDGET_PER_SEC`] up to a burst of as
+    /// many; false when none is left. (Shared with the tests: the kernel calls it.)
+    #[inline(always)]
+    pub fn take(&mut self, now: u64) -> bool {
+        const SEC: u64 = 1_000_000_000;
+        let elapsed = now.saturating_sub(self.refilled_ns);
+        if elapsed >= SEC {
+            self.tokens = EVENT_BUDGET_PER_SEC;
+            self.refilled_ns = now;
+        } else {
+            let add = elapsed * EVENT_BUDGET_PER_SEC / SEC;
+            if add > 0 {
+                self.tokens = (self.tokens + add).min(EVENT_BUDGET_PER_SEC);
+                // Only the time the tokens stand for: the remainder counts next time.
+                self.refilled_ns += add * SEC / EVENT_BUDGET_PER_SEC;
+            }
+        }
+        if self.tokens == 0 {
+            return false;
+        }
+        self.tokens -= 1;
+        true
+    }
+}
 /// At most one audit event per flow per window.
 pub const EVENT_WINDOW_NS: u64 = 10_000_000_000;
 
@@ -709,4 +783,5 @@ mod pod_policy {
     unsafe impl aya::Pod for crate::flow::FlowVal {}
     unsafe impl aya::Pod for ZoneIfKey {}
     unsafe impl aya::Pod for IngressCfg {}
+    unsafe impl aya::Pod for EventBudget {}
 }

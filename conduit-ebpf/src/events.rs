@@ -4,12 +4,12 @@
 //! counted (and reported with the flow's next event), what the ring buffer cannot take is
 //! counted too. Never silently lost.
 use conduit_common::{
-    EVENT_WINDOW_NS, EVSTAT_LOST, EVSTAT_SUPPRESSED, Event, EventRate,
+    EVENT_WINDOW_NS, EVSTAT_FLOOD, EVSTAT_LOST, EVSTAT_SUPPRESSED, Event, EventRate,
     flow::{FlowKey, flow_key},
     verdict::{Decision, Packet},
 };
 
-use crate::maps::{CDT_EVENTS, CDT_EVRATE, CDT_EVSTATS};
+use crate::maps::{CDT_EVBUDGET, CDT_EVENTS, CDT_EVRATE, CDT_EVSTATS};
 
 #[inline(always)]
 fn bump(index: u32) {
@@ -21,6 +21,15 @@ fn bump(index: u32) {
 
 #[inline(always)]
 pub fn emit(d: &Decision, p: Option<&Packet>, ifindex: u32, now: u64) {
+    // This CPU's budget first: a flood is shed here, before it churns the rate limit's LRU.
+    match CDT_EVBUDGET.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot, used only while the program runs on it.
+        Some(b) if unsafe { (*b).take(now) } => {}
+        _ => {
+            bump(EVSTAT_FLOOD);
+            return;
+        }
+    }
     let mut key = match p {
         Some(p) => flow_key(p, false),
         None => FlowKey::default(),

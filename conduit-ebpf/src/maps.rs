@@ -101,5 +101,8 @@ pub static CDT_EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 pub static CDT_EVRATE: LruHashMap<FlowKey, EventRate> =
     LruHashMap::with_max_entries(MAX_EVENT_RATE, 0);
 
-#[map(name = "CDT_EVSTATS")]
+#[map(name = "CDT_EVSTATS_V2")]
 pub static CDT_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVSTATS_LEN, 0);
+
+#[map(name = "CDT_EVBUDGET")]
+pub static CDT_EVBUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);

@@ -167,6 +167,13 @@ fn object_maps_match_common_types() {
             abi::MAX_EVENT_RATE,
         ),
         (abi::MAP_EVENT_STATS, PERCPU_ARRAY, 4, 8, abi::EVSTATS_LEN),
+        (
+            abi::MAP_EVENT_BUDGET,
+            PERCPU_ARRAY,
+            4,
+            size_of::<abi::EventBudget>(),
+            1,
+        ),
     ];
     for &(name, ty, key, value, max) in expected {
         assert!(

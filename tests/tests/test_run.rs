@@ -139,3 +139,54 @@ fn monitor_mode_passes_flows_and_their_replies() {
     assert_eq!(r.judge(&syn, now).verdict, Verdict::WouldDeny);
     assert_eq!(r.judge(&synack, now).reason, Reason::Reply);
 }
+
+/// A flood of loggable frames (a scan from ever new sources: every frame its own flow, so the
+/// per-flow rate limit holds none back) is shed by the per-CPU event budget once the burst is
+/// used, and counted: the audit path stays bounded while every frame is still judged.
+#[test]
+fn a_flood_of_denied_frames_is_shed_from_the_audit_path_and_counted() {
+    require_root();
+    // One CPU, so that one budget applies.
+    // SAFETY: a CPU set of our own, applied to this thread only.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let (mut k, _) = kernel::with_policy(POLICY);
+    let before = k.dp.event_stats().unwrap();
+    let frames_sent: u64 = 10_000;
+    let t = std::time::Instant::now();
+    for i in 0..frames_sent {
+        let src = [172, 16, (i >> 8) as u8, i as u8];
+        let syn = frames::v4(
+            frames::MAC_A,
+            src,
+            [10, 1, 0, 10],
+            L4::Tcp {
+                sport: 40000 + (i >> 16) as u16,
+                dport: 23,
+                flags: 0x02,
+            },
+        );
+        let (action, t) = k.run(&syn);
+        assert_eq!((action, t.reason), (XDP_DROP, Reason::NoConduit as u32));
+    }
+    let elapsed = t.elapsed().as_secs_f64();
+    let after = k.dp.event_stats().unwrap();
+    let flood = after[2] - before[2];
+    // At most the burst plus what the elapsed time refilled went on to the audit path.
+    let budget = conduit_common::EVENT_BUDGET_PER_SEC as f64 * (1.0 + elapsed.ceil());
+    assert!(
+        flood > 0,
+        "nothing was shed in a flood of {frames_sent} frames"
+    );
+    assert!(
+        flood as f64 >= frames_sent as f64 - budget,
+        "shed {flood} of {frames_sent} in {elapsed:.2} s: more than the budget went through"
+    );
+    eprintln!("{frames_sent} denied frames in {elapsed:.2} s: {flood} audit events shed");
+}

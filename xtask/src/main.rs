@@ -5,6 +5,7 @@
 mod demo;
 mod deploy;
 mod plot;
+mod tests;
 mod vm;
 
 use std::process::Command;
@@ -83,9 +84,14 @@ fn main() -> Result<()> {
                 r
             };
             timed("lint", &lint)?;
-            let mut args = vec!["test", "--workspace", "--no-fail-fast"];
-            args.extend(cargo_test_args.iter().map(String::as_str));
-            let tests = timed("cargo test", &|| cargo(&args));
+            let tests = if cargo_test_args.is_empty() {
+                // Every test binary, two at a time (the workspace has no doc tests).
+                timed("tests", &|| tests::run(&workspace_root()))
+            } else {
+                let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+                args.extend(cargo_test_args.iter().map(String::as_str));
+                timed("cargo test", &|| cargo(&args))
+            };
             // The demo, twice in a row, must leave the machine as it found it.
             let (demo, deploy, smoke, kernels) = if cargo_test_args.is_empty() {
                 (

@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use conduit_common::{EVSTAT_LOST, EVSTAT_SUPPRESSED, Reason, Verdict};
+use conduit_common::{EVSTAT_FLOOD, EVSTAT_LOST, EVSTAT_SUPPRESSED, Reason, Verdict};
 use http_body_util::Full;
 use hyper::{
     Request, Response, StatusCode,
@@ -260,10 +260,15 @@ impl Collector for KernelCollector {
                 vec![counter(vec![], ev[EVSTAT_SUPPRESSED as usize] as f64)],
             ));
         }
-        // Lost audit events by cause: the kernel could not queue them (its ring buffer was
-        // full), or their line could not be written (a full disk).
+        // Lost audit events by cause: shed by the per-CPU budget (a flood), the kernel could
+        // not queue them (its ring buffer was full), or their line could not be written (a
+        // full disk).
         let mut lost = Vec::new();
         if let Ok(ev) = &events {
+            lost.push(counter(
+                vec![label("reason", "flood")],
+                ev[EVSTAT_FLOOD as usize] as f64,
+            ));
             lost.push(counter(
                 vec![label("reason", "ring_full")],
                 ev[EVSTAT_LOST as usize] as f64,
@@ -275,7 +280,7 @@ impl Collector for KernelCollector {
         ));
         out.push(family(
             "conduit_audit_events_lost_total",
-            "Audit events lost, by reason: ring_full (the kernel's ring buffer was full), write_error (the line could not be written to the audit log, e.g. a full disk).",
+            "Audit events lost, by reason: flood (more loggable frames than a CPU's budget of 2,000 events per second: a scan or a flood; the frames are still judged and counted), ring_full (the kernel's ring buffer was full), write_error (the line could not be written to the audit log, e.g. a full disk).",
             MetricType::COUNTER,
             lost,
         ));

@@ -350,12 +350,12 @@ impl Datapath {
         Ok(out)
     }
 
-    /// Audit event counters (suppressed, lost), summed over CPUs.
-    pub fn event_stats(&self) -> Result<[u64; 2], DatapathError> {
+    /// Audit event counters (suppressed, lost, shed in a flood), summed over CPUs.
+    pub fn event_stats(&self) -> Result<[u64; 3], DatapathError> {
         use conduit_common::MAP_EVENT_STATS as N;
         let m = self.map(N)?;
         let arr = PerCpuArray::<_, u64>::try_from(m).map_err(|e| DatapathError::Map(N, e))?;
-        let mut out = [0u64; 2];
+        let mut out = [0u64; 3];
         for (i, slot) in out.iter_mut().enumerate() {
             let v = arr
                 .get(&(i as u32), 0)
