@@ -862,7 +862,17 @@ fn live_agent_evidence_matches_its_metrics_and_says_when_the_policy_differs() {
             .iter()
             .any(|f| f["kind"] == "agent_not_running")
     );
-    assert_eq!(conduit("ping-gw")["packets"].as_f64(), Some(packets));
+    let after = v["conduits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "ping-gw")
+        .unwrap();
+    assert_eq!(
+        after["packets"].as_f64(),
+        Some(packets),
+        "the pinned counters stay"
+    );
 }
 
 /// A Prometheus server started by the test in `ns`, stopped (by its PID) on drop.

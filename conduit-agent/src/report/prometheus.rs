@@ -90,6 +90,67 @@ impl Client {
     }
 }
 
+/// The identity of a series: its labels without the metric name.
+fn series_key(labels: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    labels
+        .iter()
+        .filter(|(k, _)| *k != "__name__")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+impl Client {
+    /// What each series of the counter `metric` of the site's gateways (`ran`) counted in
+    /// the window. `increase()` alone misses what a series counted before its first sample:
+    /// the agent creates a drop series at the first drop of its kind, so a series that
+    /// appears while its gateway is already being scraped starts at 0, and its whole value
+    /// was counted in the window. Such a series (none at the window's start, fewer samples
+    /// than its gateway's `up`) counts its highest value; every other series its increase.
+    fn counted(
+        &self,
+        metric: &str,
+        window: &str,
+        ran: &str,
+        up_samples: &BTreeMap<String, f64>,
+    ) -> Result<Vec<Sample>, ReportError> {
+        let q = |f: &str| format!("{f}({metric}[{window}]) and on (instance) {ran}");
+        let increase = self.query(&q("increase"))?;
+        let max: BTreeMap<_, f64> = self
+            .query(&q("max_over_time"))?
+            .into_iter()
+            .map(|s| (series_key(&s.labels), s.value))
+            .collect();
+        let samples: BTreeMap<_, f64> = self
+            .query(&q("count_over_time"))?
+            .into_iter()
+            .map(|s| (series_key(&s.labels), s.value))
+            .collect();
+        let at_start: std::collections::BTreeSet<_> = self
+            .query(&format!("{metric} offset {window}"))?
+            .into_iter()
+            .map(|s| series_key(&s.labels))
+            .collect();
+        Ok(increase
+            .into_iter()
+            .map(|mut s| {
+                let key = series_key(&s.labels);
+                let gateway_samples = s
+                    .labels
+                    .get("instance")
+                    .and_then(|i| up_samples.get(i))
+                    .copied()
+                    .unwrap_or(0.0);
+                let new_in_window = !at_start.contains(&key)
+                    && samples.get(&key).is_some_and(|&n| n < gateway_samples);
+                if new_in_window && let Some(&m) = max.get(&key) {
+                    s.value = m;
+                }
+                s
+            })
+            .collect())
+    }
+}
+
 /// Rounds an increase: Prometheus extrapolates `increase()` to the window's edges, so its
 /// values are not whole numbers.
 fn count(v: f64) -> u64 {
@@ -126,9 +187,6 @@ pub fn from_prometheus(
     let ran = format!(
         "max by (instance) (max_over_time(conduit_policy_info{{site=\"{site}\"}}[{window}]))"
     );
-    let of_site = |metric: &str, by: &str| {
-        format!("sum by (instance, {by}) (increase({metric}[{window}]) and on (instance) {ran})")
-    };
     let gateways: Vec<String> = {
         let mut g: Vec<String> = c
             .query(&ran)?
@@ -140,7 +198,7 @@ pub fn from_prometheus(
         g
     };
     let mut notes = vec![
-        format!("Counters are increases over the last {window} as Prometheus computes them (increase(), extrapolated to the window's edges and rounded): close to, not exactly, the packets counted."),
+        format!("Counters are increases over the last {window} as Prometheus computes them (increase(), extrapolated to the window's edges and rounded; a counter that first appeared within the window counts from 0): close to, not exactly, the packets counted."),
         "Conduit packets include replies; allowed traffic within a zone (intra_zone: allow) has no counter per zone.".to_owned(),
     ];
     if gateways.is_empty() {
@@ -156,8 +214,16 @@ pub fn from_prometheus(
             notes,
         });
     }
+    let up_samples: BTreeMap<String, f64> = c
+        .query(&format!(
+            "max by (instance) (count_over_time(up[{window}]))"
+        ))?
+        .into_iter()
+        .filter_map(|s| Some((s.labels.get("instance")?.clone(), s.value)))
+        .collect();
+    let counted = |metric: &str| c.counted(metric, window, &ran, &up_samples);
     let mut k = Counters::default();
-    for s in c.query(&of_site("conduit_packets_total", "conduit"))? {
+    for s in counted("conduit_packets_total")? {
         let (Some(gw), Some(name)) = (s.labels.get("instance"), s.labels.get("conduit")) else {
             continue;
         };
@@ -165,7 +231,7 @@ pub fn from_prometheus(
         t.packets += count(s.value);
         *t.per_gateway.entry(gw.clone()).or_insert(0) += count(s.value);
     }
-    for s in c.query(&of_site("conduit_bytes_total", "conduit"))? {
+    for s in counted("conduit_bytes_total")? {
         if let Some(name) = s.labels.get("conduit") {
             k.conduits.entry(name.clone()).or_default().bytes += count(s.value);
         }
@@ -174,7 +240,7 @@ pub fn from_prometheus(
         ("conduit_dropped_packets_total", false),
         ("conduit_would_drop_packets_total", true),
     ] {
-        for s in c.query(&of_site(metric, "src_zone, dst_zone, reason"))? {
+        for s in counted(metric)? {
             let l = |n: &str| s.labels.get(n).cloned().unwrap_or_default();
             let target = if would { &mut k.would } else { &mut k.drops };
             target
@@ -187,7 +253,7 @@ pub fn from_prometheus(
         ("conduit_inspection_dropped_packets_total", false),
         ("conduit_inspection_would_drop_packets_total", true),
     ] {
-        for s in c.query(&of_site(metric, "conduit, reason"))? {
+        for s in counted(metric)? {
             let l = |n: &str| s.labels.get(n).cloned().unwrap_or_default();
             let target = if would {
                 &mut k.inspection_would
@@ -199,7 +265,7 @@ pub fn from_prometheus(
     }
     k.lost.insert("ring_full".into(), 0);
     k.lost.insert("write_error".into(), 0);
-    for s in c.query(&of_site("conduit_audit_events_lost_total", "reason"))? {
+    for s in counted("conduit_audit_events_lost_total")? {
         if let Some(r) = s.labels.get("reason") {
             *k.lost.entry(r.clone()).or_insert(0) += count(s.value);
         }
