@@ -1107,3 +1107,33 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
     drop(prom);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The figure: the report of a 100,000-asset policy (the benchmarks' generator: 100
+/// zones, 1,000 conduits). Prints the times; the bound here is loose because tests run a debug
+/// build on a shared machine (the README gives the release figure).
+#[test]
+fn a_100k_asset_policy_is_reported_in_seconds() {
+    let dir = tmpdir("cdtrk");
+    let p = dir.join("100k.yaml");
+    std::fs::write(&p, conduit_tests::policygen::policy_text(100_000, 1_000, 1)).unwrap();
+    for format in ["json", "html", "svg", "md"] {
+        let out = dir.join(format!("r.{format}"));
+        let t = Instant::now();
+        ok(&report_cmd(&[
+            p.to_str().unwrap(),
+            "--policy-only",
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+        ]));
+        let took = t.elapsed();
+        eprintln!(
+            "100k assets, {format}: {:.2} s, {} bytes",
+            took.as_secs_f64(),
+            std::fs::metadata(&out).unwrap().len()
+        );
+        assert!(took < Duration::from_secs(30), "{format}: {took:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -28,6 +28,8 @@ pub const LABEL_H: f64 = 14.0;
 const TRACK_H: f64 = LABEL_H + 4.0;
 /// Gap between two boxes of a row.
 const GAP: f64 = 28.0;
+/// Gap next to a dummy node.
+const DUMMY_GAP: f64 = 12.0;
 /// Width reserved for a dummy node (the vertical line of a long edge crossing a row).
 const DUMMY_W: f64 = 10.0;
 /// Margin around the drawing; the row titles sit in the left one.
@@ -489,12 +491,23 @@ fn place_x(
     down: &[Vec<usize>],
 ) -> Vec<f64> {
     let left = ROW_TITLE_W;
+    // Dummies (vertical lines) need less room than boxes.
+    let gap = |a: usize, b: usize| {
+        if nodes[a].dummy || nodes[b].dummy {
+            DUMMY_GAP
+        } else {
+            GAP
+        }
+    };
     let mut x = vec![0.0f64; nodes.len()];
     for row in order {
         let mut cx = left;
-        for &v in row {
+        for (i, &v) in row.iter().enumerate() {
+            if i > 0 {
+                cx += gap(row[i - 1], v);
+            }
             x[v] = cx;
-            cx += nodes[v].w + GAP;
+            cx += nodes[v].w;
         }
     }
     for iter in 0..8 {
@@ -504,7 +517,8 @@ fn place_x(
             (0..order.len()).rev().collect()
         };
         for r in rows {
-            let want: Vec<f64> = order[r]
+            let row = &order[r];
+            let want: Vec<f64> = row
                 .iter()
                 .map(|&v| {
                     let nb: Vec<usize> = up[v].iter().chain(&down[v]).copied().collect();
@@ -516,30 +530,41 @@ fn place_x(
                     }
                 })
                 .collect();
-            // Left to right: as wanted, but never before the previous box's end.
-            let mut prev = left - GAP;
-            let mut placed = Vec::with_capacity(want.len());
-            for (i, &v) in order[r].iter().enumerate() {
-                let px = want[i].max(prev + GAP).max(left);
-                placed.push(px);
-                prev = px + nodes[v].w;
+            // Left to right: as wanted, but never before the previous node's end and gap.
+            let mut placed: Vec<f64> = Vec::with_capacity(want.len());
+            for (i, &v) in row.iter().enumerate() {
+                let min = if i == 0 {
+                    left
+                } else {
+                    placed[i - 1] + nodes[row[i - 1]].w + gap(row[i - 1], v)
+                };
+                placed.push(want[i].max(min));
             }
-            // Right to left: pull boxes that were pushed right back towards what they wanted,
-            // as far as the next box allows.
-            let mut next = f64::INFINITY;
-            for i in (0..placed.len()).rev() {
-                let v = order[r][i];
-                let limit = next - GAP - nodes[v].w;
-                let px = placed[i].min(limit).max(want[i].min(placed[i]));
-                placed[i] = px.max(left);
-                next = placed[i];
+            // Right to left: pull nodes that were pushed right back towards what they wanted,
+            // as far as the next node allows.
+            for i in (0..placed.len().saturating_sub(1)).rev() {
+                let (v, next) = (row[i], row[i + 1]);
+                let limit = placed[i + 1] - gap(v, next) - nodes[v].w;
+                placed[i] = placed[i].min(limit).max(want[i].min(placed[i])).max(left);
             }
-            // The right-to-left pass may not leave a gap too small: one more left-to-right.
-            let mut prev = left - GAP;
-            for (i, &v) in order[r].iter().enumerate() {
-                placed[i] = placed[i].max(prev + GAP);
-                prev = placed[i] + nodes[v].w;
-                x[v] = placed[i];
+            // That pass may leave a gap too small where `left` stopped it: once more.
+            for i in 0..placed.len() {
+                if i > 0 {
+                    let min = placed[i - 1] + nodes[row[i - 1]].w + gap(row[i - 1], row[i]);
+                    placed[i] = placed[i].max(min);
+                }
+                x[row[i]] = placed[i];
+            }
+        }
+        // Nothing holds the drawing at the left margin but this: shift it back.
+        let min = order
+            .iter()
+            .flatten()
+            .map(|&v| x[v])
+            .fold(f64::INFINITY, f64::min);
+        if min.is_finite() && min > left {
+            for v in x.iter_mut() {
+                *v -= min - left;
             }
         }
     }
