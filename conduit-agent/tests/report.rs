@@ -1137,3 +1137,63 @@ fn a_100k_asset_policy_is_reported_in_seconds() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Every warning of `conduit check` is a finding, against the zone or conduit it is about.
+#[test]
+fn lint_warnings_are_findings_against_their_zone_or_conduit() {
+    let dir = tmpdir("cdtrl");
+    let p = write_generated(&dir);
+    let check = Command::new(BIN)
+        .args(["check", p.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let warnings = check["warnings"].as_array().unwrap();
+    assert!(
+        warnings.len() > 10,
+        "the generated policy has lint warnings"
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok(&report_cmd(&[
+        p.to_str().unwrap(),
+        "--policy-only",
+        "--format",
+        "json",
+    ])))
+    .unwrap();
+    let lint: Vec<&serde_json::Value> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "lint")
+        .collect();
+    assert_eq!(lint.len(), warnings.len());
+    for w in warnings {
+        let line = w["line"].as_u64().unwrap();
+        let f = lint
+            .iter()
+            .find(|f| {
+                f["message"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(w["message"].as_str().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no finding for {w}"));
+        let subject = f["subject"].as_str().unwrap_or_else(|| panic!("{f}"));
+        let owner = v["zones"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(v["conduits"].as_array().unwrap())
+            .find(|x| x["name"] == subject)
+            .unwrap();
+        assert!(
+            owner["lint"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["line"].as_u64() == Some(line)),
+            "{subject} lists the warning of line {line}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
