@@ -1109,10 +1109,11 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
 }
 
 /// The figure: the report of a 100,000-asset policy (the benchmarks' generator: 100
-/// zones, 1,000 conduits). Prints the times; the bound here is loose because tests run a debug
-/// build on a shared machine (the README gives the release figure).
+/// zones, 1,000 conduits) in every format. Prints the times, asserts no bound: tests run a
+/// debug build on a shared machine, where a bound would measure the neighbours (the README
+/// gives the release figure).
 #[test]
-fn a_100k_asset_policy_is_reported_in_seconds() {
+fn a_100k_asset_policy_is_reported_in_every_format() {
     let dir = tmpdir("cdtrk");
     let p = dir.join("100k.yaml");
     std::fs::write(&p, conduit_tests::policygen::policy_text(100_000, 1_000, 1)).unwrap();
@@ -1133,7 +1134,6 @@ fn a_100k_asset_policy_is_reported_in_seconds() {
             took.as_secs_f64(),
             std::fs::metadata(&out).unwrap().len()
         );
-        assert!(took < Duration::from_secs(30), "{format}: {took:?}");
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -591,13 +591,27 @@ fn evidence_findings(
     }
     let is_spoof = |r: &str| r == "spoofed" || r == "arp_spoof";
     for ((s, d, reason), v) in &k.would {
-        let zone_sl = p.zone(d).map_or(1, |z| z.security_level);
-        out.push(Finding {
-            severity: if zone_sl >= 3 { Severity::High } else { Severity::Medium },
-            kind: "would_deny",
-            subject: Some(format!("{s} -> {d}")),
-            message: format!("{} packet(s) from zone \"{s}\" to zone \"{d}\" would be dropped ({reason}) but passed, because \"{d}\" is in monitor mode.", v.packets),
-            action: format!("Before enforcing zone \"{d}\": add a conduit for this traffic if it is legitimate (`conduit discover` drafts one from the audit log), else find and stop its source."),
+        let zone = p.zone(d);
+        let zone_sl = zone.map_or(1, |z| z.security_level);
+        let monitor_now = zone.map_or(p.defaults.mode, |z| z.mode.map_or(p.defaults.mode, |m| m.0))
+            == Mode::Monitor;
+        out.push(if monitor_now {
+            Finding {
+                severity: if zone_sl >= 3 { Severity::High } else { Severity::Medium },
+                kind: "would_deny",
+                subject: Some(format!("{s} -> {d}")),
+                message: format!("{} packet(s) from zone \"{s}\" to zone \"{d}\" would be dropped ({reason}) but passed, because \"{d}\" is in monitor mode.", v.packets),
+                action: format!("Before enforcing zone \"{d}\": add a conduit for this traffic if it is legitimate (`conduit discover` drafts one from the audit log), else find and stop its source."),
+            }
+        } else {
+            // The counters span a time when the zone was still observed (monitor mode).
+            Finding {
+                severity: Severity::Low,
+                kind: "would_deny",
+                subject: Some(format!("{s} -> {d}")),
+                message: format!("{} packet(s) from zone \"{s}\" to zone \"{d}\" were passed that enforcement drops ({reason}), while \"{d}\" was in monitor mode; this policy enforces it now.", v.packets),
+                action: "Check that this traffic now has a conduit or is meant to be dropped (the dropped counters and the audit log show which).".into(),
+            }
         });
     }
     for ((s, d, reason), v) in &k.drops {
