@@ -1021,12 +1021,17 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
     // the exact counts).
     let t = Instant::now();
     loop {
-        let r = prom.query(&gw, "sum(conduit_packets_total{conduit=\"ping-gw\"})");
-        let have = r
-            .first()
-            .and_then(|s| s["value"][1].as_str())
-            .and_then(|s| s.parse::<f64>().ok());
-        if have == Some(p1 + p2) && t.elapsed() > Duration::from_secs(20) {
+        let sum = |q: &str| {
+            prom.query(&gw, q)
+                .first()
+                .and_then(|s| s["value"][1].as_str())
+                .and_then(|s| s.parse::<f64>().ok())
+        };
+        let have = (
+            sum("sum(conduit_packets_total{conduit=\"ping-gw\"})"),
+            sum("sum(conduit_dropped_packets_total)"),
+        );
+        if have == (Some(p1 + p2), Some(d1 + d2)) && t.elapsed() > Duration::from_secs(20) {
             break;
         }
         assert!(
@@ -1076,6 +1081,16 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
     );
     assert_eq!(c["per_gateway"][&gws[0]].as_f64(), Some(p1), "{c}");
     assert_eq!(c["per_gateway"][&gws[1]].as_f64(), Some(p2), "{c}");
+    // What Prometheus holds, for the messages below.
+    let held: Vec<String> = [
+        "count_over_time(up[1h])",
+        "count_over_time(conduit_dropped_packets_total[1h])",
+        "conduit_dropped_packets_total",
+        "increase(conduit_dropped_packets_total[1h])",
+    ]
+    .iter()
+    .map(|q| format!("{q}: {:?}", prom.query(&gw, q)))
+    .collect();
     let row = v["matrix"]
         .as_array()
         .unwrap()
@@ -1086,6 +1101,16 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
     assert_eq!(
         row["dropped"]["no_conduit"].as_f64(),
         Some(d1 + d2),
+        "{row}\n{held:#?}"
+    );
+    assert_eq!(
+        row["dropped_per_gateway"][&gws[0]].as_f64(),
+        Some(d1),
+        "{row}"
+    );
+    assert_eq!(
+        row["dropped_per_gateway"][&gws[1]].as_f64(),
+        Some(d2),
         "{row}"
     );
     assert!(

@@ -342,17 +342,18 @@ pub fn render(r: &Report) -> String {
     if r.matrix.is_empty() {
         s.push_str("<p class=\"open\">No counters: the report has no evidence source (see Evidence above).</p>\n");
     } else {
-        s.push_str("<p class=\"note\">Allowed: packets through the conduits joining the pair, replies included. Dropped and would-drop (monitor mode): by reason.</p>\n<table><thead><tr><th>From zone</th><th>To zone</th><th>Allowed</th><th>Conduits</th><th>Dropped</th><th>Would drop</th></tr></thead><tbody>\n");
+        s.push_str("<p class=\"note\">Allowed: packets through the conduits joining the pair, replies included. Dropped and would-drop (monitor mode): by reason.</p>\n<table><thead><tr><th>From zone</th><th>To zone</th><th>Allowed</th><th>Conduits</th><th>Dropped</th><th>Would drop</th><th>Dropped per gateway</th></tr></thead><tbody>\n");
         for m in &r.matrix {
             let _ = writeln!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&m.src_zone),
                 esc(&m.dst_zone),
                 num(m.allowed),
                 esc(&m.conduits.join(", ")),
                 map(&m.dropped),
-                map(&m.would_drop)
+                map(&m.would_drop),
+                map(&m.dropped_per_gateway)
             );
         }
         s.push_str("</tbody></table>\n");

@@ -261,17 +261,18 @@ pub fn render(r: &Report) -> String {
     if r.matrix.is_empty() {
         s.push_str("*No counters*: the report has no evidence source.\n");
     } else {
-        s.push_str("| From zone | To zone | Allowed | Conduits | Dropped | Would drop |\n|---|---|---|---|---|---|\n");
+        s.push_str("| From zone | To zone | Allowed | Conduits | Dropped | Would drop | Dropped per gateway |\n|---|---|---|---|---|---|---|\n");
         for m in &r.matrix {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} |",
                 m.src_zone,
                 m.dst_zone,
                 m.allowed.map_or_else(|| "–".into(), |v| v.to_string()),
                 m.conduits.join(", "),
                 map(&m.dropped),
-                map(&m.would_drop)
+                map(&m.would_drop),
+                map(&m.dropped_per_gateway)
             );
         }
     }

@@ -154,6 +154,9 @@ pub struct MatrixRow {
     pub conduits: Vec<String>,
     pub dropped: BTreeMap<String, u64>,
     pub would_drop: BTreeMap<String, u64>,
+    /// Dropped and would-drop packets (all reasons) per gateway.
+    pub dropped_per_gateway: BTreeMap<String, u64>,
+    pub would_drop_per_gateway: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -417,9 +420,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
         })
         .collect();
     let site_owner = open(meta.and_then(|m| m.owner.clone()));
-    let matrix = counters
-        .map(|k| matrix(p, &conduits, k))
-        .unwrap_or_default();
+    let matrix = counters.map(|k| matrix(&conduits, k)).unwrap_or_default();
     evidence_findings(p, &inp.path, &inp.sha256, ev, &conduits, &mut findings);
     audit_findings(&inp.audit, &mut findings);
     for z in p
@@ -502,7 +503,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
 
 /// The zone-by-zone matrix: allowed packets by the conduits joining a pair (a conduit of
 /// several zones makes one row for its lists), drops and would-drops by reason.
-fn matrix(p: &Policy, conduits: &[ConduitEntry], k: &Counters) -> Vec<MatrixRow> {
+fn matrix(conduits: &[ConduitEntry], k: &Counters) -> Vec<MatrixRow> {
     let mut rows: BTreeMap<(String, String), MatrixRow> = BTreeMap::new();
     fn row<'a>(
         rows: &'a mut BTreeMap<(String, String), MatrixRow>,
@@ -517,6 +518,8 @@ fn matrix(p: &Policy, conduits: &[ConduitEntry], k: &Counters) -> Vec<MatrixRow>
                 conduits: Vec::new(),
                 dropped: BTreeMap::new(),
                 would_drop: BTreeMap::new(),
+                dropped_per_gateway: BTreeMap::new(),
+                would_drop_per_gateway: BTreeMap::new(),
             })
     }
     for c in conduits {
@@ -525,18 +528,19 @@ fn matrix(p: &Policy, conduits: &[ConduitEntry], k: &Counters) -> Vec<MatrixRow>
         r.conduits.push(c.name.clone());
     }
     for ((s, d, reason), v) in &k.drops {
-        *row(&mut rows, s, d)
-            .dropped
-            .entry(reason.clone())
-            .or_insert(0) += v.packets;
+        let r = row(&mut rows, s, d);
+        *r.dropped.entry(reason.clone()).or_insert(0) += v.packets;
+        for (gw, n) in &v.per_gateway {
+            *r.dropped_per_gateway.entry(gw.clone()).or_insert(0) += n;
+        }
     }
     for ((s, d, reason), v) in &k.would {
-        *row(&mut rows, s, d)
-            .would_drop
-            .entry(reason.clone())
-            .or_insert(0) += v.packets;
+        let r = row(&mut rows, s, d);
+        *r.would_drop.entry(reason.clone()).or_insert(0) += v.packets;
+        for (gw, n) in &v.per_gateway {
+            *r.would_drop_per_gateway.entry(gw.clone()).or_insert(0) += n;
+        }
     }
-    let _ = p;
     rows.into_values().collect()
 }
 
