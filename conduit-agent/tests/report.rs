@@ -610,6 +610,42 @@ fn html_renders_in_headless_chromium_and_fetches_nothing() {
     let foreign: Vec<&String> = urls.iter().filter(|u| !u.starts_with("file://")).collect();
     assert!(foreign.is_empty(), "the page requested: {foreign:?}");
     eprintln!("screenshot: {}", png.display());
+    // Printable: Chromium's own print to PDF starts each of the six parts (identity,
+    // findings, drawing, zone register, conduit register, traffic) on a page of its own.
+    let pdf = artifacts().join("purdue-plant-report.pdf");
+    let profile = tmpdir("cdtrp");
+    let printed = Command::new("/usr/bin/chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-pdf-header-footer",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--print-to-pdf={}", pdf.display()))
+        .arg(format!("file://{}", html_path.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(printed.success());
+    let bytes = std::fs::read(&pdf).unwrap();
+    let text = String::from_utf8_lossy(&bytes);
+    let pages = text
+        .match_indices("/Type /Page")
+        .filter(|(i, _)| !text[i + 11..].starts_with('s'))
+        .count()
+        + text
+            .match_indices("/Type/Page")
+            .filter(|(i, _)| !text[i + 10..].starts_with('s'))
+            .count();
+    assert!(pages >= 6, "{pages} page(s) in {}", pdf.display());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
