@@ -18,7 +18,7 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 # --- Debian packages -----------------------------------------------------------------------
 PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool libxml2-utils
       prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip iperf3
-      qemu-system-x86 busybox-static xz-utils binutils xdp-tools)
+      qemu-system-x86 busybox-static xz-utils binutils xdp-tools chromium fonts-dejavu-core)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,6 +30,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# chromium (the report tests render the HTML report headless) is installed without its
+# recommended fonts: fonts-dejavu-core is the font the report asks for first.
 # prometheus' Debian package starts a server through systemd where systemd runs; tests start
 # their own on loopback, so nothing here depends on it.
 

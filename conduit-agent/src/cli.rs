@@ -57,6 +57,11 @@ pub enum Command {
     /// stack of every subprogram and of the deepest call chain. Needs root. Exit status 0
     /// when the program loads and nothing it needs is missing, 2 otherwise.
     Kernel(crate::kernel::KernelArgs),
+    /// Evidence for the audit (SPEC §6): the zone-and-conduit diagram, the zone and conduit
+    /// registers, traffic by zone pair and findings, from the policy, the agent's counters or
+    /// a Prometheus server, and audit logs. Exit status 1 for bad input (policy, metadata,
+    /// arguments), 2 when the evidence cannot be read (no agent, Prometheus unreachable).
+    Report(crate::report_cmd::ReportArgs),
     /// What is attached where, which policy (sha256, generation) is live, and the counters.
     ///
     /// Exit status 0 when the program is attached to at least one interface, 3 when nothing
@@ -154,6 +159,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::main(args),
         Command::Replay(args) => crate::replay::main(args),
         Command::Kernel(args) => crate::kernel::main(args),
+        Command::Report(args) => crate::report_cmd::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
         Command::Completions { shell } => {

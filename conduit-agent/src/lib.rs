@@ -9,4 +9,6 @@ pub mod pcap;
 pub mod policy;
 pub mod reference;
 pub mod replay;
+pub mod report;
+pub mod report_cmd;
 pub mod run;

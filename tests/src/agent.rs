@@ -58,6 +58,23 @@ impl Agent {
         a
     }
 
+    /// Like [`Agent::start`], with the metrics server on `port`: for several agents in one
+    /// namespace.
+    pub fn start_on_port(
+        bin: &Path,
+        ns: &Netns,
+        ifaces: &[&str],
+        yaml: &str,
+        extra: &[&str],
+        port: u16,
+    ) -> Self {
+        let mut a = Self::prepare(bin, ns, ifaces, yaml, extra);
+        a.port = port;
+        a.spawn();
+        a.wait_healthy(ns);
+        a
+    }
+
     /// Like [`Agent::start`], without waiting: the process has just been spawned.
     pub fn launch(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
         let mut a = Self::prepare(bin, ns, ifaces, yaml, extra);

@@ -159,6 +159,12 @@ const ICMPV6_NAMES: &[(&str, u8)] = &[
     ("redirect", 137),
 ];
 
+/// The name of an ICMP (`v6 == false`) or ICMPv6 type, where it has one (for reports).
+pub fn icmp_type_name(t: u8, v6: bool) -> Option<&'static str> {
+    let names = if v6 { ICMPV6_NAMES } else { ICMP_NAMES };
+    names.iter().find(|(_, n)| *n == t).map(|(name, _)| *name)
+}
+
 /// An ICMP (`v6 == false`) or ICMPv6 type by name or number.
 pub fn icmp_type(s: &str, v6: bool) -> Result<u8, String> {
     let table = if v6 { ICMPV6_NAMES } else { ICMP_NAMES };
