@@ -73,6 +73,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         description: None,
         mode: None,
         intra_zone_allow: None,
+        review_pending: None,
         assets,
     };
     let b_assets = vec![
@@ -102,6 +103,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         rules,
         log: None,
         description: None,
+        review_pending: None,
     };
     let mut read_only = rule(6, Some(vec![(1502, 1502)]));
     read_only.modbus = Some(ModbusFilter {

@@ -48,6 +48,7 @@ pub struct Zone {
     pub description: Option<S>,
     pub mode: Option<S>,
     pub intra_zone: Option<S>,
+    pub review: Option<S>,
     // `assets` is read item by item.
 }
 pub const ZONE_KEYS: &[&str] = &[
@@ -57,6 +58,7 @@ pub const ZONE_KEYS: &[&str] = &[
     "description",
     "mode",
     "intra_zone",
+    "review",
     "assets",
 ];
 
@@ -82,6 +84,7 @@ pub struct Conduit {
     pub bidirectional: Option<S>,
     pub log: Option<S>,
     pub description: Option<S>,
+    pub review: Option<S>,
     // `rules` is read item by item.
 }
 pub const CONDUIT_KEYS: &[&str] = &[
@@ -95,6 +98,7 @@ pub const CONDUIT_KEYS: &[&str] = &[
     "rules",
     "log",
     "description",
+    "review",
 ];
 
 #[derive(Deserialize, Debug)]

@@ -199,6 +199,17 @@ impl Validator<'_> {
         )
     }
 
+    /// `review: pending | done`: `Some(Some(pos))` when pending, `Some(None)` when done or
+    /// absent, `None` (with an error) for anything else.
+    fn review(&mut self, s: Option<&S>) -> Option<Option<Pos>> {
+        match s {
+            None => Some(None),
+            Some(s) => self
+                .choice(s, "review", &[("pending", true), ("done", false)])
+                .map(|p| p.then(|| pos(s))),
+        }
+    }
+
     fn allow_deny(&mut self, s: &S, key: &str) -> Option<bool> {
         self.choice(s, key, &[("allow", true), ("deny", false)])
     }
@@ -540,7 +551,9 @@ impl Validator<'_> {
                     .intra_zone
                     .as_ref()
                     .map(|s| self.allow_deny(s, "intra_zone"));
+                let review = self.review(r.review.as_ref());
                 Some(Zone {
+                    review_pending: review?,
                     name: name?,
                     pos: z.pos,
                     security_level: sl?,
@@ -802,6 +815,7 @@ impl Validator<'_> {
                 )
             });
             let log = r.log.as_ref().map(|s| self.log(s));
+            let review = self.review(r.review.as_ref());
             let mut rules = Vec::new();
             match nested.first() {
                 None => {
@@ -844,7 +858,7 @@ impl Validator<'_> {
                     }
                 }
             }
-            let (Some(name), Some(sl), Some(bidi), Some(log)) = (
+            let (Some(name), Some(sl), Some(bidi), Some(log), Some(review_pending)) = (
                 name,
                 match sl {
                     None => Some(None),
@@ -862,6 +876,7 @@ impl Validator<'_> {
                     Some(Some(l)) => Some(Some(l)),
                     Some(None) => None,
                 },
+                review,
             ) else {
                 ok = false;
                 continue;
@@ -879,6 +894,7 @@ impl Validator<'_> {
                 rules,
                 log,
                 description: r.description.as_ref().map(|s| s.as_str().to_owned()),
+                review_pending,
             });
         }
         ok.then_some(out)
