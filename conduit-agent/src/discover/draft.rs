@@ -42,11 +42,13 @@ pub struct Seed {
 /// Reads a seed: a YAML list of `{name, cidr, security_level, purdue_level}`.
 pub fn parse_seed(path: &str, text: &str) -> Result<Vec<Seed>, DiscoverError> {
     let err = |m: String| DiscoverError::input(path, m);
-    let raw: Vec<SeedZone> = marked_yaml::from_yaml(0, text).map_err(|e| {
-        err(format!(
-            "not a seed file (a YAML list of {{name, cidr, security_level, purdue_level}}): {e}"
-        ))
-    })?;
+    let options = marked_yaml::LoaderOptions::default().toplevel_sequence();
+    let raw: Vec<SeedZone> =
+        marked_yaml::from_yaml_with_options(0, text, options).map_err(|e| {
+            err(format!(
+                "not a seed file (a YAML list of {{name, cidr, security_level, purdue_level}}): {e}"
+            ))
+        })?;
     let mut out: Vec<Seed> = Vec::new();
     for (i, z) in raw.into_iter().enumerate() {
         let at = format!("zone {} (\"{}\")", i + 1, z.name);

@@ -137,9 +137,9 @@ pub struct Observations {
     pub hosts: BTreeMap<IpAddr, HostStats>,
     /// Address → the MAC(s) it was seen with (as a frame's source).
     mac_of: BTreeMap<IpAddr, Partner<[u8; 6]>>,
-    /// (MAC, IPv6?) → the address(es) it was seen with, per family (the datapath binds a MAC
-    /// within its address's family).
-    addr_of: BTreeMap<([u8; 6], bool), Partner<IpAddr>>,
+    /// MAC → the address(es) it was seen with, of either family (a policy binds a MAC to one
+    /// address: a dual-stack host gets no binding).
+    addr_of: BTreeMap<[u8; 6], Partner<IpAddr>>,
     /// Non-IP EtherTypes seen (for the reviewer: `l2.allow_ethertypes`).
     pub ethertypes: BTreeMap<u16, u64>,
     pub sources: Vec<SourceSummary>,
@@ -194,17 +194,17 @@ impl Observations {
             return;
         }
         Partner::add(&mut self.mac_of, ip, mac);
-        Partner::add(&mut self.addr_of, (mac, ip.is_ipv6()), ip);
+        Partner::add(&mut self.addr_of, mac, ip);
     }
 
     /// The MAC to bind `ip` to: the one MAC it was seen with, when that MAC was seen with no
-    /// other address of its family for the whole window (a router's MAC, seen behind many
+    /// other address for the whole window (a router's MAC, seen behind many
     /// addresses, is never bound).
     pub fn binding(&self, ip: IpAddr) -> Option<[u8; 6]> {
         let Some(Partner::One(mac)) = self.mac_of.get(&ip) else {
             return None;
         };
-        match self.addr_of.get(&(*mac, ip.is_ipv6())) {
+        match self.addr_of.get(mac) {
             Some(Partner::One(a)) if *a == ip => Some(*mac),
             _ => None,
         }
@@ -215,9 +215,9 @@ impl Observations {
         match self.mac_of.get(&ip) {
             None => "no frame from it with its own MAC",
             Some(Partner::Several) => "seen with several MACs",
-            Some(Partner::One(mac)) => match self.addr_of.get(&(*mac, ip.is_ipv6())) {
+            Some(Partner::One(mac)) => match self.addr_of.get(mac) {
                 Some(Partner::One(_)) => "",
-                _ => "its MAC was seen behind several addresses (a router?)",
+                _ => "its MAC was seen with several addresses (a router, or a dual-stack host)",
             },
         }
     }

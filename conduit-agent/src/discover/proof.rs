@@ -114,7 +114,7 @@ pub fn prove(draft: &Loaded, obs: &Observations) -> Proof {
                 d.reason.as_str()
             ));
         }
-        if s.is_answered() {
+        if expect {
             for (unit, fs) in &s.modbus {
                 for f in fs {
                     p.modbus_seen += 1;
