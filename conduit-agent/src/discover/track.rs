@@ -16,11 +16,17 @@ use conduit_common::{
 use super::observe::{FlowKey, FlowObservation, FlowStats, Observations, Ts, modbus_request};
 
 const SEC: u64 = 1_000_000_000;
-/// Idle time after which a connection is forgotten (capture time): TCP, others.
+/// Idle time after which an established TCP connection is forgotten (capture time); a later
+/// packet of it opens a `midstream` connection. Shorter than the datapath's hour: discover
+/// only needs to know who opened it.
 const IDLE_TCP: u64 = 600 * SEC;
-const IDLE_OTHER: u64 = 120 * SEC;
-/// A closed TCP connection (FIN or RST) is kept this long for stragglers.
-const IDLE_CLOSED: u64 = 10 * SEC;
+/// The datapath's own timeouts for the rest (`conduit_common::flow`): a closed TCP
+/// connection (FIN or RST), a handshake that never completed, UDP, ICMP, other protocols.
+const IDLE_CLOSED: u64 = conduit_common::flow::TIMEOUT_TCP_CLOSING;
+const IDLE_SYN: u64 = conduit_common::flow::TIMEOUT_TCP_SYN;
+const IDLE_UDP: u64 = conduit_common::flow::TIMEOUT_UDP;
+const IDLE_ICMP: u64 = conduit_common::flow::TIMEOUT_ICMP;
+const IDLE_OTHER: u64 = conduit_common::flow::TIMEOUT_OTHER;
 /// How often (capture time) idle connections are swept.
 const SWEEP_EVERY: u64 = 30 * SEC;
 /// The registered Modbus/TCP port.
@@ -287,12 +293,13 @@ impl Tracker {
             .conns
             .iter()
             .filter(|(_, c)| {
-                let limit = if c.closed {
-                    IDLE_CLOSED
-                } else if c.key.proto == PROTO_TCP {
-                    IDLE_TCP
-                } else {
-                    IDLE_OTHER
+                let limit = match c.key.proto {
+                    _ if c.closed => IDLE_CLOSED,
+                    PROTO_TCP if c.answered => IDLE_TCP,
+                    PROTO_TCP => IDLE_SYN.max(IDLE_CLOSED),
+                    PROTO_UDP => IDLE_UDP,
+                    PROTO_ICMP | PROTO_ICMPV6 => IDLE_ICMP,
+                    _ => IDLE_OTHER,
                 };
                 c.stats.last.saturating_add(limit) < now
             })
