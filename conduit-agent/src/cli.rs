@@ -52,6 +52,14 @@ pub enum Command {
     /// (BPF_PROG_TEST_RUN) with the policy in fresh maps, flow tracking included. Needs root,
     /// no interface.
     Replay(crate::replay::ReplayArgs),
+    /// Turn a plant's real traffic (captures, audit logs) into a draft policy for review:
+    /// hosts, zones, conduits for every answered flow and nothing else, with the evidence in
+    /// comments and every zone and conduit `review: pending`; then judge every observed flow
+    /// against the draft (and --base) with the datapath's own verdict function.
+    ///
+    /// Exit status 0 when the draft was made, 1 when an input was rejected (named, with the
+    /// frame or line), 2 when the draft could not be written.
+    Discover(crate::discover::command::DiscoverArgs),
     /// Can this host run Conduit? What the kernel offers the XDP program (probed), whether the
     /// program loads, and the verifier's figures: instructions processed, load time, the
     /// stack of every subprogram and of the deepest call chain. Needs root. Exit status 0
@@ -160,6 +168,7 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => crate::replay::main(args),
         Command::Kernel(args) => crate::kernel::main(args),
         Command::Report(args) => crate::report_cmd::main(args),
+        Command::Discover(args) => crate::discover::command::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
         Command::Completions { shell } => {

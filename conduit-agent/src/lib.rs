@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod cli;
 pub mod datapath;
+pub mod discover;
 pub mod explain;
 pub mod kernel;
 pub mod pcap;

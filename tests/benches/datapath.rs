@@ -75,6 +75,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         intra_zone_allow: None,
         reverse_path: None,
         interfaces: Vec::new(),
+        review_pending: None,
         assets,
     };
     let b_assets = vec![
@@ -104,6 +105,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         rules,
         log: None,
         description: None,
+        review_pending: None,
     };
     let mut read_only = rule(6, Some(vec![(1502, 1502)]));
     read_only.modbus = Some(ModbusFilter {

@@ -264,12 +264,19 @@ fn bench(mode: Mode) -> Result<()> {
         c.env("CONDUIT_CONTROL_SIZES", "1000");
     }
     let control = section("control-plane", c)?;
+    // Discover over a large capture, against tshark on the same file.
+    let mut c = cargo_bench("conduit-tests", "discover");
+    c.env("CONDUIT_BIN", &bin);
+    if smoke {
+        c.env("CONDUIT_DISCOVER_FRAMES", "20000");
+    }
+    let discover = section("discover", c)?;
 
     let date = Command::new("date")
         .args(["-u", "+%Y-%m-%d %H:%M UTC"])
         .output()?;
     let report = format!(
-        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{datapath}\n{forwarding}\n{control}\n## Policy compile time\n\n```\n{compile_report}```\n",
+        "# Benchmarks\n\nWritten by `cargo xtask bench{}` on {}. Numbers, not pass/fail; this machine is shared and noisy, so compare ratios within one run.\n\n![Per-packet cost against policy size, as a multiple of the empty program](BENCHMARKS.svg)\n\n{datapath}\n{forwarding}\n{control}\n{discover}\n## Policy compile time\n\n```\n{compile_report}```\n",
         match mode {
             Mode::Smoke => " --smoke",
             Mode::Quick => "",

@@ -141,6 +141,14 @@ fn apply_bytes(
         return Err(diags.errors().map(|e| e.render(shown)).collect());
     };
     drop(diags);
+    // A draft (`conduit discover`) is enforced only once a person has reviewed it.
+    let pending = crate::policy::lint::pending_enforced(&loaded.policy);
+    if !pending.is_empty() {
+        return Err(pending
+            .into_iter()
+            .map(|(pos, m)| format!("{shown}:{}:{}: error: {m}", pos.line, pos.column))
+            .collect());
+    }
     // Only the compiled maps are needed from here on: the parsed policy goes before the maps
     // are written.
     let Loaded {

@@ -125,9 +125,62 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
             );
         }
     }
+    // 9. A draft (`conduit discover`) that nobody has reviewed yet.
+    for z in &p.zones {
+        if let Some(pos) = z.review_pending {
+            d.warning(pos, format!(
+                "[L9] zone \"{}\" is a draft (`review: pending`): check its assets, SL-T and Purdue level, then set `review: done`; the agent does not enforce it before",
+                z.name));
+        }
+    }
+    for x in &p.conduits {
+        if let Some(pos) = x.review_pending {
+            d.warning(pos, format!(
+                "[L9] conduit \"{}\" is a draft (`review: pending`): check that every flow it allows belongs in the plant, then set `review: done`; the agent does not enforce it before",
+                x.name));
+        }
+    }
     for (name, pos) in &c.shadowed {
         d.warning(*pos, format!(
             "[L7] this rule of conduit \"{name}\" never matches: earlier conduits already allow everything it allows, so its traffic is counted there"));
     }
     d.sort();
+}
+
+/// What `run` refuses: zones and conduits still `review: pending` that would be enforced. A
+/// zone is enforced when its mode (else `defaults.mode`) is enforce; a conduit when one of its
+/// `to` zones is (the destination zone's mode applies, SPEC §1), or, for `unknown`,
+/// `defaults.mode`. Each as (position, message).
+pub fn pending_enforced(p: &Policy) -> Vec<(super::Pos, String)> {
+    use super::model::Mode;
+    let mode_of = |zone: &str| {
+        p.zone(zone)
+            .and_then(|z| z.mode.map(|(m, _)| m))
+            .unwrap_or(p.defaults.mode)
+    };
+    let mut out = Vec::new();
+    for z in &p.zones {
+        if let Some(pos) = z.review_pending
+            && mode_of(&z.name) == Mode::Enforce
+        {
+            out.push((pos, format!(
+                "zone \"{}\" is still `review: pending` and would be enforced: review it and set `review: done`, or run it in `mode: monitor` until then",
+                z.name)));
+        }
+    }
+    for x in &p.conduits {
+        let into = x.to.iter().chain(if x.bidirectional.is_some() {
+            &x.from[..]
+        } else {
+            &[]
+        });
+        if let Some(pos) = x.review_pending
+            && let Some(z) = into.clone().find(|z| mode_of(z) == Mode::Enforce)
+        {
+            out.push((pos, format!(
+                "conduit \"{}\" is still `review: pending` and would be enforced (zone \"{z}\" is in enforce mode): review it and set `review: done`, or keep that zone in `mode: monitor` until then",
+                x.name)));
+        }
+    }
+    out
 }

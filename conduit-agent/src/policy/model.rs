@@ -79,6 +79,9 @@ pub struct Zone {
     pub reverse_path: Option<ReversePath>,
     /// The interfaces the zone's traffic must arrive on (empty: any).
     pub interfaces: Vec<String>,
+    /// `review: pending` (where it is written): a draft zone nobody has reviewed yet (lint
+    /// [L9]; the agent refuses to enforce it). `review: done` or no `review`: `None`.
+    pub review_pending: Option<Pos>,
     pub assets: Vec<Asset>,
 }
 
@@ -110,6 +113,8 @@ pub struct Conduit {
     pub rules: Vec<Rule>,
     pub log: Option<LogLevel>,
     pub description: Option<String>,
+    /// `review: pending`, as for [`Zone::review_pending`].
+    pub review_pending: Option<Pos>,
 }
 
 /// `proto` of a rule, normalised: `tcp` and `6` are the same rule.

@@ -59,6 +59,7 @@ pub struct Zone {
     pub intra_zone: Option<S>,
     pub reverse_path: Option<S>,
     pub interfaces: Option<Spanned<Vec<S>>>,
+    pub review: Option<S>,
     // `assets` is read item by item.
 }
 pub const ZONE_KEYS: &[&str] = &[
@@ -70,6 +71,7 @@ pub const ZONE_KEYS: &[&str] = &[
     "intra_zone",
     "reverse_path",
     "interfaces",
+    "review",
     "assets",
 ];
 
@@ -95,6 +97,7 @@ pub struct Conduit {
     pub bidirectional: Option<S>,
     pub log: Option<S>,
     pub description: Option<S>,
+    pub review: Option<S>,
     // `rules` is read item by item.
 }
 pub const CONDUIT_KEYS: &[&str] = &[
@@ -108,6 +111,7 @@ pub const CONDUIT_KEYS: &[&str] = &[
     "rules",
     "log",
     "description",
+    "review",
 ];
 
 #[derive(Deserialize, Debug)]

@@ -199,6 +199,17 @@ impl Validator<'_> {
         )
     }
 
+    /// `review: pending | done`: `Some(Some(pos))` when pending, `Some(None)` when done or
+    /// absent, `None` (with an error) for anything else.
+    fn review(&mut self, s: Option<&S>) -> Option<Option<Pos>> {
+        match s {
+            None => Some(None),
+            Some(s) => self
+                .choice(s, "review", &[("pending", true), ("done", false)])
+                .map(|p| p.then(|| pos(s))),
+        }
+    }
+
     fn allow_deny(&mut self, s: &S, key: &str) -> Option<bool> {
         self.choice(s, key, &[("allow", true), ("deny", false)])
     }
@@ -599,7 +610,9 @@ impl Validator<'_> {
                     .map(|s| self.allow_deny(s, "intra_zone"));
                 let rpf = r.reverse_path.as_ref().map(|s| self.reverse_path(s));
                 let ifaces = r.interfaces.as_ref().map(|l| self.interfaces(l));
+                let review = self.review(r.review.as_ref());
                 Some(Zone {
+                    review_pending: review?,
                     name: name?,
                     pos: z.pos,
                     security_level: sl?,
@@ -869,6 +882,7 @@ impl Validator<'_> {
                 )
             });
             let log = r.log.as_ref().map(|s| self.log(s));
+            let review = self.review(r.review.as_ref());
             let mut rules = Vec::new();
             match nested.first() {
                 None => {
@@ -911,7 +925,7 @@ impl Validator<'_> {
                     }
                 }
             }
-            let (Some(name), Some(sl), Some(bidi), Some(log)) = (
+            let (Some(name), Some(sl), Some(bidi), Some(log), Some(review_pending)) = (
                 name,
                 match sl {
                     None => Some(None),
@@ -929,6 +943,7 @@ impl Validator<'_> {
                     Some(Some(l)) => Some(Some(l)),
                     Some(None) => None,
                 },
+                review,
             ) else {
                 ok = false;
                 continue;
@@ -946,6 +961,7 @@ impl Validator<'_> {
                 rules,
                 log,
                 description: r.description.as_ref().map(|s| s.as_str().to_owned()),
+                review_pending,
             });
         }
         ok.then_some(out)
