@@ -566,6 +566,57 @@ fn scenario(mode: Mode) {
         .map(|(_, v)| v.as_str())
         .collect();
     attach_modes.dedup();
+    // ---- 6. The audit report (SPEC §6) of this plant, from the agent's pinned counters and
+    // its audit log: it says what the metrics say, conduit by conduit and for the attacks.
+    let out = std::process::Command::new(BIN)
+        .arg("report")
+        .arg(&agent.policy)
+        .arg("--state-dir")
+        .arg(&agent.state_dir)
+        .arg("--audit-log")
+        .arg(&agent.audit_log)
+        .args(["--format", "json"])
+        .env("SOURCE_DATE_EPOCH", "0")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "conduit report: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["policy"]["live"][0]["matches"], true, "{}", v["policy"]);
+    let m = r.metrics();
+    for c in v["conduits"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        assert_eq!(
+            c["packets"].as_f64(),
+            Some(packets(&m, name)),
+            "report vs metrics, conduit {name}"
+        );
+    }
+    // The attacks, over every zone pair (the ARP victim's zone depends on the mode).
+    for reason in ["spoofed", "arp_spoof"] {
+        let got: f64 = v["matrix"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["dropped"][reason].as_f64())
+            .sum();
+        let want = m.sum(DROPPED, &[("reason", reason)]);
+        assert!(want > 0.0, "the plant saw {reason} drops");
+        assert_eq!(got, want, "report vs metrics, {reason}");
+    }
+    let kinds: Vec<&str> = v["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    for k in ["spoofing", "unknown_traffic", "unused_conduit"] {
+        assert!(kinds.contains(&k), "finding {k} missing: {kinds:?}");
+    }
+
     eprintln!(
         "{mode:?}: XDP {attach_modes:?} on {} ports, {} audit lines, {} frames dropped, in {:.1} s",
         plant.ports().len(),

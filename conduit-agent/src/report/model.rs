@@ -624,8 +624,8 @@ fn evidence_findings(
                 severity: Severity::High,
                 kind: "spoofing",
                 subject: Some(format!("{s} -> {d}")),
-                message: format!("{} packet(s) claiming an address or MAC of zone \"{s}\" that is bound to another were dropped ({reason}).", v.packets),
-                action: "Find the sender (audit log: src_ip, interface). A replaced device needs its `mac` updated in the policy; otherwise treat it as a security incident.".into(),
+                message: format!("{} packet(s) claiming an address of zone \"{s}\" that did not come from it were dropped ({reason}): from a MAC other than the address's binding, or in on an interface the zone is not behind.", v.packets),
+                action: "Find the sender (audit log: src_ip, interface). A replaced device needs its `mac` updated in the policy, a zone that moved to another interface its `interfaces` or `reverse_path`; otherwise treat it as a security incident.".into(),
             });
         } else if s == "unknown" || d == "unknown" {
             out.push(Finding {
