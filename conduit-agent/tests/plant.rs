@@ -607,6 +607,26 @@ fn scenario(mode: Mode) {
         assert!(want > 0.0, "the plant saw {reason} drops");
         assert_eq!(got, want, "report vs metrics, {reason}");
     }
+    // The zone register says how each zone is tied to where it is (anti-spoofing).
+    let control = v["zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|z| z["name"] == "control")
+        .unwrap();
+    let want_ifaces: Vec<Value> = match mode {
+        Mode::Routed => vec![],
+        Mode::Bridge => {
+            let mut ports = vec![
+                plant.host(Role::Plc1).port.clone(),
+                plant.host(Role::Plc2).port.clone(),
+            ];
+            ports.sort();
+            ports.into_iter().map(Value::from).collect()
+        }
+    };
+    assert_eq!(control["interfaces"], Value::from(want_ifaces), "{control}");
+    assert_eq!(control["reverse_path"], "strict");
     let kinds: Vec<&str> = v["findings"]
         .as_array()
         .unwrap()

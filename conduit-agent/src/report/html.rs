@@ -220,7 +220,7 @@ pub fn render(r: &Report) -> String {
     diagram::write_svg(r, &d, &mut s);
     s.push_str("</div>\n</section>\n");
     // Zone register.
-    s.push_str("<section id=\"zones\">\n<h2>Zone register</h2>\n<table><thead><tr><th>Zone</th><th>SL-T</th><th>Purdue</th><th>Mode</th><th>Intra-zone</th><th>Assets</th><th>Owner</th><th>Physical boundary</th><th>Safety designation</th><th>Lint findings</th></tr></thead><tbody>\n");
+    s.push_str("<section id=\"zones\">\n<h2>Zone register</h2>\n<table><thead><tr><th>Zone</th><th>SL-T</th><th>Purdue</th><th>Mode</th><th>Intra-zone</th><th>Anti-spoofing</th><th>Assets</th><th>Owner</th><th>Physical boundary</th><th>Safety designation</th><th>Lint findings</th></tr></thead><tbody>\n");
     for z in &r.zones {
         let assets: Vec<String> = z
             .assets
@@ -244,7 +244,7 @@ pub fn render(r: &Report) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "<tr id=\"zone-{name}\"><td><b>{name}</b>{desc}</td><td class=\"num\">{sl}</td><td class=\"num\">{pl}</td><td>{mode}</td><td>{intra}</td><td>{assets}</td><td>{owner}</td><td>{pb}</td><td>{sd}</td><td>{lint}</td></tr>",
+            "<tr id=\"zone-{name}\"><td><b>{name}</b>{desc}</td><td class=\"num\">{sl}</td><td class=\"num\">{pl}</td><td>{mode}</td><td>{intra}</td><td>{arrives}</td><td>{assets}</td><td>{owner}</td><td>{pb}</td><td>{sd}</td><td>{lint}</td></tr>",
             name = esc(&z.name),
             desc = z
                 .description
@@ -255,6 +255,7 @@ pub fn render(r: &Report) -> String {
             pl = z.purdue_level.map_or_else(|| "–".into(), |p| p.to_string()),
             mode = z.mode,
             intra = z.intra_zone,
+            arrives = esc(&super::model::arrives(z)),
             assets = assets.join("<br>"),
             owner = opt(&z.owner),
             pb = opt(&z.physical_boundary),

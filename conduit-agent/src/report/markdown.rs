@@ -187,7 +187,7 @@ pub fn render(r: &Report) -> String {
         "## Zones and conduits\n\n```mermaid\n{}```\n",
         mermaid(r)
     );
-    s.push_str("## Zone register\n\n| Zone | SL-T | Purdue | Mode | Intra-zone | Assets | Owner | Physical boundary | Safety designation | Lint findings |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("## Zone register\n\n| Zone | SL-T | Purdue | Mode | Intra-zone | Anti-spoofing | Assets | Owner | Physical boundary | Safety designation | Lint findings |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
     for z in &r.zones {
         let assets: Vec<String> = z
             .assets
@@ -211,12 +211,13 @@ pub fn render(r: &Report) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "| **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| **{}** | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             z.name,
             z.security_level,
             z.purdue_level.map_or_else(|| "–".into(), |p| p.to_string()),
             z.mode,
             z.intra_zone,
+            cell(&super::model::arrives(z)),
             cell(&assets.join("<br>")),
             opt(&z.owner),
             opt(&z.physical_boundary),

@@ -109,6 +109,10 @@ pub struct ZoneEntry {
     pub purdue_level: Option<u8>,
     pub mode: &'static str,
     pub intra_zone: &'static str,
+    /// Anti-spoofing: the reverse-path check of the zone's traffic (`strict`, `loose`,
+    /// `off`), and the interfaces it must arrive on (empty: any).
+    pub reverse_path: &'static str,
+    pub interfaces: Vec<String>,
     pub description: Option<String>,
     pub assets: Vec<AssetEntry>,
     /// From `--meta`; `null` is open (not recorded), never guessed.
@@ -188,6 +192,25 @@ pub struct Finding {
     pub message: String,
     /// What to do about it.
     pub action: String,
+}
+
+pub fn reverse_path_str(r: crate::policy::model::ReversePath) -> &'static str {
+    use crate::policy::model::ReversePath::*;
+    match r {
+        Strict => "strict",
+        Loose => "loose",
+        Off => "off",
+    }
+}
+
+/// A zone's anti-spoofing settings, for people.
+pub fn arrives(z: &ZoneEntry) -> String {
+    let mut s = format!("reverse path {}", z.reverse_path);
+    if !z.interfaces.is_empty() {
+        s.push_str("; only on ");
+        s.push_str(&z.interfaces.join(", "));
+    }
+    s
 }
 
 pub fn mode_str(m: Mode) -> &'static str {
@@ -360,6 +383,8 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 } else {
                     "deny"
                 },
+                reverse_path: reverse_path_str(z.reverse_path.unwrap_or(p.defaults.reverse_path)),
+                interfaces: z.interfaces.clone(),
                 description: z.description.clone(),
                 assets: z
                     .assets
