@@ -1000,20 +1000,8 @@ fn observations(flows: &[Flow]) -> Observations {
     obs
 }
 
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(96);
-    ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(conduit_tests::proptest_config())]
 
     /// The draft is a valid policy that allows every answered flow and denies every other,
     /// judged by the datapath's verdict function, allows every Modbus request seen; and it

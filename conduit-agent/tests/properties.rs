@@ -930,22 +930,8 @@ fn without_positions(mut c: Compiled) -> Compiled {
 // The properties
 // ------------------------------------------------------------------------------------------
 
-/// 96 cases per property, or `PROPTEST_CASES` when set (for a longer hunt).
-fn config() -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(96);
-    ProptestConfig {
-        cases,
-        // No regression files next to the sources: a failure prints its minimal input.
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(conduit_tests::proptest_config())]
 
     /// 1. Compiling is deterministic, and the order of zones and of their assets is
     /// irrelevant: same IDs, same principals, same map contents.
@@ -1234,7 +1220,7 @@ fn deny_verdict(p: &Policy, dst: &Owner) -> Verdict {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(conduit_tests::proptest_config())]
 
     /// 5. ARP (SPEC §1 "Identity"): a frame whose sender IP is a bound asset's IP but whose
     /// sender MAC (ARP body or Ethernet header) differs is `arp_spoof`, and so is a bound MAC

@@ -27,3 +27,18 @@ pub fn require_root() {
          as root. It fails rather than skips so that CI can never pass without running it."
     );
 }
+
+/// The property tests' configuration: 96 cases per property, or `PROPTEST_CASES` when set
+/// (for a longer hunt); no regression files next to the sources (a failure prints its
+/// minimal input).
+pub fn proptest_config() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96);
+    proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
