@@ -57,16 +57,7 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
         .map(|d| d.as_nanos())
         .unwrap_or(0)
         .saturating_sub(age);
-    let zone = |id: u32| {
-        if id == 0 {
-            "unknown".to_owned()
-        } else {
-            st.zones
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| format!("zone-{id}"))
-        }
-    };
+    let zone = |id: u32| st.zone_name(id);
     let icmp = ev.arp == 0 && matches!(ev.proto, 1 | 58);
     let ports = ev.family != 0 && ev.arp == 0 && !icmp;
     let v = json!({

@@ -87,16 +87,7 @@ impl Collector for KernelCollector {
             return Vec::new();
         };
         let st = &s.state;
-        let zone = |id: u32| -> String {
-            if id == 0 {
-                "unknown".into()
-            } else {
-                st.zones
-                    .get(&id)
-                    .cloned()
-                    .unwrap_or_else(|| format!("zone-{id}"))
-            }
-        };
+        let zone = |id: u32| st.zone_name(id);
         let mut out = Vec::new();
         // Per-conduit traffic, for the conduits of the live policy.
         let (mut pk, mut by) = (Vec::new(), Vec::new());

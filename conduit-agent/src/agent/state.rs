@@ -36,6 +36,21 @@ pub struct State {
     pub reloads_failure: u64,
 }
 
+impl State {
+    /// The name of a zone id of the live policy: `unknown` for 0, `zone-ID` for an id the
+    /// state does not name (a slot written by another policy).
+    pub fn zone_name(&self, id: u32) -> String {
+        if id == 0 {
+            "unknown".into()
+        } else {
+            self.zones
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| format!("zone-{id}"))
+        }
+    }
+}
+
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("state.json")
 }

@@ -2,7 +2,7 @@
 //! IDs) and the counters in the maps it pinned, as `conduit status` reads them.
 use std::{collections::BTreeMap, path::Path};
 
-use conduit_common::{EVSTAT_LOST, EVSTAT_SUPPRESSED, Reason, Verdict};
+use conduit_common::{EVSTAT_FLOOD, EVSTAT_LOST, EVSTAT_SUPPRESSED, Reason, Verdict};
 use serde::Serialize;
 
 use super::ReportError;
@@ -120,16 +120,7 @@ pub fn from_agent(state_dir: &Path, sha256: &str) -> Result<Evidence, ReportErro
         ReportError::Counters(format!("{what}: {e}"))
     };
     let gw = hostname();
-    let zone = |id: u32| -> String {
-        if id == 0 {
-            "unknown".into()
-        } else {
-            st.zones
-                .get(&id)
-                .cloned()
-                .unwrap_or_else(|| format!("zone-{id}"))
-        }
-    };
+    let zone = |id: u32| st.zone_name(id);
     let mut k = Counters::default();
     let stats = dp
         .conduit_stats()
@@ -181,6 +172,7 @@ pub fn from_agent(state_dir: &Path, sha256: &str) -> Result<Evidence, ReportErro
         .map_err(|e| read("audit event counters", e))?;
     k.suppressed = Some(ev[EVSTAT_SUPPRESSED as usize]);
     // Lines the agent could not write are counted in the agent's memory only (its metrics).
+    k.lost.insert("flood".into(), ev[EVSTAT_FLOOD as usize]);
     k.lost.insert("ring_full".into(), ev[EVSTAT_LOST as usize]);
     k.frames = Some(
         dp.totals()

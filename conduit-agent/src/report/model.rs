@@ -696,7 +696,7 @@ fn evidence_findings(
             kind: "lost_audit_events",
             subject: None,
             message: format!("{lost} audit event(s) were lost over {window} ({}): the audit log is incomplete for this window (the counters are not).", parts.join(", ")),
-            action: "ring_full: the kernel's event buffer overflowed under a flood (the counters still count every packet); write_error: the audit log could not be written, check the disk it is on.".into(),
+            action: "flood: more loggable frames than each CPU's budget of 2,000 events per second (a scan or a flood; the audit log has its first events and the counters every packet); ring_full: the kernel's event buffer overflowed (check the agent's CPU); write_error: the audit log could not be written, check the disk it is on.".into(),
         });
     }
 }

@@ -263,6 +263,7 @@ pub fn from_prometheus(
             *target.entry((l("conduit"), l("reason"))).or_insert(0) += count(s.value);
         }
     }
+    k.lost.insert("flood".into(), 0);
     k.lost.insert("ring_full".into(), 0);
     k.lost.insert("write_error".into(), 0);
     for s in counted("conduit_audit_events_lost_total")? {
