@@ -1,4 +1,4 @@
-//! Builds the XDP program (`conduit-ebpf`) for the bpf target with aya-build and leaves the
+//! Builds the XDP program (`conduit-ebpf`) for the bpf target as aya-build does and leaves the
 //! object in OUT_DIR, where `datapath::object()` embeds it.
 //!
 //! Without bpf-linker (or with `AYA_BUILD_SKIP=1`) the host crates still build and their unit
@@ -39,15 +39,85 @@ fn main() -> anyhow::Result<()> {
     let root = root
         .canonicalize()
         .context("conduit-ebpf not found next to conduit-agent")?;
-    let root = root.to_str().context("non-UTF-8 path")?;
-    aya_build::build_ebpf(
-        [aya_build::Package {
-            name: "conduit-ebpf",
-            root_dir: root,
-            ..Default::default()
-        }],
-        aya_build::Toolchain::Custom(&toolchain),
-    )
+    println!("cargo::rerun-if-changed={}", root.display());
+    build_ebpf(&root, &toolchain, &out)
+}
+
+/// The program's build, as `aya_build::build_ebpf` runs it (the same cargo command, flags and
+/// environment), written out here for one reason: aya-build builds in a target directory
+/// inside this build script's OUT_DIR, which is different for every profile and feature set,
+/// so `cargo clippy`, `cargo test`, `cargo build --release` and `cargo bench` each rebuilt
+/// `core` and the program from nothing (a minute each; several minutes of every CI run). Here
+/// the program has one target directory, `<target dir>/bpf`, shared by all of them: after
+/// the first build, the others find it fresh. (Two builds at once wait for each other on its
+/// lock.)
+fn build_ebpf(
+    root: &std::path::Path,
+    toolchain: &str,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::process::Command;
+    let target_dir = shared_target_dir(out).join("bpf");
+    let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
+    let target = match env::var("CARGO_CFG_TARGET_ENDIAN").as_deref() {
+        Ok("big") => "bpfeb-unknown-none",
+        _ => "bpfel-unknown-none",
+    };
+    let rustflags = [
+        format!("--cfg=bpf_target_arch=\"{arch}\""),
+        "-Cdebuginfo=2".into(),
+        "-Clink-arg=--btf".into(),
+    ]
+    .join("\x1f");
+    let output = Command::new("rustup")
+        .args([
+            "run",
+            toolchain,
+            "cargo",
+            "build",
+            "--package",
+            "conduit-ebpf",
+            "--bins",
+        ])
+        .args([
+            "--release",
+            "--target",
+            target,
+            "-Z",
+            "build-std=core",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        .current_dir(root)
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .output()
+        .context("running `rustup run TOOLCHAIN cargo build` for conduit-ebpf")?;
+    // Its messages as cargo warnings: all of them when it failed, else only the headlines of
+    // the compiler's warnings (not the progress lines).
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        if !output.status.success() || line.starts_with("warning") {
+            println!("cargo::warning={line}");
+        }
+    }
+    anyhow::ensure!(
+        output.status.success(),
+        "building the XDP program (conduit-ebpf) failed: see the warnings above"
+    );
+    let built = target_dir.join(target).join("release").join("conduit");
+    fs::copy(&built, out.join("conduit"))
+        .with_context(|| format!("copying {} into OUT_DIR", built.display()))?;
+    Ok(())
+}
+
+/// The target directory this build runs in: the ancestor of OUT_DIR where cargo keeps its
+/// `CACHEDIR.TAG` (OUT_DIR itself if there is none).
+fn shared_target_dir(out: &std::path::Path) -> PathBuf {
+    out.ancestors()
+        .find(|d| d.join("CACHEDIR.TAG").is_file())
+        .unwrap_or(out)
+        .to_path_buf()
 }
 
 fn which_bpf_linker() -> bool {

@@ -130,6 +130,24 @@ pub struct RunArgs {
     /// Write the verifier's whole log here if it refuses the XDP program.
     #[arg(long, value_name = "FILE")]
     pub verifier_log: Option<PathBuf>,
+    /// Learn the plant for `conduit discover --learned DIR`: the datapath records every new
+    /// flow (client, server, protocol, port, the client's MAC, answered or not, verdict,
+    /// counts; Modbus function codes and unit IDs), in any mode, and the agent keeps the
+    /// records in DIR/learned.jsonl, merged across restarts. Packets of established flows pay
+    /// nothing for it.
+    #[arg(long, value_name = "DIR")]
+    pub learn_dir: Option<PathBuf>,
+    /// How often the agent moves what the datapath learned into the learn dir (seconds; it
+    /// also does on exit). The kernel holds 65,536 flow records between two drains; what
+    /// does not fit is counted in conduit_learn_dropped_total.
+    #[arg(long, default_value_t = 30, value_name = "SECS", requires = "learn_dir",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub learn_interval: u64,
+    /// The most records the learn dir keeps (at most 460 bytes each, about 300 for IPv4); records of flows
+    /// already in it are still updated, new ones beyond the cap are counted as dropped.
+    #[arg(long, default_value_t = crate::learned::DEFAULT_MAX_RECORDS, value_name = "N",
+          requires = "learn_dir")]
+    pub learn_max_records: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -6,6 +6,7 @@ pub mod datapath;
 pub mod discover;
 pub mod explain;
 pub mod kernel;
+pub mod learned;
 pub mod pcap;
 pub mod policy;
 pub mod reference;

@@ -56,7 +56,9 @@ impl Reference {
         let mut d = Decision::FAIL_CLOSED;
         let compiled = &self.compiled;
         match fast_path(compiled, &mut flows, slot, GENERATION, &p, now, &mut d) {
-            Fast::Decided => {
+            // The reference never learns (`Fast::Learn` is for a learning datapath), but
+            // the decision is the same.
+            Fast::Decided | Fast::Learn => {
                 assert_eq!(d, full, "the fast path disagrees with decide on {p:?}");
                 self.fast_hits += 1;
                 self.last_fast = true;
@@ -109,7 +111,7 @@ const GENERATION: u64 = 1;
 struct Flows<'a>(&'a mut BTreeMap<FlowKey, FlowVal>);
 
 impl FlowTable for Flows<'_> {
-    fn with_flow(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> bool) -> Option<bool> {
+    fn with_flow<R>(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> R) -> Option<R> {
         self.0.get_mut(key).map(f)
     }
 }

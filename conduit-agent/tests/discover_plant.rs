@@ -37,6 +37,21 @@ impl Drop for Dir {
     }
 }
 
+/// The lines of a draft's section (`zones:` or `conduits:`) without its comments (the
+/// evidence, whose counts differ between sources), up to the next top-level key.
+fn policy_lines(draft: &str, section: &str) -> Vec<String> {
+    let start = draft
+        .find(&format!("\n{section}"))
+        .unwrap_or_else(|| panic!("no {section} in\n{draft}"));
+    draft[start + 1..]
+        .lines()
+        .enumerate()
+        .take_while(|(i, l)| *i == 0 || !l.starts_with(|c: char| c.is_ascii_alphabetic()))
+        .map(|(_, l)| l.split(" #").next().unwrap_or("").trim_end().to_owned())
+        .filter(|l| !l.trim_start().starts_with('#') && !l.trim().is_empty())
+        .collect()
+}
+
 fn dropped(m: &Metrics) -> f64 {
     m.sum("conduit_dropped_packets_total", &[("reason", "no_conduit")])
 }
@@ -57,7 +72,27 @@ fn discover_a_plant_review_and_enforce_the_draft() {
         ip(Role::Outsider),
     );
 
-    // ---- 1. Capture the plant at work (no agent yet) -------------------------------------
+    // ---- 1. Learn and capture the plant at work ------------------------------------------
+    // An agent in monitor mode with nothing but `policies/learn.yaml` learns (`--learn-dir`)
+    // while tcpdump captures, so the two sources see the same traffic. Two runs into two learn
+    // dirs (two gateways' worth), and a third into the first again (a restart continues it).
+    let learn_policy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../policies/learn.yaml"
+    ))
+    .unwrap();
+    let (learn_a, learn_b) = (d.join("learn-a"), d.join("learn-b"));
+    let learner = |dir: &std::path::Path| {
+        let dir = dir.to_str().unwrap();
+        let extra = ["--learn-dir", dir, "--learn-interval", "1"];
+        Agent::start(
+            BIN.as_ref(),
+            &plant.gw,
+            &plant.ports(),
+            &learn_policy,
+            &extra,
+        )
+    };
     let s1 = plant
         .serve(Role::Plc1, &[502], &[102], &[123], &[11, 22, 33])
         .ready();
@@ -76,13 +111,13 @@ fn discover_a_plant_review_and_enforce_the_draft() {
         ));
         files.push(f);
     }
+    let agent = learner(&learn_a);
     for _ in 0..2 {
         assert_eq!(
             plant.modbus_read(Role::Hmi, &plc1, 502, 3),
             Ok(vec![11, 22, 33])
         );
     }
-    assert_eq!(plant.modbus_read(Role::Hmi, &plc2, 502, 1), Ok(vec![44]));
     assert!(
         raw_modbus(&plant, Role::EngWs, &plc1, 90),
         "programming request answered"
@@ -96,8 +131,7 @@ fn discover_a_plant_review_and_enforce_the_draft() {
         plant.udp_exchange(Role::Hmi, &plc1, 123, "time?").is_some(),
         "NTP-like UDP"
     );
-    assert!(plant.ping(Role::Office, &historian, 2));
-    // The scan: refused ports of PLC 1, and the HMI trying S7 on PLC 2 (nothing listens).
+    // The scan: refused ports of PLC 1.
     let scanned = [21u16, 22, 23, 80, 8080];
     assert!(
         plant
@@ -105,7 +139,50 @@ fn discover_a_plant_review_and_enforce_the_draft() {
             .iter()
             .all(|ok| !ok)
     );
+    // The agent drains every second: /metrics counts the records, and nothing was dropped.
+    let t = std::time::Instant::now();
+    while agent
+        .metric(&plant.gw, "conduit_learn_records")
+        .unwrap_or(0.0)
+        < 6.0
+    {
+        assert!(t.elapsed().as_secs() < 10, "{}", agent.log_text());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for store in ["kernel", "disk"] {
+        let m = format!("conduit_learn_dropped_total{{store=\"{store}\"}}");
+        assert_eq!(agent.metric(&plant.gw, &m), Some(0.0), "{m}");
+    }
+    drop(agent);
+    let agent = learner(&learn_b);
+    assert_eq!(plant.modbus_read(Role::Hmi, &plc2, 502, 1), Ok(vec![44]));
+    assert!(plant.ping(Role::Office, &historian, 2));
+    // The HMI trying S7 on PLC 2, where nothing listens: refused.
     assert_eq!(plant.tcp_connects(Role::Hmi, &plc2, &[102]), [false]);
+    drop(agent);
+    let polls = |dir: &std::path::Path| {
+        let text = std::fs::read_to_string(dir.join("learned.jsonl")).unwrap();
+        let needle =
+            format!("\"client\":\"{hmi}\",\"server\":\"{plc1}\",\"proto\":6,\"port\":502,");
+        let line = text
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("{text}"));
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["flows"].as_u64().unwrap()
+    };
+    assert_eq!(polls(&learn_a), 2);
+    let agent = learner(&learn_a);
+    assert_eq!(
+        plant.modbus_read(Role::Hmi, &plc1, 502, 3),
+        Ok(vec![11, 22, 33])
+    );
+    drop(agent);
+    assert_eq!(
+        polls(&learn_a),
+        3,
+        "the restarted agent continued the learn dir"
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     drop(writers);
     drop((s1, s2));
@@ -166,6 +243,41 @@ fn discover_a_plant_review_and_enforce_the_draft() {
             .args(["--format", "json"]),
     );
     assert_eq!(std::fs::read(&again).unwrap(), text.as_bytes());
+
+    // ---- 2b. The same plant from the agents' learn dirs: the same conduits and bindings ----
+    let learned = d.join("learned.yaml");
+    let jl = run_json(
+        Command::new(BIN)
+            .arg("discover")
+            .arg("--learned")
+            .arg(&learn_a)
+            .arg("--learned")
+            .arg(&learn_b)
+            .arg("-o")
+            .arg(&learned)
+            .args(["--format", "json"]),
+    );
+    let ltext = std::fs::read_to_string(&learned).unwrap();
+    for k in [
+        "hosts",
+        "zones",
+        "conduits",
+        "flows",
+        "draft_allows",
+        "draft_denies",
+    ] {
+        assert_eq!(jl[k], j[k], "{k}: learn dirs {jl}, capture {j}\n{ltext}");
+    }
+    assert_eq!(
+        policy_lines(&ltext, "conduits:"),
+        policy_lines(&text, "conduits:"),
+        "the conduits from the learn dirs and from the capture\n{ltext}\n{text}"
+    );
+    assert_eq!(
+        policy_lines(&ltext, "zones:"),
+        policy_lines(&text, "zones:"),
+        "the zones and assets (MAC bindings) from the learn dirs and from the capture"
+    );
 
     // ---- 3. The agent refuses to enforce what nobody reviewed ------------------------------
     let pending = text.replace("  mode: monitor\n", "  mode: enforce\n");

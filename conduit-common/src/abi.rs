@@ -28,6 +28,9 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_EVENT_RATE,
     MAP_EVENT_STATS,
     MAP_EVENT_BUDGET,
+    crate::learn::MAP_LEARN,
+    crate::learn::MAP_LEARN_MODBUS,
+    crate::learn::MAP_LEARN_STATS,
 ];
 
 /// Name of the XDP program in the object file (the function name in `conduit-ebpf`).

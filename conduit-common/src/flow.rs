@@ -82,7 +82,10 @@ pub struct FlowVal {
     pub filter: u32,
     /// [`CACHE_FWD`] | [`CACHE_REV`]: which directions have a cached verdict.
     pub cached: u8,
-    pub _pad: [u8; 3],
+    /// With [`FLOW_LEARN_MODBUS`]: the unit ID and function code of the last Modbus/TCP request
+    /// learned from this flow (`crate::learn`): a repeated request is not recorded again.
+    pub learned: [u8; 2],
+    pub _pad: u8,
     /// The source MAC address each direction's cached verdict was given for.
     pub mac_fwd: [u8; 6],
     pub mac_rev: [u8; 6],
@@ -108,6 +111,14 @@ pub const FLOW_REPLIED: u32 = 4;
 /// A flow that no conduit allows, let through by a monitor-mode zone (would-deny); its
 /// replies pass while the zone stays in monitor mode.
 pub const FLOW_MONITOR: u32 = 8;
+/// Set by a learning datapath only (`crate::learn`; never read by a verdict): the flow goes
+/// to the Modbus/TCP port and its requests are learned ([`FlowVal::learned`]).
+pub const FLOW_LEARN_MODBUS: u32 = 16;
+/// Set by a learning datapath only: the flow's answer has been learned.
+pub const FLOW_LEARN_ANSWERED: u32 = 32;
+/// The learning state a monitor-mode flow keeps when its initiator's next packet opens it
+/// again (a would-deny packet always opens its flow anew, [`FLOW_NEW`]).
+pub const FLOW_LEARN_STATE: u32 = FLOW_LEARN_MODBUS | FLOW_LEARN_ANSWERED;
 
 const SEC: u64 = 1_000_000_000;
 /// Idle timeouts. OT sessions (Modbus polling, S7, EtherNet/IP) stay open for days, so an

@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod flow;
+pub mod learn;
 pub mod modbus;
 pub mod parse;
 pub mod verdict;

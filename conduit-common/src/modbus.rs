@@ -13,6 +13,9 @@ use crate::{
 
 /// The MBAP header (7 bytes) and the function code.
 pub const MBAP_AND_FUNCTION: usize = 8;
+/// Modbus/TCP's registered port: where learning and discover look for requests (a rule's
+/// `modbus` filter applies on whatever port the rule names).
+pub const PORT: u16 = 502;
 /// The largest MBAP length field: unit id (1) + the largest PDU (253).
 pub const MAX_MBAP_LENGTH: u16 = 254;
 
@@ -55,17 +58,9 @@ pub fn check(rule: Option<&ModbusRule>, p: &Packet) -> Option<Reason> {
     let Some(hit) = rule else {
         return Some(Reason::ModbusFunction);
     };
-    if usize::from(p.payload_len) < MBAP_AND_FUNCTION {
+    let Some((unit, function)) = adu(p.payload_len, &p.app) else {
         return Some(Reason::Malformed);
-    }
-    let a = &p.app;
-    let protocol = u16::from_be_bytes([a[2], a[3]]);
-    let length = u16::from_be_bytes([a[4], a[5]]);
-    if protocol != 0 || !(2..=MAX_MBAP_LENGTH).contains(&length) || length + 6 != p.payload_len {
-        return Some(Reason::Malformed);
-    }
-    let unit = a[6];
-    let function = a[7];
+    };
     if hit.flags & MODBUS_ANY_UNIT == 0 && !bit(&hit.units, usize::from(unit)) {
         return Some(Reason::ModbusUnit);
     }
@@ -73,6 +68,32 @@ pub fn check(rule: Option<&ModbusRule>, p: &Packet) -> Option<Reason> {
         return Some(Reason::ModbusFunction);
     }
     None
+}
+
+/// The unit ID and function code of a segment that holds exactly one Modbus/TCP ADU (the
+/// MBAP header of protocol 0 and a length of 2..=254 that matches the segment), as the
+/// filters frame it; `None` for anything else.
+#[inline(always)]
+pub fn adu(payload_len: u16, app: &[u8; 8]) -> Option<(u8, u8)> {
+    if usize::from(payload_len) < MBAP_AND_FUNCTION {
+        return None;
+    }
+    let protocol = u16::from_be_bytes([app[2], app[3]]);
+    let length = u16::from_be_bytes([app[4], app[5]]);
+    if protocol != 0 || !(2..=MAX_MBAP_LENGTH).contains(&length) || length + 6 != payload_len {
+        return None;
+    }
+    Some((app[6], app[7]))
+}
+
+/// A client's request in a TCP segment to [`PORT`]: `(unit, function)`, the function a
+/// public or user-defined code (below 128; 128 and up are exception responses).
+#[inline(always)]
+pub fn request(p: &Packet) -> Option<(u8, u8)> {
+    if p.proto != PROTO_TCP || p.dport != PORT || p.payload_len == 0 {
+        return None;
+    }
+    adu(p.payload_len, &p.app).filter(|&(_, f)| f < 128)
 }
 
 /// The 8 payload bytes of a request: MBAP header (transaction 0, protocol 0, length 2) and

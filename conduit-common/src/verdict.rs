@@ -4,8 +4,8 @@
 use crate::{
     abi::*,
     flow::{
-        CACHE_FWD, CACHE_REV, FLOW_FWD, FLOW_MONITOR, FLOW_NEW, FLOW_NONE, FLOW_REV, FlowKey,
-        FlowVal, alive, flow_key, flow_port, next_state, reply_shaped, tracked,
+        CACHE_FWD, CACHE_REV, FLOW_FWD, FLOW_LEARN_MODBUS, FLOW_MONITOR, FLOW_NEW, FLOW_NONE,
+        FLOW_REV, FlowKey, FlowVal, alive, flow_key, flow_port, next_state, reply_shaped, tracked,
     },
     parse::TCP_RST,
 };
@@ -720,7 +720,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
 pub trait FlowTable {
     /// Runs `f` on the flow stored under `key` and returns its answer; `None` when there is
     /// no such flow.
-    fn with_flow(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> bool) -> Option<bool>;
+    fn with_flow<R>(&mut self, key: &FlowKey, f: impl FnOnce(&mut FlowVal) -> R) -> Option<R>;
 }
 
 impl Decision {
@@ -777,7 +777,11 @@ pub fn fast_path<T: Tables, F: FlowTable>(
     if settings.valid != 1 {
         return Fast::Full;
     }
-    let of = |hit: bool| if hit { Fast::Decided } else { Fast::Full };
+    let of = |hit: Hit| match hit {
+        Hit::No => Fast::Full,
+        Hit::Yes => Fast::Decided,
+        Hit::Learn => Fast::Learn,
+    };
     // The order of `decide`: the packet's own key first, then (for a reply) the swapped one.
     if let Some(hit) = flows.with_flow(&flow_key(p, false), |v| {
         cached(t, slot, generation, &settings, p, v, FLOW_FWD, now, out)
@@ -805,6 +809,10 @@ pub enum Fast {
     NoFlow = 2,
     /// The full decision must run as it is.
     Full = 3,
+    /// It decided, and the packet is a Modbus/TCP request that a learning datapath records
+    /// (`crate::learn`: the flow has [`FLOW_LEARN_MODBUS`], and the request's unit and function
+    /// differ from the last learned). Only a datapath loaded for learning opens such flows.
+    Learn = 4,
 }
 
 /// The cached verdict of flow `v` for a packet in direction `dir` ([`FLOW_FWD`] or
@@ -821,7 +829,7 @@ fn cached<T: Tables>(
     dir: u8,
     now: u64,
     out: &mut Decision,
-) -> bool {
+) -> Hit {
     let (bit, mac, ifindex) = if dir == FLOW_FWD {
         (CACHE_FWD, &v.mac_fwd, v.if_fwd)
     } else {
@@ -834,7 +842,7 @@ fn cached<T: Tables>(
         || v.state & FLOW_MONITOR != 0
         || !alive(v, p.proto, now)
     {
-        return false;
+        return Hit::No;
     }
     let mut d = Decision {
         verdict: Verdict::Allow,
@@ -846,6 +854,7 @@ fn cached<T: Tables>(
         flow: dir,
         filter: 0,
     };
+    let mut learn = false;
     if dir == FLOW_FWD {
         d.filter = v.filter as u16;
         if v.filter != 0 {
@@ -855,8 +864,16 @@ fn cached<T: Tables>(
             };
             if crate::modbus::check(t.modbus(&key), p).is_some() {
                 // Denied by the filter: the full path says how and counts it.
-                return false;
+                return Hit::No;
             }
+        }
+        // A learning flow's Modbus request other than the last one learned.
+        if v.state & FLOW_LEARN_MODBUS != 0
+            && let Some((unit, f)) = crate::modbus::request(p)
+            && v.learned != [unit, f]
+        {
+            v.learned = [unit, f];
+            learn = true;
         }
     } else {
         d.reason = Reason::Reply;
@@ -867,5 +884,15 @@ fn cached<T: Tables>(
         *v = n;
     }
     *out = d;
-    true
+    if learn { Hit::Learn } else { Hit::Yes }
+}
+
+/// What [`cached`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hit {
+    /// The cached verdict does not hold: the full path decides.
+    No,
+    Yes,
+    /// It holds, and the packet is a Modbus request to learn ([`Fast::Learn`]).
+    Learn,
 }

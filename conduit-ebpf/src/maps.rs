@@ -6,6 +6,10 @@ use aya_ebpf::{
 };
 use conduit_common::{
     flow::{FlowKey, FlowKey4, FlowVal, MAX_FLOWS4, MAX_FLOWS6},
+    learn::{
+        LEARNSTATS_LEN, LearnKey, LearnModbusKey, LearnModbusVal, LearnVal, MAX_LEARN,
+        MAX_LEARN_MODBUS,
+    },
     *,
 };
 
@@ -106,3 +110,14 @@ pub static CDT_EVSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EVSTATS
 
 #[map(name = "CDT_EVBUDGET")]
 pub static CDT_EVBUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "CDT_LEARN")]
+pub static CDT_LEARN: HashMap<LearnKey, LearnVal> =
+    HashMap::with_max_entries(MAX_LEARN, NO_PREALLOC);
+
+#[map(name = "CDT_LEARN_MB")]
+pub static CDT_LEARN_MB: HashMap<LearnModbusKey, LearnModbusVal> =
+    HashMap::with_max_entries(MAX_LEARN_MODBUS, NO_PREALLOC);
+
+#[map(name = "CDT_LEARNSTATS")]
+pub static CDT_LEARNSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LEARNSTATS_LEN, 0);

@@ -16,7 +16,7 @@ use conduit_common::{
 };
 
 use crate::{
-    counters, events, flow,
+    counters, events, flow, learn,
     maps::{CDT_ACTIVE, CDT_BENCH, CDT_SCRATCH, CDT_TRACE},
     tables::{KernelFib, KernelTables},
 };
@@ -25,6 +25,11 @@ use crate::{
 /// `CDT_TRACE`. Zero in production, where the verifier drops the tracing code.
 #[unsafe(no_mangle)]
 static CONDUIT_TRACE: u32 = 0;
+
+/// Set to 1 at load time (read-only data) by `conduit run --learn-dir`: record what the
+/// datapath learns (`crate::learn`). Zero otherwise, and the verifier drops the learning code.
+#[unsafe(no_mangle)]
+static CONDUIT_LEARN: u32 = 0;
 
 /// The packet as the shared parser sees it: every load is bounds-checked against data_end.
 struct XdpFrame {
@@ -101,10 +106,17 @@ fn ingress(ctx: *mut aya_ebpf::bindings::xdp_md, p: &Packet, slot: u8, out: &mut
     check_ingress(&KernelTables, &KernelFib(ctx), slot, p, out);
 }
 
-/// The flow table after the full decision (and the interface checks), out of line.
+/// The flow table after the full decision (and the interface checks), out of line; what
+/// the learning code records (0 when not learning).
 #[inline(never)]
-fn update(p: &Packet, run: &Run, d: &Decision) {
-    flow::update(d, p, run.now, run.generation);
+fn update(p: &Packet, run: &Run, d: &Decision) -> u8 {
+    flow::update(d, p, run.now, run.generation, run.learn)
+}
+
+/// The learning code, out of line (only in a program loaded for learning).
+#[inline(never)]
+fn record(p: &Packet, d: &Decision, found: u8, now: u64) {
+    learn::record(p, d, found, now);
 }
 
 /// What a program run reads once and its subprograms share (BPF passes at most five
@@ -113,6 +125,7 @@ struct Run {
     generation: u64,
     now: u64,
     slot: u8,
+    learn: bool,
 }
 
 /// The shared parser over the frame, out of line for the same reason as [`full`]; false
@@ -159,10 +172,14 @@ fn judge(ctx: &XdpContext) -> u32 {
     // the audit window are seconds. SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     let ifindex = ctx.ingress_ifindex() as u32;
+    // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the
+    // loader's value replaces).
+    let learning = unsafe { core::ptr::read_volatile(&CONDUIT_LEARN) } != 0;
     let run = Run {
         generation,
         now,
         slot,
+        learn: learning,
     };
     let Some(scratch) = CDT_SCRATCH.get_ptr_mut(0) else {
         // Cannot happen (a one-slot per-CPU array); fail closed if it ever does.
@@ -181,13 +198,18 @@ fn judge(ctx: &XdpContext) -> u32 {
         // A packet of a flow with a verdict under this policy: one flow lookup. Else the
         // full decision.
         let f = fast(p, slot, generation, now, &mut d);
-        quick = f == Fast::Decided;
+        quick = f == Fast::Decided || f == Fast::Learn;
         if !quick {
             full(p, &run, f == Fast::NoFlow, &mut d);
             if needs_ingress_check(&d, p) {
                 ingress(ctx.ctx, p, slot, &mut d);
             }
-            update(p, &run, &d);
+            let found = update(p, &run, &d);
+            if learning {
+                record(p, &d, found, now);
+            }
+        } else if learning && f == Fast::Learn {
+            record(p, &d, learn::MODBUS, now);
         }
         if d.log {
             log(&d, p, ifindex, now);

@@ -2,7 +2,7 @@
 //! userspace reference over the same compiled policy.
 use aya::programs::{TestRun as _, TestRunOptions};
 use conduit_agent::{
-    datapath::Datapath,
+    datapath::{Datapath, LoadOptions},
     policy::{compile::Compiled, load::load_bytes},
     reference::Reference,
 };
@@ -19,7 +19,18 @@ pub struct Kernel {
 /// Loads the program (with tracing) and `yaml` into it; returns it with the reference model
 /// of the same compiled policy. Panics with the diagnostics if the policy is invalid.
 pub fn with_policy(yaml: &str) -> (Kernel, Reference) {
-    let dp = Datapath::load_with(true).expect("load the XDP program (root, bpffs, BTF)");
+    with_options(yaml, false)
+}
+
+/// [`with_policy`] with the program loaded for learning (`conduit run --learn-dir`).
+pub fn learning(yaml: &str) -> (Kernel, Reference) {
+    with_options(yaml, true)
+}
+
+fn with_options(yaml: &str, learn: bool) -> (Kernel, Reference) {
+    let options = LoadOptions { trace: true, learn };
+    let dp =
+        Datapath::load_options(options, None).expect("load the XDP program (root, bpffs, BTF)");
     let mut k = Kernel { dp, seq: 0 };
     let compiled = k.reload(yaml);
     (k, Reference::new(compiled))

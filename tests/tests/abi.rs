@@ -5,6 +5,7 @@ use std::mem::size_of;
 use conduit_common::{
     self as abi,
     flow::{FlowKey, FlowVal},
+    learn,
 };
 
 const HASH: u32 = 1;
@@ -173,6 +174,27 @@ fn object_maps_match_common_types() {
             4,
             size_of::<abi::EventBudget>(),
             1,
+        ),
+        (
+            learn::MAP_LEARN,
+            HASH,
+            size_of::<learn::LearnKey>(),
+            size_of::<learn::LearnVal>(),
+            learn::MAX_LEARN,
+        ),
+        (
+            learn::MAP_LEARN_MODBUS,
+            HASH,
+            size_of::<learn::LearnModbusKey>(),
+            size_of::<learn::LearnModbusVal>(),
+            learn::MAX_LEARN_MODBUS,
+        ),
+        (
+            learn::MAP_LEARN_STATS,
+            PERCPU_ARRAY,
+            4,
+            8,
+            learn::LEARNSTATS_LEN,
         ),
     ];
     for &(name, ty, key, value, max) in expected {

@@ -79,7 +79,8 @@ struct Plant {
     tag: u32,
     namespaces: Vec<String>,
     children: Vec<Child>,
-    pin_dir: PathBuf,
+    /// The agent's pin directories (the learning agent's, then the enforcing one's).
+    pin_dirs: Vec<PathBuf>,
     tmp: PathBuf,
 }
 
@@ -99,13 +100,15 @@ impl Drop for Plant {
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
-        let _ = Command::new(workspace_root().join("target/release/conduit"))
-            .args(["detach", "--pin-dir"])
-            .arg(&self.pin_dir)
-            .arg("--state-dir")
-            .arg(self.tmp.join("state"))
-            .stdout(Stdio::null())
-            .status();
+        for pin_dir in &self.pin_dirs {
+            let _ = Command::new(workspace_root().join("target/release/conduit"))
+                .args(["detach", "--pin-dir"])
+                .arg(pin_dir)
+                .arg("--state-dir")
+                .arg(self.tmp.join("state"))
+                .stdout(Stdio::null())
+                .status();
+        }
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
@@ -212,45 +215,21 @@ pub fn run() -> Result<()> {
         tag,
         namespaces: Vec::new(),
         children: Vec::new(),
-        pin_dir: PathBuf::from(format!("/sys/fs/bpf/conduit-demo-{tag}")),
+        pin_dirs: Vec::new(),
         tmp: tmp.clone(),
     };
     build_plant(&mut p)?;
+    let ifaces: Vec<String> = HOSTS.iter().map(|h| port_name(tag, h.name)).collect();
+    discover(&mut p, &conduit, &ifaces)?;
+
     let policy = tmp.join("policy.yaml");
     std::fs::copy(&policy_src, &policy)?;
-
     step(
         "the gateway runs `conduit run --policy policies/purdue-plant.yaml` on its 7 plant-facing ports",
     );
-    let ifaces: Vec<String> = HOSTS.iter().map(|h| port_name(tag, h.name)).collect();
-    let mut cmd = vec![
-        conduit.to_str().unwrap(),
-        "run",
-        "--policy",
-        policy.to_str().unwrap(),
-    ];
-    for i in &ifaces {
-        cmd.extend(["--iface", i]);
-    }
-    let pin = p.pin_dir.to_string_lossy().into_owned();
-    let state = tmp.join("state").to_string_lossy().into_owned();
     let audit = tmp.join("audit.jsonl").to_string_lossy().into_owned();
-    cmd.extend([
-        "--pin-dir",
-        &pin,
-        "--state-dir",
-        &state,
-        "--audit-log",
-        &audit,
-    ]);
-    let log = std::fs::File::create(tmp.join("agent.log"))?;
-    let agent = Command::new("nsenter")
-        .arg(format!("--net=/var/run/netns/{}", p.ns("gw")))
-        .arg("--")
-        .args(&cmd)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()?;
+    let state = tmp.join("state").to_string_lossy().into_owned();
+    let agent = start_agent(&mut p, &conduit, &policy, &ifaces, &["--audit-log", &audit])?;
     p.children.push(agent);
     wait_healthy(&p)?;
     println!("  agent healthy; policy: 5 zones, 9 assets, 7 conduits; everything else is denied");
@@ -423,6 +402,118 @@ pub fn run() -> Result<()> {
     step("teardown: stopping the agent (it detaches), deleting the namespaces");
     drop(p);
     println!("\ndemo done: nothing left behind");
+    Ok(())
+}
+
+/// Starts `conduit run --policy POLICY` on the gateway's ports, with a pin directory of its own
+/// (removed when the plant goes) and `extra` arguments.
+fn start_agent(
+    p: &mut Plant,
+    conduit: &std::path::Path,
+    policy: &std::path::Path,
+    ifaces: &[String],
+    extra: &[&str],
+) -> Result<Child> {
+    let pin_dir = PathBuf::from(format!(
+        "/sys/fs/bpf/conduit-demo-{}-{}",
+        p.tag,
+        p.pin_dirs.len()
+    ));
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/var/run/netns/{}", p.ns("gw")))
+        .arg("--")
+        .arg(conduit)
+        .arg("run")
+        .arg("--policy")
+        .arg(policy);
+    for i in ifaces {
+        cmd.args(["--iface", i]);
+    }
+    cmd.arg("--pin-dir")
+        .arg(&pin_dir)
+        .arg("--state-dir")
+        .arg(p.tmp.join("state"))
+        .args(extra);
+    p.pin_dirs.push(pin_dir);
+    let log = std::fs::File::create(p.tmp.join("agent.log"))?;
+    Ok(cmd.stdout(Stdio::null()).stderr(log).spawn()?)
+}
+
+/// The discover step: an agent in monitor mode learns the plant at work, then `conduit
+/// discover --learned` drafts its policy.
+fn discover(p: &mut Plant, conduit: &std::path::Path, ifaces: &[String]) -> Result<()> {
+    step(
+        "discover: an agent in monitor mode learns the plant (policies/learn.yaml, --learn-dir); `conduit discover --learned` drafts its policy",
+    );
+    let learn_dir = p.tmp.join("learn");
+    let learn = learn_dir.to_string_lossy().into_owned();
+    let policy = workspace_root().join("policies/learn.yaml");
+    let mut agent = start_agent(p, conduit, &policy, ifaces, &["--learn-dir", &learn])?;
+    let healthy = wait_healthy(p);
+    let mut servers = Vec::new();
+    let traffic = healthy.and_then(|()| {
+        for (host, port) in [("plc1", "502"), ("plc2", "502"), ("historian", "443")] {
+            servers.push(spawn_in(&p.ns(host), &["nc", "-l", "-k", "-p", port])?);
+        }
+        sleep(Duration::from_millis(300));
+        let mut answered = 0;
+        for (from, to, port) in [
+            ("hmi", "10.2.0.10", "502"),
+            ("hmi", "10.2.0.11", "502"),
+            ("engws", "10.2.0.10", "502"),
+            ("office", "10.5.0.10", "443"),
+        ] {
+            answered += usize::from(tcp(p, from, to, port));
+        }
+        let ping = ["ping", "-c", "2", "-i", "0.2", "-W", "1", "10.2.0.11"];
+        answered += usize::from(ok_in(&p.ns("hmi"), &ping));
+        let scan = ["21", "22", "80", "102"]
+            .into_iter()
+            .filter(|port| tcp(p, "outsider", "10.2.0.10", port))
+            .count();
+        println!(
+            "  traffic: {answered} answered exchanges (hmi, eng-ws → plcs, office → historian, ping), a scan of 4 ports ({scan} open)"
+        );
+        Ok(())
+    });
+    // Stopping the agent writes what it learned (it also does every --learn-interval).
+    // SAFETY: kill on the PID of our own child (nsenter execs conduit).
+    unsafe { kill(agent.id() as i32, 15) };
+    let _ = agent.wait();
+    for mut s in servers {
+        // SAFETY: as above.
+        unsafe { kill(s.id() as i32, 15) };
+        let _ = s.wait();
+    }
+    traffic?;
+    let draft = p.tmp.join("draft.yaml");
+    let out = Command::new(conduit)
+        .args(["discover", "--learned", &learn, "-o"])
+        .arg(&draft)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "conduit discover failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&out.stderr).lines() {
+        println!("  {line}");
+    }
+    let text = std::fs::read_to_string(&draft)?;
+    let conduits: Vec<&str> = text
+        .split_once("\nconduits:")
+        .map(|(_, c)| c)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - name: "))
+        .collect();
+    println!(
+        "  the draft ({} lines, every zone and conduit `review: pending`, mode monitor): {}",
+        text.lines().count(),
+        conduits.join(", ")
+    );
+    println!("  a person reviews it; this demo goes on with the reviewed policy of this plant");
     Ok(())
 }
 

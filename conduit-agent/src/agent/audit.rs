@@ -30,7 +30,8 @@ pub fn rfc3339(unix_ns: u128) -> String {
     )
 }
 
-fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
+/// An address of the kernel's layout (network order, IPv4 in the first 4 bytes).
+pub fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
     match family {
         FAMILY_V4 => Some(IpAddr::from([a[0], a[1], a[2], a[3]])),
         FAMILY_V6 => Some(IpAddr::from(*a)),
@@ -49,14 +50,20 @@ fn proto_name(p: u8, family: u8) -> serde_json::Value {
     }
 }
 
-/// One audit line. `mono_now` and `wall_now` map the kernel's monotonic time to wall time.
-pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> String {
-    let age = u128::from(mono_now.saturating_sub(ev.ts_ns));
-    let wall = wall_now
+/// The wall-clock time (ns since the epoch) of the kernel's monotonic time `ts`, given both
+/// clocks read now.
+pub fn wall_ns(ts: u64, mono_now: u64, wall_now: SystemTime) -> u128 {
+    let age = u128::from(mono_now.saturating_sub(ts));
+    wall_now
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0)
-        .saturating_sub(age);
+        .saturating_sub(age)
+}
+
+/// One audit line. `mono_now` and `wall_now` map the kernel's monotonic time to wall time.
+pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> String {
+    let wall = wall_ns(ev.ts_ns, mono_now, wall_now);
     let zone = |id: u32| st.zone_name(id);
     let icmp = ev.arp == 0 && matches!(ev.proto, 1 | 58);
     let ports = ev.family != 0 && ev.arp == 0 && !icmp;

@@ -2,6 +2,15 @@
 //! this process's descriptor limit.
 use std::{ffi::CStr, net::IpAddr};
 
+/// This host's name (the report's gateway, the learn dir's header).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// Every address configured on this host's interfaces (in the agent's network namespace),
 /// sorted and without duplicates.
 pub fn own_addresses() -> std::io::Result<Vec<IpAddr>> {

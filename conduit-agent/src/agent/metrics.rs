@@ -281,6 +281,23 @@ impl Collector for KernelCollector {
             MetricType::COUNTER,
             vec![counter(vec![], s.events_written as f64)],
         ));
+        if let Some(l) = &s.learn {
+            out.push(family(
+                "conduit_learn_records",
+                "Records in the learn dir (run --learn-dir), as of the last drain.",
+                MetricType::GAUGE,
+                vec![gauge(vec![], l.records as f64)],
+            ));
+            out.push(family(
+                "conduit_learn_dropped_total",
+                "Learned records that did not fit, as of the last drain: store=kernel (the datapath's maps were full between two drains: drain more often, --learn-interval), store=disk (the learn dir held --learn-max-records).",
+                MetricType::COUNTER,
+                vec![
+                    counter(vec![label("store", "kernel")], l.dropped_kernel as f64),
+                    counter(vec![label("store", "disk")], l.dropped_disk as f64),
+                ],
+            ));
+        }
         // The text encoder refuses a family without samples (e.g. no drops yet).
         out.retain(|f| !f.get_metric().is_empty());
         out

@@ -4,6 +4,7 @@
 //! stays; if the agent dies, the pinned program keeps enforcing the last good policy.
 pub mod audit;
 pub mod host;
+pub mod learn;
 pub mod links;
 pub mod lock;
 pub mod metrics;
@@ -42,6 +43,8 @@ pub struct Shared {
     /// Audit events whose line could not be written (a full disk, an I/O error).
     pub events_write_failed: u64,
     pub addrs: Vec<IpAddr>,
+    /// With `--learn-dir`: the learn dir's figures as of the last drain.
+    pub learn: Option<learn::Figures>,
 }
 
 impl Shared {
@@ -302,13 +305,25 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // Before anything reads or changes the pins, and held until the agent exits.
     let _lock = lock::lock(&pin_dir).map_err(|e| fail(2, e.to_string()))?;
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
-    let mut dp = Datapath::load_pinned(&pin_dir).map_err(|e| match e.verifier_log() {
-        Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
-        None => fail(
-            2,
-            format!("{e}; if an older conduit left incompatible pins, run `conduit detach`"),
-        ),
-    })?;
+    let options = crate::datapath::LoadOptions {
+        learn: args.learn_dir.is_some(),
+        ..Default::default()
+    };
+    let mut dp =
+        Datapath::load_options(options, Some(&pin_dir)).map_err(|e| match e.verifier_log() {
+            Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
+            None => fail(
+                2,
+                format!("{e}; if an older conduit left incompatible pins, run `conduit detach`"),
+            ),
+        })?;
+    // The learn dir before anything is attached: one from another version is refused.
+    let learner = match &args.learn_dir {
+        Some(dir) => Some(Arc::new(Mutex::new(
+            learn::Learner::open(dir, args.learn_max_records, &dp).map_err(|e| fail(1, e))?,
+        ))),
+        None => None,
+    };
     let addrs = host::own_addresses()
         .map_err(|e| fail(2, format!("listing this host's addresses: {e}")))?;
     let mut st = state::State {
@@ -396,6 +411,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         events_written: 0,
         events_write_failed: 0,
         addrs,
+        learn: None,
     }));
     let reloader = Arc::new(Reloader {
         dp: Arc::new(Mutex::new(dp)),
@@ -504,6 +520,22 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         }
     });
 
+    // Learning: the kernel's records into the learn dir, off the runtime thread.
+    if let Some(l) = &learner {
+        info!(dir = %args.learn_dir.as_deref().unwrap_or(Path::new("")).display(), interval_s = args.learn_interval, max_records = args.learn_max_records, "learning the plant for `conduit discover --learned`");
+        let (l, shared) = (l.clone(), shared.clone());
+        let every = Duration::from_secs(args.learn_interval);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let (l, shared) = (l.clone(), shared.clone());
+                let _ = tokio::task::spawn_blocking(move || learn::drain(&l, &shared)).await;
+            }
+        });
+    }
+
     // Reload triggers: SIGHUP, the policy file changing (debounced), this host's addresses
     // changing (the failsafe follows them).
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -541,6 +573,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                     }
                 }
             }
+        }
+    }
+    // What was learned since the last drain, before the pins may go.
+    if let Some(l) = &learner {
+        let (l2, sh) = (l.clone(), shared.clone());
+        let _ = tokio::task::spawn_blocking(move || learn::drain(&l2, &sh)).await;
+        if let Ok(l) = l.lock() {
+            let f = l.figures();
+            info!(dir = %l.dir().display(), records = f.records, dropped_kernel = f.dropped_kernel, dropped_disk = f.dropped_disk, "learn dir written");
         }
     }
     if args.keep_on_exit {

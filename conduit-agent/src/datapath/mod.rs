@@ -2,6 +2,7 @@
 //! compiled policy into its maps, read its counters.
 mod apply;
 pub mod budget;
+mod learned;
 pub mod probe;
 pub(crate) mod sys;
 pub use apply::{ApplyReport, LpmKey, MapSync};
@@ -11,6 +12,7 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use conduit_common::{Counter, MAP_TOTALS, PROGRAM_NAME, Verdict};
+pub use learned::Learned;
 
 /// The XDP object built by `build.rs`, embedded in the binary.
 pub fn object() -> &'static [u8] {
@@ -126,33 +128,54 @@ impl DatapathError {
     }
 }
 
+/// How the program is loaded (its read-only globals).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Record every decision in `CDT_TRACE` (tests and `replay`).
+    pub trace: bool,
+    /// Record what the datapath learns for `conduit discover` (`run --learn-dir`).
+    pub learn: bool,
+}
+
 impl Datapath {
     /// Loads the embedded object and the program into the kernel (nothing is attached yet).
     pub fn load() -> Result<Self, DatapathError> {
-        Self::load_with(false)
+        Self::load_options(LoadOptions::default(), None)
     }
 
     /// Like [`Datapath::load`]; with `trace`, the program records every decision in
     /// `CDT_TRACE` (for tests and `replay`).
     pub fn load_with(trace: bool) -> Result<Self, DatapathError> {
-        Self::load_inner(trace, None)
+        Self::load_options(
+            LoadOptions {
+                trace,
+                ..Default::default()
+            },
+            None,
+        )
     }
 
     /// Loads the program with its maps pinned under `pin_dir/maps/`: maps pinned there by an
     /// earlier agent are adopted (policy, flows and counters continue), missing ones are
     /// created and pinned.
     pub fn load_pinned(pin_dir: &std::path::Path) -> Result<Self, DatapathError> {
-        Self::load_inner(false, Some(pin_dir))
+        Self::load_options(LoadOptions::default(), Some(pin_dir))
     }
 
-    fn load_inner(trace: bool, pin_dir: Option<&std::path::Path>) -> Result<Self, DatapathError> {
+    /// The program loaded as `options` say, its maps pinned under `pin_dir` if given (see
+    /// [`Datapath::load_pinned`]).
+    pub fn load_options(
+        options: LoadOptions,
+        pin_dir: Option<&std::path::Path>,
+    ) -> Result<Self, DatapathError> {
         let obj = object();
         if obj.is_empty() {
             return Err(DatapathError::NoObject);
         }
-        let flag = u32::from(trace);
+        let (trace, learn) = (u32::from(options.trace), u32::from(options.learn));
         let mut loader = aya::EbpfLoader::new();
-        loader.override_global(conduit_common::GLOBAL_TRACE, &flag, true);
+        loader.override_global(conduit_common::GLOBAL_TRACE, &trace, true);
+        loader.override_global(conduit_common::learn::GLOBAL_LEARN, &learn, true);
         // Maps created by this load start empty; adopted pins hold what an earlier agent
         // wrote, which the first apply lists.
         let mut fresh: Vec<&'static str> = conduit_common::PINNED_MAPS.to_vec();
@@ -352,14 +375,18 @@ impl Datapath {
 
     /// Audit event counters (suppressed, lost, shed in a flood), summed over CPUs.
     pub fn event_stats(&self) -> Result<[u64; 3], DatapathError> {
-        use conduit_common::MAP_EVENT_STATS as N;
-        let m = self.map(N)?;
-        let arr = PerCpuArray::<_, u64>::try_from(m).map_err(|e| DatapathError::Map(N, e))?;
-        let mut out = [0u64; 3];
+        self.per_cpu_sums(conduit_common::MAP_EVENT_STATS)
+    }
+
+    /// The first `N` slots of a per-CPU array of `u64` counters, each summed over CPUs.
+    fn per_cpu_sums<const N: usize>(&self, name: &'static str) -> Result<[u64; N], DatapathError> {
+        let m = self.map(name)?;
+        let arr = PerCpuArray::<_, u64>::try_from(m).map_err(|e| DatapathError::Map(name, e))?;
+        let mut out = [0u64; N];
         for (i, slot) in out.iter_mut().enumerate() {
             let v = arr
                 .get(&(i as u32), 0)
-                .map_err(|e| DatapathError::Map(N, e))?;
+                .map_err(|e| DatapathError::Map(name, e))?;
             *slot = v.iter().sum();
         }
         Ok(out)

@@ -17,6 +17,7 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -160,6 +161,37 @@ pub fn lookup_batch<K: Pod, V: Pod>(
     keys: &mut [K],
     values: &mut [V],
 ) -> Result<(usize, bool), Partial> {
+    read_batch(BPF_MAP_LOOKUP_BATCH, fd, token, first, keys, values)
+}
+
+/// BPF_MAP_LOOKUP_AND_DELETE_BATCH: [`lookup_batch`], and the entries read are deleted in the
+/// same call (a hash map's bucket at a time, under its lock: an entry is read and removed
+/// at once). For a hash map, `keys.len()` must hold the largest bucket (ENOSPC otherwise).
+pub fn lookup_and_delete_batch<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    token: &mut [u8],
+    first: bool,
+    keys: &mut [K],
+    values: &mut [V],
+) -> Result<(usize, bool), Partial> {
+    read_batch(
+        BPF_MAP_LOOKUP_AND_DELETE_BATCH,
+        fd,
+        token,
+        first,
+        keys,
+        values,
+    )
+}
+
+fn read_batch<K: Pod, V: Pod>(
+    cmd: libc::c_long,
+    fd: BorrowedFd<'_>,
+    token: &mut [u8],
+    first: bool,
+    keys: &mut [K],
+    values: &mut [V],
+) -> Result<(usize, bool), Partial> {
     assert_eq!(keys.len(), values.len());
     assert!(token.len() >= size_of::<K>().max(8));
     // The kernel reads in_batch before it writes out_batch, so one buffer serves both.
@@ -173,7 +205,7 @@ pub fn lookup_batch<K: Pod, V: Pod>(
         map_fd: fd_u32(fd),
         ..Default::default()
     };
-    match bpf(BPF_MAP_LOOKUP_BATCH, &mut a) {
+    match bpf(cmd, &mut a) {
         Ok(()) => Ok((a.count as usize, true)),
         // ENOENT: the end of the map; `count` entries were still read.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok((a.count as usize, false)),

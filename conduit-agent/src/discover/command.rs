@@ -13,6 +13,10 @@ pub struct DiscoverArgs {
     /// An audit log written by `conduit run --audit-log` with `log: all`. Repeat for several.
     #[arg(long = "audit-log", value_name = "FILE")]
     pub audit_logs: Vec<PathBuf>,
+    /// A learn dir written by `conduit run --learn-dir DIR`. Repeat for several gateways:
+    /// their records merge.
+    #[arg(long = "learned", value_name = "DIR")]
+    pub learned: Vec<PathBuf>,
     /// Zones to use: a YAML list of {name, cidr, security_level, purdue_level}. Hosts outside
     /// them get a zone per /24 (IPv4) or /64 (IPv6).
     #[arg(long, value_name = "SEED.yaml")]
@@ -119,6 +123,7 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
     let opts = Options {
         pcaps: a.pcaps,
         audit_logs: a.audit_logs,
+        learned: a.learned,
         seed: a.seed,
         base: a.base,
     };

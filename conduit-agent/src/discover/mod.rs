@@ -4,12 +4,13 @@
 //! - [`observe`]: the observation model every source produces, and the [`observe::Source`]
 //!   trait (the hook for `--learned DIR`);
 //! - [`track`]: connection tracking over decoded packets (answered or not, Modbus requests);
-//! - [`sources`]: captures (pcap, pcapng; streamed) and audit logs;
+//! - [`sources`]: captures (pcap, pcapng; streamed), audit logs, learn dirs;
 //! - [`draft`]: the draft builder (pure); [`emit`]: its YAML; [`proof`]: the verdicts;
 //! - [`command`]: the command line.
 pub mod command;
 pub mod draft;
 pub mod emit;
+pub mod learned;
 pub mod observe;
 pub mod proof;
 pub mod sources;
@@ -51,6 +52,7 @@ impl DiscoverError {
 pub struct Options {
     pub pcaps: Vec<PathBuf>,
     pub audit_logs: Vec<PathBuf>,
+    pub learned: Vec<PathBuf>,
     pub seed: Option<PathBuf>,
     pub base: Option<PathBuf>,
 }
@@ -82,10 +84,13 @@ pub fn observe(o: &Options) -> Result<Observations, DiscoverError> {
     for p in &o.audit_logs {
         sources.push(Box::new(sources::AuditLog { path: p.clone() }));
     }
+    for p in &o.learned {
+        sources.push(Box::new(learned::LearnDir { path: p.clone() }));
+    }
     if sources.is_empty() {
         return Err(DiscoverError::input(
             "discover",
-            "no source: give at least one --pcap FILE or --audit-log FILE".into(),
+            "no source: give at least one --pcap FILE, --audit-log FILE or --learned DIR".into(),
         ));
     }
     for mut s in sources {

@@ -197,6 +197,13 @@ impl Observations {
         Partner::add(&mut self.addr_of, mac, ip);
     }
 
+    /// `ip` was seen with more than one MAC (a learn dir's record says so): never bound.
+    pub fn several_macs(&mut self, ip: IpAddr) {
+        if is_host_addr(ip) {
+            self.mac_of.insert(ip, Partner::Several);
+        }
+    }
+
     /// The MAC to bind `ip` to: the one MAC it was seen with, when that MAC was seen with no
     /// other address for the whole window (a router's MAC, seen behind many
     /// addresses, is never bound).
@@ -227,19 +234,4 @@ impl Observations {
 pub trait Source {
     /// Reads the whole input into `obs`. Errors name the input (and the frame or line).
     fn read_into(&mut self, obs: &mut Observations) -> Result<SourceSummary, super::DiscoverError>;
-}
-
-/// A Modbus/TCP request header in a client-to-server segment, as the datapath frames it: one
-/// ADU, protocol 0, length 2..=254 matching the segment. `(unit, function)`.
-pub fn modbus_request(payload_len: u16, app: &[u8; 8]) -> Option<(u8, u8)> {
-    use conduit_common::modbus::{MAX_MBAP_LENGTH, MBAP_AND_FUNCTION};
-    if usize::from(payload_len) < MBAP_AND_FUNCTION {
-        return None;
-    }
-    let protocol = u16::from_be_bytes([app[2], app[3]]);
-    let length = u16::from_be_bytes([app[4], app[5]]);
-    if protocol != 0 || !(2..=MAX_MBAP_LENGTH).contains(&length) || length + 6 != payload_len {
-        return None;
-    }
-    (app[7] < 128).then_some((app[6], app[7]))
 }

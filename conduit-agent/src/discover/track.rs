@@ -13,7 +13,7 @@ use conduit_common::{
     verdict::{PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet},
 };
 
-use super::observe::{FlowKey, FlowObservation, FlowStats, Observations, Ts, modbus_request};
+use super::observe::{FlowKey, FlowObservation, FlowStats, Observations, Ts};
 
 const SEC: u64 = 1_000_000_000;
 /// Idle time after which an established TCP connection is forgotten (capture time); a later
@@ -30,7 +30,7 @@ const IDLE_OTHER: u64 = conduit_common::flow::TIMEOUT_OTHER;
 /// How often (capture time) idle connections are swept.
 const SWEEP_EVERY: u64 = 30 * SEC;
 /// The registered Modbus/TCP port.
-pub const MODBUS_PORT: u16 = 502;
+pub const MODBUS_PORT: u16 = conduit_common::modbus::PORT;
 
 type End = (IpAddr, u16);
 
@@ -190,11 +190,7 @@ impl Tracker {
                     }
                     (state, _) => state,
                 };
-                if from_client
-                    && c.key.port == MODBUS_PORT
-                    && p.payload_len > 0
-                    && let Some((unit, f)) = modbus_request(p.payload_len, &p.app)
-                {
+                if from_client && let Some((unit, f)) = conduit_common::modbus::request(p) {
                     c.stats.modbus.entry(unit).or_default().insert(f);
                 }
             }

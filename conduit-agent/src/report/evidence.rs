@@ -88,14 +88,6 @@ impl Evidence {
     }
 }
 
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// The local agent's evidence: the state file in `state_dir` names the pin directory and the
 /// live policy; the counters are read from the pinned maps (they live as long as the pins,
 /// across agent restarts). `sha256` is the report's policy, compared with the live one.
@@ -119,7 +111,7 @@ pub fn from_agent(state_dir: &Path, sha256: &str) -> Result<Evidence, ReportErro
     let read = |what: &str, e: crate::datapath::DatapathError| {
         ReportError::Counters(format!("{what}: {e}"))
     };
-    let gw = hostname();
+    let gw = crate::agent::host::hostname();
     let zone = |id: u32| st.zone_name(id);
     let mut k = Counters::default();
     let stats = dp
