@@ -8,7 +8,7 @@ use std::{net::IpAddr, time::Instant};
 
 use aya::programs::{TestRun as _, TestRunOptions, Xdp};
 use conduit_agent::{
-    datapath::Datapath,
+    datapath::{Datapath, LoadOptions},
     policy::{
         Pos,
         compile::compile,
@@ -344,6 +344,98 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
     out + "\n"
 }
 
+/// The cost of learning (`conduit run --learn-dir`, issue #14's goal: ≤ 2 % on established
+/// flows): the program loaded with learning on and off, the same policy and frames, measured
+/// alternately in the same run (median of the per-round ratios).
+fn learning_cost(repeat: u32, rounds: usize) -> String {
+    let client = [10, 0, 0, 1];
+    let tcp = |sport, dport, flags| {
+        frames::v4(
+            CLIENT_MAC,
+            client,
+            [10, 200, 0, 1],
+            L4::Tcp {
+                sport,
+                dport,
+                flags,
+            },
+        )
+    };
+    let cases = [
+        (
+            "established flow (TCP ACK)",
+            tcp(41100, 502, 0x10),
+            "≤ 1.02×",
+        ),
+        (
+            "established flow, a repeated Modbus read",
+            frames::v4(CLIENT_MAC, client, [10, 200, 0, 1], modbus_read(41101, 502)),
+            "≤ 1.02×",
+        ),
+        (
+            "new allowed flow (SYN+RST)",
+            tcp(41102, 502, 0x06),
+            "(recorded)",
+        ),
+        (
+            "denied frame (SYN to a closed port)",
+            tcp(41103, 503, 0x02),
+            "(recorded)",
+        ),
+    ];
+    let mut dps: Vec<Datapath> = [false, true]
+        .into_iter()
+        .map(|learn| {
+            let options = LoadOptions {
+                trace: false,
+                learn,
+            };
+            let mut dp = Datapath::load_options(options, None).expect("load");
+            let slot = dp.next_slot().unwrap();
+            dp.apply(&compile(&policy(10, 10), slot).expect("compile"))
+                .expect("apply");
+            let prog = dp.program().unwrap();
+            // The established flows' handshakes, and a first Modbus read (learned once).
+            for sport in [41100, 41101] {
+                let _ = cost(prog, &tcp(sport, 502, 0x02), 1, 1);
+            }
+            let _ = cost(prog, &cases[1].1, 1, 1);
+            dp
+        })
+        .collect();
+    let mut out = format!(
+        "### Learning on and off (`run --learn-dir`, in one run)
+
+The program loaded without and with learning, the policy of 10 identities and 10 conduits, {repeat} repeats; each round measures both on the same frame one after the other, and the ratio is the median of {rounds} rounds' ratios. A new or denied flow with learning on updates its learn record (found after the first frame: the common case of a client that retries or polls).
+
+| case | off ns | on ns | on ÷ off | goal |
+| --- | ---: | ---: | ---: | --- |
+"
+    );
+    for (name, frame, goal) in &cases {
+        let mut ratios = Vec::new();
+        let (mut off, mut on) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let a = cost(dps[0].program().unwrap(), frame, repeat, 1);
+            let b = cost(dps[1].program().unwrap(), frame, repeat, 1);
+            ratios.push(b / a);
+            off.push(a);
+            on.push(b);
+        }
+        let med = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        out += &format!(
+            "| {name} | {:.1} | {:.1} | {:.3}× | {goal} |\n",
+            med(off),
+            med(on),
+            med(ratios)
+        );
+    }
+    out + "\n"
+}
+
 /// `xdp-filter --version`'s version number.
 fn xdp_filter_version() -> String {
     std::process::Command::new("xdp-filter")
@@ -601,6 +693,7 @@ fn main() {
     }
     out += &scale_summary(&rows);
     out += &against_xdp_filter(repeat, rounds.max(3));
+    out += &learning_cost(repeat, rounds.max(5));
     conduit_tests::report::publish(&out);
     // For the plot (`cargo xtask bench` draws it).
     if let Ok(path) = std::env::var("CONDUIT_BENCH_CSV") {

@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, workspace_root};
+use crate::workspace_root;
 
 /// A host of the plant: namespace suffix, zone bridge, IP/prefix, MAC.
 struct Host {
@@ -205,8 +205,7 @@ fn metrics(p: &Plant) -> String {
 }
 
 pub fn run() -> Result<()> {
-    cargo(&["build", "--release", "--package", "conduit-agent"])?;
-    let conduit = workspace_root().join("target/release/conduit");
+    let conduit = crate::release_binary()?;
     let policy_src = workspace_root().join("policies/purdue-plant.yaml");
     let tag = std::process::id() % 100_000;
     let tmp = std::env::temp_dir().join(format!("conduit-demo-{tag}"));

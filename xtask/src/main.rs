@@ -183,6 +183,22 @@ pub fn cargo(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Builds the release `conduit` binary and returns its path. With the benchmarks' package in
+/// the same build, so that dependencies get the features `cargo bench` gives them: the
+/// benchmarks then reuse this build instead of compiling the agent and several dependencies
+/// a second time (minutes of a cold CI run).
+pub fn release_binary() -> Result<std::path::PathBuf> {
+    cargo(&[
+        "build",
+        "--release",
+        "--package",
+        "conduit-agent",
+        "--package",
+        "conduit-tests",
+    ])?;
+    Ok(workspace_root().join("target/release/conduit"))
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -240,8 +256,7 @@ fn bench(mode: Mode) -> Result<()> {
 
     // Forwarding, a flood of denied frames and a TCP stream against nftables; the control
     // plane (compile, apply, a real agent's memory and reload latency). Both run the agent.
-    cargo(&["build", "--release", "--package", "conduit-agent"])?;
-    let bin = root.join("target/release/conduit");
+    let bin = release_binary()?;
     let mut c = cargo_bench("conduit-tests", "forwarding");
     c.env("CONDUIT_BIN", &bin);
     match mode {
@@ -309,8 +324,7 @@ fn section(name: &str, mut cmd: Command) -> Result<String> {
 /// Builds target/debian/conduit_*.deb and returns its path.
 pub fn package() -> Result<std::path::PathBuf> {
     let root = workspace_root();
-    cargo(&["build", "--release", "--package", "conduit-agent"])?;
-    let bin = root.join("target/release/conduit");
+    let bin = release_binary()?;
     let assets = root.join("target/assets");
     std::fs::create_dir_all(&assets)?;
     let generate = |args: &[&str]| -> Result<Vec<u8>> {

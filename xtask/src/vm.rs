@@ -90,6 +90,7 @@ const TEST_BINARIES: &[(&str, bool)] = &[
     ("test_run", true),
     ("differential", true),
     ("veth", true),
+    ("learn", true),
     ("bypass", false),
     ("fast_path", false),
     ("icmp_errors", false),
@@ -256,16 +257,12 @@ fn build(root: &Path, form: Form) -> Result<Binaries> {
         Form::Full => true,
         Form::Verifier => false,
     };
-    crate::cargo(&["build", "--release", "--package", "conduit-agent"])?;
-    eprintln!("[xtask] cargo test --package conduit-tests --no-run");
+    crate::release_binary()?;
+    // The whole workspace's test binaries, as `cargo xtask test` builds them (the same
+    // feature set, so nothing is compiled again); the kernel tests are taken from them.
+    eprintln!("[xtask] cargo test --workspace --no-run");
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "test",
-            "--package",
-            "conduit-tests",
-            "--no-run",
-            "--message-format=json",
-        ])
+        .args(["test", "--workspace", "--no-run", "--message-format=json"])
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()?;
