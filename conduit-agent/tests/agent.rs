@@ -1163,3 +1163,46 @@ fn a_restart_replaces_the_stale_pinned_link_of_a_recreated_interface() {
         a.log_text()
     );
 }
+
+/// Issue 14: a learn dir written by another version of the learn format is refused before
+/// anything is attached (exit 1, the file named); a good one is continued, and the agent
+/// writes what it learned on exit.
+#[test]
+fn a_learn_dir_of_another_format_is_refused_before_attaching() {
+    require_root();
+    let n = net();
+    let dir = std::env::temp_dir().join(conduit_tests::unique_name("cdtlearn"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("learned.jsonl");
+    std::fs::write(&file, "{\"conduit_learn\":99}\n").unwrap();
+    let learn = dir.to_str().unwrap();
+    let mut a = Agent::launch(
+        BIN.as_ref(),
+        &n.gw,
+        &[&n.veth.b],
+        &policy(true, false, ""),
+        &["--learn-dir", learn],
+    );
+    assert_eq!(a.wait(), Some(1), "{}", a.log_text());
+    let log = a.log_text();
+    assert!(
+        log.contains(&format!("{}: written in learn format 99", file.display())),
+        "{log}"
+    );
+    assert!(
+        !a.pin_dir.join("links").join(&n.veth.b).exists(),
+        "nothing attached"
+    );
+    drop(a);
+    // A fresh learn dir: the agent learns the client's pings and writes them on exit.
+    std::fs::remove_file(&file).unwrap();
+    let a = n.agent(&policy(true, false, ""), &["--learn-dir", learn]);
+    assert!(ping(&n, 2));
+    drop(a);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("{\"conduit_learn\":1,") && text.contains("\"proto\":1,\"port\":8,"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -823,6 +823,55 @@ fn bad_input_is_named_and_rejected() {
     );
     // No source at all.
     rejected(&d, &[], &["no source"]);
+    // Learn dirs: one that never existed, one without a learn file, one of another format
+    // version, one with a bad record (named by line), one without a flow.
+    let ld = Path::new("--learned");
+    let learn = |name: &str, text: Option<&str>| {
+        let p = d.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        if let Some(t) = text {
+            std::fs::write(p.join("learned.jsonl"), t).unwrap();
+        }
+        p
+    };
+    rejected(
+        &d,
+        &[ld, &d.join("no-such-dir")],
+        &["no-such-dir: error: not a directory"],
+    );
+    let p = learn("empty-learn", None);
+    rejected(
+        &d,
+        &[ld, &p],
+        &["empty-learn: error: no learned.jsonl in this directory"],
+    );
+    let p = learn(
+        "future-learn",
+        Some("{\"conduit_learn\":2,\"gateway\":\"gw\"}\n"),
+    );
+    rejected(
+        &d,
+        &[ld, &p],
+        &["future-learn/learned.jsonl: error: written in learn format 2 by another version"],
+    );
+    let header = "{\"conduit_learn\":1,\"gateway\":\"gw\",\"written\":\"2026-12-01T00:00:00.000000Z\",\"records\":1,\"max_records\":10,\"dropped\":{\"kernel\":0,\"kernel_modbus\":0,\"disk\":0}}\n";
+    let p = learn(
+        "bad-learn",
+        Some(&format!(
+            "{header}{{\"kind\":\"flow\",\"client\":\"10.0.0.1\"}}\n"
+        )),
+    );
+    rejected(
+        &d,
+        &[ld, &p],
+        &["bad-learn/learned.jsonl: error: line 2: bad record"],
+    );
+    let p = learn("no-flow-learn", Some(header));
+    rejected(
+        &d,
+        &[ld, &p],
+        &["no-flow-learn: error: no flow in the learn dir"],
+    );
     // A draft that already exists stays as it was when discover fails.
     let out = file("existing.yaml", b"# mine\n");
     let o = discover(&[pc, &missing, Path::new("-o"), &out], &[]);
