@@ -61,6 +61,10 @@ pub struct ExplainArgs {
     /// routing table). Run it on the gateway. Without it, those checks are not made.
     #[arg(long = "in", value_name = "IFACE")]
     pub ingress: Option<String>,
+    /// Judge at this instant instead of now (RFC 3339, e.g. 2026-12-24T18:00:00Z): what
+    /// conduits with `expires` allow then.
+    #[arg(long, value_name = "TIME", value_parser = addr::instant)]
+    pub at: Option<u32>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -102,6 +106,9 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         }
         (Reason::ModbusUnit, _) => {
             "the conduit's rule has a Modbus filter that does not allow this unit ID"
+        }
+        (Reason::Expired, _) => {
+            "the conduit has ended (its `expires` has passed): it allows nothing any more"
         }
         _ => "",
     }
@@ -212,6 +219,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         ..Packet::default()
     };
     let mut packet = packet;
+    l.compiled.clock = a.at;
     let dec = match &a.ingress {
         None => verdict::decide(&l.compiled, l.compiled.slot, &packet, 0),
         Some(iface) => {

@@ -141,8 +141,11 @@ impl Tables for Reference {
     fn flow(&self, key: &FlowKey) -> Option<FlowVal> {
         self.flows.get(key).copied()
     }
-    fn live(&self, key: &ConduitKey) -> bool {
-        self.compiled.live(key)
+    fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo> {
+        self.compiled.conduit_info(key)
+    }
+    fn now_s(&self) -> u32 {
+        self.compiled.now_s()
     }
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.compiled.failsafe(key)

@@ -1185,3 +1185,57 @@ fn explain_names_the_rule_and_its_line() {
         stdout(&o)
     );
 }
+
+/// SPEC §8: a conduit's `expires`. `check` warns [L10] about a conduit that has ended;
+/// `explain` judges now (expired) or at another instant (`--at`), in text and JSON.
+#[test]
+fn expires_is_linted_and_explain_judges_at_an_instant() {
+    let d = TempDir::new();
+    let p = d.write(
+        "expires.yaml",
+        "version: 1\nsite: s\nzones:\n  - { name: a, security_level: 1, assets: [{ name: h1, ip: 10.0.0.1 }] }\n  - { name: b, security_level: 2, assets: [{ name: h2, ip: 10.0.1.1 }] }\nconduits:\n  - name: vendor\n    from: a\n    to: b\n    expires: 2024-06-01T20:00:00+02:00\n    rules: [{ proto: tcp, ports: [22] }]\n",
+    );
+    let o = run(&["check", &p]);
+    code(&o, 0);
+    let out = stdout(&o) + &stderr(&o);
+    assert!(
+        out.contains(&format!(
+            "{p}:10:14: warning: [L10] conduit \"vendor\" ended at 2024-06-01T18:00:00.000000Z"
+        )),
+        "{out}"
+    );
+    code(&run(&["check", "--strict", &p]), 1);
+    let ask = |at: Option<&str>| {
+        let mut args = vec![
+            "explain", &p, "--src", "10.0.0.1", "--dst", "10.0.1.1", "--proto", "tcp", "--dport",
+            "22", "--format", "json",
+        ];
+        if let Some(at) = at {
+            args.extend(["--at", at]);
+        }
+        let o = run(&args);
+        code(&o, 0);
+        let v = json(&o);
+        (v["verdict"].clone(), v["reason"].clone())
+    };
+    assert_eq!(ask(None), ("deny".into(), "expired".into()));
+    assert_eq!(
+        ask(Some("2024-06-01T17:59:59Z")),
+        ("allow".into(), "conduit".into())
+    );
+    assert_eq!(
+        ask(Some("2024-06-01T18:00:00Z")),
+        ("deny".into(), "expired".into()),
+        "the end is the first instant that allows nothing"
+    );
+    let o = run(&[
+        "explain", &p, "--src", "10.0.0.1", "--dst", "10.0.1.1", "--proto", "tcp", "--dport", "22",
+        "--at", "soon",
+    ]);
+    code(&o, 1);
+    assert!(
+        stderr(&o).contains("not an RFC 3339 time"),
+        "{}",
+        stderr(&o)
+    );
+}

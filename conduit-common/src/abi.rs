@@ -121,10 +121,13 @@ pub enum Reason {
     ModbusFunction = 13,
     /// A Modbus/TCP request to a unit ID the conduit's rule does not allow.
     ModbusUnit = 14,
+    /// A packet of a conduit that has ended (`expires`, SPEC §8): it allows nothing any more,
+    /// new flows or established ones.
+    Expired = 15,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -140,6 +143,7 @@ impl Reason {
         Reason::NeighborDiscovery,
         Reason::ModbusFunction,
         Reason::ModbusUnit,
+        Reason::Expired,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -159,6 +163,7 @@ impl Reason {
             Reason::NeighborDiscovery => "neighbor_discovery",
             Reason::ModbusFunction => "modbus_function",
             Reason::ModbusUnit => "modbus_unit",
+            Reason::Expired => "expired",
         }
     }
 }
@@ -214,9 +219,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(15));
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(16));
         // The names are part of SPEC §2 (and the README's extensions) and must never change.
-        let names: [&str; 15] = Reason::ALL.map(Reason::as_str);
+        let names: [&str; 16] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -234,7 +239,8 @@ mod tests {
                 "arp",
                 "neighbor_discovery",
                 "modbus_function",
-                "modbus_unit"
+                "modbus_unit",
+                "expired"
             ]
         );
     }
@@ -567,7 +573,9 @@ pub struct ConduitHit {
     pub log: u32,
     /// The rule's Modbus filter (`CDT_MODBUS` key with the slot), or 0: no inspection.
     pub modbus: u32,
-    pub _pad: u32,
+    /// The conduit's end (`expires`), in seconds since the Unix epoch, compared with the
+    /// kernel's CLOCK_TAI; 0: none. (Padding in older builds, so their entries never end.)
+    pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConduitHit>() == 16);
 
@@ -711,7 +719,8 @@ const _: () = assert!(core::mem::size_of::<ConduitKey>() == 8);
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConduitInfo {
     pub log: u32,
-    pub _pad: u32,
+    /// As [`ConduitHit::expires`].
+    pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConduitInfo>() == 8);
 

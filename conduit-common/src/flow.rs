@@ -93,7 +93,9 @@ pub struct FlowVal {
     /// interface checks (reverse path, zones' `interfaces`) hold only there.
     pub if_fwd: u32,
     pub if_rev: u32,
-    pub _pad2: [u8; 4],
+    /// The end of the flow's conduit (`Decision::expires`; 0: none), so that the fast path
+    /// ends the flow on time. (Padding in older builds.)
+    pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowVal>() == 64);
 
@@ -287,6 +289,7 @@ fn remember(v: &mut FlowVal, d: &Decision, p: &Packet, generation: u64) {
         v.generation = generation;
         v.cached = 0;
     }
+    v.expires = d.expires;
     if d.flow == FLOW_REV {
         v.cached |= CACHE_REV;
         v.mac_rev = p.src_mac;

@@ -206,6 +206,7 @@ mod tests {
             log: false,
             flow,
             filter: 0,
+            expires: 0,
         }
     }
 

@@ -24,8 +24,12 @@ pub trait Tables {
     fn settings(&self, slot: u32) -> Option<Settings>;
     /// A flow of the flow table ([`crate::flow`]); userspace without flows answers `None`.
     fn flow(&self, key: &FlowKey) -> Option<FlowVal>;
-    /// Whether a conduit exists in a slot.
-    fn live(&self, key: &ConduitKey) -> bool;
+    /// A conduit of a slot ([`MAP_LIVE`]), if it exists.
+    fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo>;
+    /// The time conduits' ends (`expires`) are compared with: seconds since the Unix epoch
+    /// on CLOCK_TAI (the kernel's `bpf_ktime_get_tai_ns`; `explain --at` sets another).
+    /// Asked only of conduits that have an end.
+    fn now_s(&self) -> u32;
     /// Whether the destination is the gateway itself on a failsafe port.
     fn failsafe(&self, key: &FailsafeKey) -> bool;
     /// A rule's Modbus filter, read in place (it is too large to copy onto the BPF stack).
@@ -244,8 +248,12 @@ pub struct Decision {
     /// the struct has no padding: the BPF verifier rejects a copy whose padding bytes the
     /// compiler fills from a pointer register.
     pub filter: u16,
+    /// The end (`expires`, [`ConduitHit::expires`]) of the conduit that allowed the frame,
+    /// 0 for none: kept in the flow, so that the fast path ends the flow on time without a
+    /// lookup.
+    pub expires: u32,
 }
-const _: () = assert!(core::mem::size_of::<Decision>() == 24);
+const _: () = assert!(core::mem::size_of::<Decision>() == 28);
 const _: () = assert!(MAX_MODBUS_FILTERS <= u16::MAX as u32);
 
 /// Resolves an address: exact `ip` assets first, then the longest CIDR, else `unknown`.
@@ -321,6 +329,26 @@ pub fn find_conduit<T: Tables>(
     look(src.zone, dst.zone)
 }
 
+/// Whether a conduit's end (`expires`; 0: none) has come.
+#[inline(always)]
+pub fn ended<T: Tables>(t: &T, expires: u32) -> bool {
+    expires != 0 && t.now_s() >= expires
+}
+
+/// A conduit of the slot that has not ended: its end (0: none); `Err(true)` when it has
+/// ended, `Err(false)` when the slot has no such conduit.
+#[inline(always)]
+fn live_conduit<T: Tables>(t: &T, slot: u8, conduit: u32) -> Result<u32, bool> {
+    match t.conduit_info(&ConduitKey {
+        slot: slot as u32,
+        conduit,
+    }) {
+        Some(i) if ended(t, i.expires) => Err(true),
+        Some(i) => Ok(i.expires),
+        None => Err(false),
+    }
+}
+
 /// What every verdict of one frame shares: the tables, the slot, its settings, the zones.
 struct Judge<'a, T> {
     t: &'a T,
@@ -349,9 +377,9 @@ impl<T: Tables> Judge<'_, T> {
     #[inline(always)]
     fn allow(&self, reason: Reason, conduit: Option<ConduitHit>) -> Decision {
         // `log: all` logs allowed traffic too: the conduit's setting, else `defaults.log`.
-        let (conduit, log) = match conduit {
-            Some(h) => (h.conduit, h.log == LOG_ALL),
-            None => (NO_CONDUIT, self.settings.log == LOG_ALL),
+        let (conduit, log, expires) = match conduit {
+            Some(h) => (h.conduit, h.log == LOG_ALL, h.expires),
+            None => (NO_CONDUIT, self.settings.log == LOG_ALL, 0),
         };
         Decision {
             verdict: Verdict::Allow,
@@ -362,6 +390,7 @@ impl<T: Tables> Judge<'_, T> {
             log,
             flow: FLOW_NONE,
             filter: 0,
+            expires,
         }
     }
 
@@ -381,6 +410,7 @@ impl<T: Tables> Judge<'_, T> {
             log: self.settings.log != LOG_NONE,
             flow: FLOW_NONE,
             filter: 0,
+            expires: 0,
         }
     }
 
@@ -594,10 +624,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         if let Some(v) = t.flow(&key)
             && alive(&v, p.inner_proto, now)
             && v.state & FLOW_MONITOR == 0
-            && t.live(&ConduitKey {
-                slot: slot as u32,
-                conduit: v.conduit,
-            })
+            && live_conduit(t, slot, v.conduit).is_ok()
         {
             let mut d = j.allow(Reason::Reply, None);
             d.conduit = v.conduit;
@@ -607,13 +634,13 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
 
     let tracked = tracked(p);
     if tracked && !no_flow {
+        // A live flow's conduit, if it is live: its end.
         let live = |v: &FlowVal| {
-            alive(v, p.proto, now)
-                && v.state & FLOW_MONITOR == 0
-                && t.live(&ConduitKey {
-                    slot: slot as u32,
-                    conduit: v.conduit,
-                })
+            if alive(v, p.proto, now) && v.state & FLOW_MONITOR == 0 {
+                live_conduit(t, slot, v.conduit).ok()
+            } else {
+                None
+            }
         };
         // A packet of a live flow passes only while the live policy still allows the flow
         // (its conduit, and a rule of it for the flow's protocol and port): a reload that
@@ -621,7 +648,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         // no longer allows, in both directions. The full path runs once per flow and
         // direction after a reload; the fast path then caches the answer.
         if let Some(v) = t.flow(&flow_key(p, false))
-            && live(&v)
+            && let Some(end) = live(&v)
             && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, flow_port(p, false))
         {
             // In a policy with Modbus filters, the live policy's filter judges every
@@ -642,17 +669,26 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             d.conduit = v.conduit;
             d.flow = FLOW_FWD;
             d.filter = filter;
+            d.expires = end;
             return d;
         }
         if reply_shaped(p)
             && let Some(v) = t.flow(&flow_key(p, true))
             && alive(&v, p.proto, now)
         {
-            if live(&v) && find_conduit(t, slot, &dst, &src, p.proto, flow_port(p, true)).is_some()
+            if let Some(end) = live(&v)
+                && find_conduit(t, slot, &dst, &src, p.proto, flow_port(p, true)).is_some()
             {
                 let mut d = j.allow(Reason::Reply, None);
                 d.conduit = v.conduit;
                 d.flow = FLOW_REV;
+                d.expires = end;
+                return d;
+            }
+            // The reply of a flow whose conduit has ended: nothing passes any more.
+            if v.state & FLOW_MONITOR == 0 && live_conduit(t, slot, v.conduit) == Err(true) {
+                let mut d = j.deny(Reason::Expired);
+                d.conduit = v.conduit;
                 return d;
             }
             // The reply of a flow that a monitor-mode zone let through: it passes as well
@@ -681,6 +717,15 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         src.flags & IDENT_NO_CONDUIT == 0
     };
     if conduits_from && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
+        // A conduit that has ended allows nothing (in monitor mode its flow is tracked, as
+        // any would-deny flow is, so that its replies pass too).
+        if ended(t, hit.expires) {
+            let mut d = j.deny_by(Reason::Expired, &hit);
+            if d.verdict == Verdict::WouldDeny && tracked {
+                d.flow = FLOW_NEW;
+            }
+            return d;
+        }
         if let Some(reason) = inspect(t, slot, &hit, p) {
             return j.deny_by(reason, &hit);
         }
@@ -735,6 +780,7 @@ impl Decision {
         log: false,
         flow: FLOW_NONE,
         filter: 0,
+        expires: 0,
     };
 }
 
@@ -841,6 +887,7 @@ fn cached<T: Tables>(
         || ifindex != p.ifindex
         || v.state & FLOW_MONITOR != 0
         || !alive(v, p.proto, now)
+        || ended(t, v.expires)
     {
         return Hit::No;
     }
@@ -853,6 +900,7 @@ fn cached<T: Tables>(
         log: settings.log == LOG_ALL,
         flow: dir,
         filter: 0,
+        expires: v.expires,
     };
     let mut learn = false;
     if dir == FLOW_FWD {

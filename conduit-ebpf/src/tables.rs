@@ -4,7 +4,7 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
         bpf_fib_lookup, xdp_md,
     },
-    helpers::generated::bpf_fib_lookup as fib_lookup,
+    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_tai_ns},
     maps::lpm_trie::Key,
 };
 use conduit_common::{
@@ -69,8 +69,15 @@ impl Tables for KernelTables {
     }
 
     #[inline(always)]
-    fn live(&self, key: &ConduitKey) -> bool {
-        CDT_LIVE.get_ptr(key).is_some()
+    fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo> {
+        // SAFETY: copied out at once (as `id_exact`).
+        unsafe { CDT_LIVE.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn now_s(&self) -> u32 {
+        // SAFETY: a helper without arguments (Linux 6.1 and later).
+        (unsafe { bpf_ktime_get_tai_ns() } / 1_000_000_000) as u32
     }
 
     #[inline(always)]

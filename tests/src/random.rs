@@ -175,6 +175,12 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
         if rng.random_bool(0.2) {
             y += "    bidirectional: true\n";
         }
+        // Some conduits have ended (reason `expired`), some end in the future.
+        match rng.random_range(0..10) {
+            0 => y += "    expires: \"2020-01-01T00:00:00Z\"\n",
+            1 => y += "    expires: \"2099-12-31T23:59:59+01:00\"\n",
+            _ => {}
+        }
         // One Modbus filter per conduit (two tcp rules of a conduit on the same port must
         // not differ in it), on every tcp rule; then no `proto: any` rule either.
         let modbus = if rng.random_bool(0.4) {

@@ -91,6 +91,7 @@ const TEST_BINARIES: &[(&str, bool)] = &[
     ("differential", true),
     ("veth", true),
     ("learn", true),
+    ("expires", false),
     ("bypass", false),
     ("fast_path", false),
     ("icmp_errors", false),

@@ -281,3 +281,17 @@ pub fn modbus_unit(s: &str) -> Result<u8, String> {
         )),
     }
 }
+
+/// An instant in RFC 3339 (`2026-12-02T18:00:00Z`, `2026-12-02T19:00:00+01:00`): seconds
+/// since the Unix epoch (`expires`, `explain --at`). Only instants from 1970 to 2106 (what
+/// the datapath's 32-bit seconds hold).
+pub fn instant(s: &str) -> Result<u32, String> {
+    let t: jiff::Timestamp = s.trim().parse().map_err(|e| {
+        format!(
+            "`{s}` is not an RFC 3339 time with a UTC offset, e.g. 2026-12-02T18:00:00Z or \
+             2026-12-02T19:00:00+01:00 ({e})"
+        )
+    })?;
+    u32::try_from(t.as_second())
+        .map_err(|_| format!("`{s}` is out of range: expected an instant from 1970 to 2106"))
+}

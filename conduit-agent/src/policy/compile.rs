@@ -39,6 +39,9 @@ pub struct Compiled {
     /// Not compiled from the policy: what is known of ingress interfaces (the agent writes
     /// it for the interfaces it attaches to; `explain --in` fills it). Empty here.
     pub ingress: BTreeMap<u32, IngressCfg>,
+    /// Not compiled either: the instant conduits' ends are judged at (`explain --at`), in
+    /// seconds since the epoch; `None`: now, on CLOCK_TAI as the kernel reads it.
+    pub clock: Option<u32>,
     pub live: BTreeMap<ConduitKey, ConduitInfo>,
     pub l2: BTreeSet<EtherTypeKey>,
     /// The gateway's own addresses on the failsafe ports (see [`Compiled::with_failsafe`]).
@@ -336,12 +339,13 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
     for x in &p.conduits {
         let cid = c.conduit_ids[&x.name];
         let log = log_code(x.log.unwrap_or(p.defaults.log));
+        let expires = x.expires.map_or(0, |(t, _)| t);
         c.live.insert(
             ConduitKey {
                 slot: u32::from(slot),
                 conduit: cid,
             },
-            ConduitInfo { log, _pad: 0 },
+            ConduitInfo { log, expires },
         );
         let principals = |zones: &[String], assets: &Option<Vec<String>>| -> Vec<u32> {
             match assets {
@@ -375,7 +379,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
                         conduit: cid,
                         log,
                         modbus: filter,
-                        _pad: 0,
+                        expires,
                     };
                     let e = entries.entry((plen, data)).or_insert(hit);
                     won_any |= e.conduit == cid;
@@ -595,8 +599,11 @@ impl Tables for Compiled {
     fn flow(&self, _key: &conduit_common::flow::FlowKey) -> Option<conduit_common::flow::FlowVal> {
         None
     }
-    fn live(&self, key: &ConduitKey) -> bool {
-        self.live.contains_key(key)
+    fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo> {
+        self.live.get(key).copied()
+    }
+    fn now_s(&self) -> u32 {
+        self.clock.unwrap_or_else(tai_now_s)
     }
     fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
         self.modbus.get(key)
@@ -667,4 +674,16 @@ mod tests {
         assert_eq!(masked(&[0xff, 0xff], 0), [0, 0]);
         assert_eq!(masked(&[0xab, 0xcd], 16), [0xab, 0xcd]);
     }
+}
+
+/// Now, in seconds since the epoch on CLOCK_TAI: the clock the kernel judges conduits' ends
+/// by (`bpf_ktime_get_tai_ns`), so that `explain` and the datapath agree.
+pub fn tai_now_s() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    u32::try_from(ts.tv_sec).unwrap_or(u32::MAX)
 }

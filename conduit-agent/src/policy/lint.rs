@@ -140,6 +140,18 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
                 x.name));
         }
     }
+    // 10. A conduit that has ended (`expires` in the past) allows nothing: a leftover.
+    let now = conduit_common::verdict::Tables::now_s(c);
+    for x in &p.conduits {
+        if let Some((end, pos)) = x.expires
+            && end <= now
+        {
+            d.warning(pos, format!(
+                "[L10] conduit \"{}\" ended at {} (`expires`): it allows nothing any more; remove it, or move `expires` if the access is still needed",
+                x.name,
+                crate::agent::audit::rfc3339(u128::from(end) * 1_000_000_000)));
+        }
+    }
     for (name, pos) in &c.shadowed {
         d.warning(*pos, format!(
             "[L7] this rule of conduit \"{name}\" never matches: earlier conduits already allow everything it allows, so its traffic is counted there"));

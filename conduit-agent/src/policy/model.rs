@@ -115,6 +115,9 @@ pub struct Conduit {
     pub description: Option<String>,
     /// `review: pending`, as for [`Zone::review_pending`].
     pub review_pending: Option<Pos>,
+    /// `expires`: the instant the conduit ends (seconds since the Unix epoch), and where it
+    /// is written (SPEC §8).
+    pub expires: Option<(u32, Pos)>,
 }
 
 /// `proto` of a rule, normalised: `tcp` and `6` are the same rule.

@@ -98,6 +98,7 @@ pub struct Conduit {
     pub log: Option<S>,
     pub description: Option<S>,
     pub review: Option<S>,
+    pub expires: Option<S>,
     // `rules` is read item by item.
 }
 pub const CONDUIT_KEYS: &[&str] = &[
@@ -112,6 +113,7 @@ pub const CONDUIT_KEYS: &[&str] = &[
     "log",
     "description",
     "review",
+    "expires",
 ];
 
 #[derive(Deserialize, Debug)]

@@ -883,6 +883,10 @@ impl Validator<'_> {
             });
             let log = r.log.as_ref().map(|s| self.log(s));
             let review = self.review(r.review.as_ref());
+            let expires = match &r.expires {
+                None => Some(None),
+                Some(e) => self.parse(e, addr::instant).map(|t| Some((t, pos(e)))),
+            };
             let mut rules = Vec::new();
             match nested.first() {
                 None => {
@@ -925,7 +929,7 @@ impl Validator<'_> {
                     }
                 }
             }
-            let (Some(name), Some(sl), Some(bidi), Some(log), Some(review_pending)) = (
+            let (Some(name), Some(sl), Some(bidi), Some(log), Some(review_pending), Some(expires)) = (
                 name,
                 match sl {
                     None => Some(None),
@@ -944,6 +948,7 @@ impl Validator<'_> {
                     Some(None) => None,
                 },
                 review,
+                expires,
             ) else {
                 ok = false;
                 continue;
@@ -962,6 +967,7 @@ impl Validator<'_> {
                 log,
                 description: r.description.as_ref().map(|s| s.as_str().to_owned()),
                 review_pending,
+                expires,
             });
         }
         ok.then_some(out)
