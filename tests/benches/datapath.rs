@@ -106,6 +106,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         log: None,
         description: None,
         review_pending: None,
+        expires: None,
     };
     let mut read_only = rule(6, Some(vec![(1502, 1502)]));
     read_only.modbus = Some(ModbusFilter {
