@@ -637,6 +637,18 @@ fn rpf_code(r: ReversePath) -> u8 {
     }
 }
 
+/// Now, in seconds since the epoch on CLOCK_TAI: the clock the kernel judges conduits' ends
+/// by (`bpf_ktime_get_tai_ns`), so that `explain` and the datapath agree.
+pub fn tai_now_s() -> u32 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    u32::try_from(ts.tv_sec).unwrap_or(u32::MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,16 +686,4 @@ mod tests {
         assert_eq!(masked(&[0xff, 0xff], 0), [0, 0]);
         assert_eq!(masked(&[0xab, 0xcd], 16), [0xab, 0xcd]);
     }
-}
-
-/// Now, in seconds since the epoch on CLOCK_TAI: the clock the kernel judges conduits' ends
-/// by (`bpf_ktime_get_tai_ns`), so that `explain` and the datapath agree.
-pub fn tai_now_s() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
-    u32::try_from(ts.tv_sec).unwrap_or(u32::MAX)
 }
