@@ -6,7 +6,7 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use crate::{
     cli::Format,
     datapath::{
-        Datapath,
+        Datapath, LoadOptions,
         budget::{self, StackReport},
         probe::{self, KernelReport, MIN_KERNEL, TESTED},
     },
@@ -43,6 +43,8 @@ pub struct Report {
     pub min_kernel: String,
     pub tested: &'static str,
     pub program: LoadReport,
+    /// The program as `run --learn-dir` loads it (with its learning code).
+    pub learning: LoadReport,
     pub stack: Option<StackReport>,
     pub stack_limit: u32,
 }
@@ -51,10 +53,32 @@ pub struct Report {
 pub fn report() -> (Report, Option<String>) {
     let kernel = probe::probe();
     let stack = budget::stack_report(crate::datapath::object(), conduit_common::PROGRAM_NAME).ok();
+    let (program, log) = load_report(LoadOptions::default());
+    let (learning, learning_log) = load_report(LoadOptions {
+        learn: true,
+        ..Default::default()
+    });
+    (
+        Report {
+            kernel,
+            min_kernel: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
+            tested: TESTED,
+            program,
+            learning,
+            stack,
+            stack_limit: budget::MAX_STACK,
+        },
+        log.or(learning_log),
+    )
+}
+
+/// Loads the program as `options` say: the verifier's figures, or why it failed (and its
+/// log).
+fn load_report(options: LoadOptions) -> (LoadReport, Option<String>) {
     let started = Instant::now();
-    let loaded = Datapath::load();
+    let loaded = Datapath::load_options(options, None);
     let load_ms = started.elapsed().as_secs_f64() * 1e3;
-    let (program, log) = match loaded {
+    match loaded {
         Ok(mut dp) => {
             let info = dp.program().ok().and_then(|p| p.info().ok());
             (
@@ -80,18 +104,7 @@ pub fn report() -> (Report, Option<String>) {
             },
             e.verifier_log().map(str::to_owned),
         ),
-    };
-    (
-        Report {
-            kernel,
-            min_kernel: format!("{}.{}", MIN_KERNEL.0, MIN_KERNEL.1),
-            tested: TESTED,
-            program,
-            stack,
-            stack_limit: budget::MAX_STACK,
-        },
-        log,
-    )
+    }
 }
 
 pub fn main(a: KernelArgs) -> ExitCode {
@@ -115,7 +128,7 @@ pub fn main(a: KernelArgs) -> ExitCode {
     if let Some(m) = &missing {
         eprintln!("error: {m}");
     }
-    if r.program.loaded && missing.is_none() {
+    if r.program.loaded && r.learning.loaded && missing.is_none() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)
@@ -140,18 +153,22 @@ fn print_text(r: &Report) {
         };
         println!("  {state:<8} {} (since {}){need}", f.feature, f.since);
     }
-    let p = &r.program;
-    match &p.error {
-        None => println!(
-            "program: loads in {:.0} ms; the verifier processed {} instructions; {} bytes \
-             translated, {} JIT'ed",
-            p.load_ms,
-            p.verified_insns
-                .map_or_else(|| "an unreported number of".into(), |n| n.to_string()),
-            p.xlated_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
-            p.jited_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
-        ),
-        Some(e) => println!("program: does NOT load: {e}"),
+    for (what, p) in [
+        ("program", &r.program),
+        ("program with learning (run --learn-dir)", &r.learning),
+    ] {
+        match &p.error {
+            None => println!(
+                "{what}: loads in {:.0} ms; the verifier processed {} instructions; {} bytes \
+                 translated, {} JIT'ed",
+                p.load_ms,
+                p.verified_insns
+                    .map_or_else(|| "an unreported number of".into(), |n| n.to_string()),
+                p.xlated_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
+                p.jited_bytes.map_or_else(|| "?".into(), |n| n.to_string()),
+            ),
+            Some(e) => println!("{what}: does NOT load: {e}"),
+        }
     }
     if let Some(s) = &r.stack {
         println!(

@@ -30,6 +30,9 @@ pub const MAX_LEARN: u32 = 1 << 16;
 /// server, unit).
 pub const MAP_LEARN_MODBUS: &str = "CDT_LEARN_MB";
 pub const MAX_LEARN_MODBUS: u32 = 1 << 13;
+/// Per-CPU array of one [`LearnNote`]: the datapath's hand-over to its learning code (never
+/// read from userspace, not pinned).
+pub const MAP_LEARN_NOTE: &str = "CDT_LEARNNOTE";
 /// Per-CPU array of `u64`: [`LEARNSTAT_DROPPED`], [`LEARNSTAT_MODBUS_DROPPED`].
 pub const MAP_LEARN_STATS: &str = "CDT_LEARNSTATS";
 /// Flow records that did not fit in [`MAP_LEARN`] (it was full).
@@ -127,19 +130,44 @@ pub const LEARN_ANSWERED: u8 = 2;
 /// An IP frame denied (or, in monitor mode, would-denied) without a flow to record it in.
 pub const LEARN_DENIED: u8 = 3;
 
-/// The event of a decision made by the full path. `first_reply`: the decision is a reply
-/// ([`FLOW_REV`]) of a flow that had none yet.
+/// What the learning code is told of a frame's decision (the datapath hands it over through
+/// a per-CPU map: see `conduit-ebpf`'s `program::record`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearnNote {
+    /// `Verdict` and `Reason` as numbers, the decision's `flow` relation.
+    pub verdict: u8,
+    pub reason: u8,
+    pub flow: u8,
+    /// `FIRST_REPLY` | `MODBUS` | `RENEWED` of the datapath's flow update.
+    pub found: u8,
+}
+const _: () = assert!(core::mem::size_of::<LearnNote>() == 4);
+
+impl LearnNote {
+    pub fn of(d: &Decision, found: u8) -> Self {
+        Self {
+            verdict: d.verdict as u8,
+            reason: d.reason as u8,
+            flow: d.flow,
+            found,
+        }
+    }
+}
+
+/// The event of a decision. `first_reply`: the decision is a reply ([`FLOW_REV`]) of a flow
+/// that had none yet.
 #[inline(always)]
-pub fn event(d: &Decision, p: &Packet, first_reply: bool) -> u8 {
-    match d.flow {
+pub fn event(n: &LearnNote, p: &Packet, first_reply: bool) -> u8 {
+    match n.flow {
         FLOW_NEW => LEARN_NEW,
         FLOW_REV if first_reply => LEARN_ANSWERED,
         FLOW_NONE
             if p.kind == KIND_IP
                 && p.fragment == 0
                 && p.icmp_error == 0
-                && d.verdict != Verdict::Allow
-                && d.reason != Reason::Reply =>
+                && n.verdict != Verdict::Allow as u8
+                && n.reason != Reason::Reply as u8 =>
         {
             LEARN_DENIED
         }
@@ -217,7 +245,7 @@ mod tests {
             proto: PROTO_TCP,
             ..Packet::default()
         };
-        let e = |v, r, f, first| event(&decision(v, r, f), &p, first);
+        let e = |v, r, f, first| event(&LearnNote::of(&decision(v, r, f), 0), &p, first);
         assert_eq!(
             e(Verdict::Allow, Reason::Conduit, FLOW_NEW, false),
             LEARN_NEW
@@ -254,7 +282,7 @@ mod tests {
         let frag = Packet { fragment: 1, ..p };
         assert_eq!(
             event(
-                &decision(Verdict::Deny, Reason::Fragment, FLOW_NONE),
+                &LearnNote::of(&decision(Verdict::Deny, Reason::Fragment, FLOW_NONE), 0),
                 &frag,
                 false
             ),

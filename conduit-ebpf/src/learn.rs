@@ -6,10 +6,10 @@ use conduit_common::{
     learn::{
         LEARN_ANSWERED, LEARN_DENIED, LEARN_MAC_VARIES, LEARN_NEW, LEARN_NONE,
         LEARN_SERVER_MAC_VARIES, LEARNSTAT_DROPPED, LEARNSTAT_MODBUS_DROPPED, LearnModbusVal,
-        LearnVal, event, key, modbus_key, note_mac,
+        LearnNote, LearnVal, event, key, modbus_key, note_mac,
     },
     modbus,
-    verdict::{Decision, Packet},
+    verdict::Packet,
 };
 
 use crate::maps::{CDT_LEARN, CDT_LEARN_MB, CDT_LEARNSTATS};
@@ -32,21 +32,21 @@ fn dropped(index: u32) {
     }
 }
 
-/// Records what the full decision `d` of `p` teaches; `found`: [`FIRST_REPLY`] | [`MODBUS`] |
-/// [`RENEWED`].
+/// Records what the decision noted in `n` teaches of `p` (`n.found`: [`FIRST_REPLY`] |
+/// [`MODBUS`] | [`RENEWED`]).
 #[inline(always)]
-pub fn record(p: &Packet, d: &Decision, found: u8, now: u64) {
-    let ev = event(d, p, found & FIRST_REPLY != 0);
-    if ev != LEARN_NONE && !(ev == LEARN_NEW && found & RENEWED != 0) {
-        flow(p, d, ev, now);
+pub fn record(p: &Packet, n: &LearnNote, now: u64) {
+    let ev = event(n, p, n.found & FIRST_REPLY != 0);
+    if ev != LEARN_NONE && !(ev == LEARN_NEW && n.found & RENEWED != 0) {
+        flow(p, n, ev, now);
     }
-    if found & MODBUS != 0 {
+    if n.found & MODBUS != 0 {
         modbus_request(p, now);
     }
 }
 
 #[inline(always)]
-fn flow(p: &Packet, d: &Decision, ev: u8, now: u64) {
+fn flow(p: &Packet, d: &LearnNote, ev: u8, now: u64) {
     let answered = ev == LEARN_ANSWERED;
     let k = key(p, answered);
     if let Some(v) = CDT_LEARN.get_ptr_mut(&k) {
@@ -70,8 +70,8 @@ fn flow(p: &Packet, d: &Decision, ev: u8, now: u64) {
         } else {
             v.denied += 1;
         }
-        v.verdict = d.verdict as u8;
-        v.reason = d.reason as u8;
+        v.verdict = d.verdict;
+        v.reason = d.reason;
         note_mac(&mut v.client_mac, &mut v.flags, LEARN_MAC_VARIES, p.src_mac);
         return;
     }
@@ -81,8 +81,8 @@ fn flow(p: &Packet, d: &Decision, ev: u8, now: u64) {
         flows: u32::from(ev == LEARN_NEW),
         answered: u32::from(answered),
         denied: u32::from(ev == LEARN_DENIED),
-        verdict: d.verdict as u8,
-        reason: d.reason as u8,
+        verdict: d.verdict,
+        reason: d.reason,
         flags: 0,
         _pad: 0,
         // A reply comes from the server: the client's MAC is not known here.

@@ -119,5 +119,11 @@ pub static CDT_LEARN: HashMap<LearnKey, LearnVal> =
 pub static CDT_LEARN_MB: HashMap<LearnModbusKey, LearnModbusVal> =
     HashMap::with_max_entries(MAX_LEARN_MODBUS, NO_PREALLOC);
 
+/// Learning only: what the frame's decision teaches, handed to the learning code through
+/// memory the verifier knows nothing of (see `program::record`). Never read from userspace.
+#[map(name = "CDT_LEARNNOTE")]
+pub static CDT_LEARNNOTE: PerCpuArray<conduit_common::learn::LearnNote> =
+    PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "CDT_LEARNSTATS")]
 pub static CDT_LEARNSTATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(LEARNSTATS_LEN, 0);

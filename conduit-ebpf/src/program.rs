@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use conduit_common::{
     Verdict,
+    learn::LearnNote,
     parse::{Frame, parse_into},
     verdict::{
         Decision, Fast, Packet, check_ingress, decide_with, fast_path, malformed,
@@ -17,7 +18,7 @@ use conduit_common::{
 
 use crate::{
     counters, events, flow, learn,
-    maps::{CDT_ACTIVE, CDT_BENCH, CDT_SCRATCH, CDT_TRACE},
+    maps::{CDT_ACTIVE, CDT_BENCH, CDT_LEARNNOTE, CDT_SCRATCH, CDT_TRACE},
     tables::{KernelFib, KernelTables},
 };
 
@@ -113,10 +114,18 @@ fn update(p: &Packet, run: &Run, d: &Decision) -> u8 {
     flow::update(d, p, run.now, run.generation, run.learn)
 }
 
-/// The learning code, out of line (only in a program loaded for learning).
+/// The learning code, out of line (only in a program loaded for learning), called last. It
+/// reads what the frame's decision teaches from `CDT_LEARNNOTE` rather than from the
+/// decision itself: to the verifier a map value is any value, so it checks this code once
+/// rather than once for every way the decision can come out (a million instructions, its
+/// limit, otherwise).
 #[inline(never)]
-fn record(p: &Packet, d: &Decision, found: u8, now: u64) {
-    learn::record(p, d, found, now);
+fn record(p: &Packet, now: u64) {
+    if let Some(n) = CDT_LEARNNOTE.get_ptr(0) {
+        // SAFETY: this CPU's slot, written just before the call.
+        let n = unsafe { *n };
+        learn::record(p, &n, now);
+    }
 }
 
 /// What a program run reads once and its subprograms share (BPF passes at most five
@@ -192,7 +201,10 @@ fn judge(ctx: &XdpContext) -> u32 {
     let p = unsafe { &mut *scratch };
     let mut quick = false;
     let mut d = Decision::FAIL_CLOSED;
-    if parse(frame.start, frame.end, p) {
+    // What the learning code records: `learn::FIRST_REPLY` | `MODBUS` | `RENEWED`.
+    let mut found = 0;
+    let parsed = parse(frame.start, frame.end, p);
+    if parsed {
         p.ifindex = ifindex;
         let p: &Packet = p;
         // A packet of a flow with a verdict under this policy: one flow lookup. Else the
@@ -204,12 +216,9 @@ fn judge(ctx: &XdpContext) -> u32 {
             if needs_ingress_check(&d, p) {
                 ingress(ctx.ctx, p, slot, &mut d);
             }
-            let found = update(p, &run, &d);
-            if learning {
-                record(p, &d, found, now);
-            }
-        } else if learning && f == Fast::Learn {
-            record(p, &d, learn::MODBUS, now);
+            found = update(p, &run, &d);
+        } else if f == Fast::Learn {
+            found = learn::MODBUS;
         }
         if d.log {
             log(&d, p, ifindex, now);
@@ -235,10 +244,26 @@ fn judge(ctx: &XdpContext) -> u32 {
             (*t).fast = u32::from(quick);
         }
     }
-    match d.verdict {
+    let action = match d.verdict {
         Verdict::Deny => XDP_DROP,
         Verdict::Allow | Verdict::WouldDeny => XDP_PASS,
+    };
+    if learning
+        && parsed
+        && let Some(n) = CDT_LEARNNOTE.get_ptr_mut(0)
+    {
+        // SAFETY: this CPU's slot (see `record`).
+        unsafe {
+            *n = LearnNote {
+                verdict: d.verdict as u8,
+                reason: d.reason as u8,
+                flow: d.flow,
+                found,
+            };
+        }
+        record(p, now);
     }
+    action
 }
 
 /// An empty program that passes every frame: the floor the benchmarks measure Conduit's

@@ -196,6 +196,13 @@ fn object_maps_match_common_types() {
             8,
             learn::LEARNSTATS_LEN,
         ),
+        (
+            learn::MAP_LEARN_NOTE,
+            PERCPU_ARRAY,
+            4,
+            size_of::<learn::LearnNote>(),
+            1,
+        ),
     ];
     for &(name, ty, key, value, max) in expected {
         assert!(

@@ -870,21 +870,25 @@ pub fn judge(
 /// The verifier's figures per kernel, as Markdown.
 fn budget_report(outcomes: &[Outcome]) -> String {
     let mut s = String::from(
-        "## Verifier budget per kernel (`cargo xtask vm-test`)\n\nThe XDP program as each kernel's verifier takes it (`conduit kernel`; in qemu with software emulation for the Debian kernels, so their load times are several times the host's: compare them with each other; `host` is the development machine's own kernel). The stack is read from the object: every subprogram's frame and the deepest call chain, rounded as 6.1 counts it (limit 512 bytes).\n\n| kernel | release | loads | instructions processed (limit 1,000,000) | load time (TCG) | JIT'ed bytes | deepest stack chain (6.1 count) |\n| --- | --- | --- | ---: | ---: | ---: | --- |\n",
+        "## Verifier budget per kernel (`cargo xtask vm-test`)\n\nThe XDP program as each kernel's verifier takes it (`conduit kernel`; in qemu with software emulation for the Debian kernels, so their load times are several times the host's: compare them with each other; `host` is the development machine's own kernel). The stack is read from the object: every subprogram's frame and the deepest call chain, rounded as 6.1 counts it (limit 512 bytes).\n\n| kernel | release | loads | instructions processed (limit 1,000,000) | with learning (`run --learn-dir`) | load time (TCG) | JIT'ed bytes | deepest stack chain (6.1 count) |\n| --- | --- | --- | ---: | ---: | ---: | ---: | --- |\n",
     );
     let mut frames = String::new();
     for o in outcomes {
         let b = o.budget.as_ref();
         let p = b.map(|b| &b["program"]);
+        let learning = b.map(|b| &b["learning"]);
         let st = b.map(|b| &b["stack"]);
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
             o.kernel,
             o.release,
             p.and_then(|p| p["loaded"].as_bool())
                 .map_or("?", |l| if l { "yes" } else { "**no**" }),
             p.and_then(|p| p["verified_insns"].as_u64())
+                .map_or("-".into(), |n| n.to_string()),
+            learning
+                .and_then(|p| p["verified_insns"].as_u64())
                 .map_or("-".into(), |n| n.to_string()),
             p.and_then(|p| p["load_ms"].as_f64())
                 .map_or("-".into(), |n| format!("{n:.0} ms")),
