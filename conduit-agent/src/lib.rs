@@ -1,6 +1,7 @@
 //! The `conduit` agent as a library: the binary (`main.rs`) is a thin shell around it, and the
 //! integration tests in `tests/` drive the same code.
 pub mod agent;
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod discover;
