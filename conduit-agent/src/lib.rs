@@ -7,7 +7,6 @@ pub mod datapath;
 pub mod discover;
 pub mod explain;
 pub mod kernel;
-pub mod pcap;
 pub mod policy;
 pub mod reference;
 pub mod replay;
