@@ -1,9 +1,9 @@
 //! Capture files, read as a stream, for `conduit replay` and `conduit discover`: classic libpcap
 //! (either byte order, micro- or nanosecond timestamps) and pcapng (sections in either byte
-//! order, any number of interfaces, enhanced and simple packet blocks; every other block is
-//! skipped, but for the obsolete packet block, which is refused rather than skipped: frames
-//! keep the numbers Wireshark gives them). `pcap-parser` parses the records through a buffer of fixed size, so a
-//! capture larger than memory works: [`Capture::next_frame`] gives one frame at a time.
+//! order, any number of interfaces, enhanced and simple packet blocks; other blocks are
+//! skipped, but the obsolete packet block is refused: skipped, it would renumber the frames
+//! after it). `pcap-parser` parses the records through a buffer of fixed size, so a capture
+//! larger than memory works: [`Capture::next_frame`] gives one frame at a time.
 //!
 //! An error names the file, the frame (numbered from 1, as Wireshark numbers them) or block,
 //! and its byte offset. A corrupt or hostile file gives an error, never a panic, and a length
@@ -22,7 +22,8 @@ use pcap_parser::{
 
 /// Ethernet, the link type of most captures (and the only one `replay` judges).
 pub const LINKTYPE_ETHERNET: u32 = 1;
-/// The most one record (a classic record or a pcapng block) may take in the buffer.
+/// One record (a classic record or a pcapng block) must be shorter than this: the most it may
+/// grow the buffer to.
 pub const MAX_RECORD: usize = 16 << 20;
 /// The read buffer's starting size.
 const BUFFER: usize = 1 << 20;
@@ -301,7 +302,7 @@ impl Capture {
                 let need = declared.unwrap_or(u64::MAX);
                 if need >= MAX_RECORD as u64 {
                     return Err(corrupt(format!(
-                        "it claims {need} bytes, more than the {} MiB a record may have",
+                        "it claims {need} bytes; a record may have less than {} MiB",
                         MAX_RECORD >> 20
                     )));
                 }
@@ -668,32 +669,19 @@ mod tests {
                 buf: Vec::new(),
             }
         }
-        fn u16(&mut self, v: u16) -> &mut Self {
-            let b = if self.big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.buf.extend_from_slice(&b);
+        /// A number given in both byte orders, written in the buffer's.
+        fn num<const N: usize>(&mut self, be: [u8; N], le: [u8; N]) -> &mut Self {
+            self.buf.extend_from_slice(if self.big { &be } else { &le });
             self
+        }
+        fn u16(&mut self, v: u16) -> &mut Self {
+            self.num(v.to_be_bytes(), v.to_le_bytes())
         }
         fn u32(&mut self, v: u32) -> &mut Self {
-            let b = if self.big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.buf.extend_from_slice(&b);
-            self
+            self.num(v.to_be_bytes(), v.to_le_bytes())
         }
         fn u64(&mut self, v: u64) -> &mut Self {
-            let b = if self.big {
-                v.to_be_bytes()
-            } else {
-                v.to_le_bytes()
-            };
-            self.buf.extend_from_slice(&b);
-            self
+            self.num(v.to_be_bytes(), v.to_le_bytes())
         }
         fn bytes(&mut self, b: &[u8]) -> &mut Self {
             self.buf.extend_from_slice(b);
@@ -959,8 +947,8 @@ mod tests {
         let mut c = Capture::from_reader("c.pcap".into(), io::Cursor::new(f)).unwrap();
         assert_eq!(
             c.next_frame().unwrap_err().to_string(),
-            "c.pcap: error: frame 1 (record at byte 24): it claims 4294967311 bytes, more than \
-             the 16 MiB a record may have (corrupt capture)"
+            "c.pcap: error: frame 1 (record at byte 24): it claims 4294967311 bytes; a record \
+             may have less than 16 MiB (corrupt capture)"
         );
         assert_eq!(c.capacity, BUFFER);
         // Likewise a pcapng block.
@@ -971,8 +959,8 @@ mod tests {
             read_all(io::Cursor::new(f), BUFFER)
                 .unwrap_err()
                 .to_string(),
-            "frame 1 (enhanced packet block at byte 48): it claims 67108864 bytes, more than \
-             the 16 MiB a record may have (corrupt capture)"
+            "frame 1 (enhanced packet block at byte 48): it claims 67108864 bytes; a record \
+             may have less than 16 MiB (corrupt capture)"
         );
     }
 
