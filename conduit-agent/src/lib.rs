@@ -1,13 +1,13 @@
 //! The `conduit` agent as a library: the binary (`main.rs`) is a thin shell around it, and the
 //! integration tests in `tests/` drive the same code.
 pub mod agent;
+pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod discover;
 pub mod explain;
 pub mod kernel;
 pub mod learned;
-pub mod pcap;
 pub mod policy;
 pub mod reference;
 pub mod replay;

@@ -1171,7 +1171,7 @@ fn a_restart_replaces_the_stale_pinned_link_of_a_recreated_interface() {
 fn a_learn_dir_of_another_format_is_refused_before_attaching() {
     require_root();
     let n = net();
-    let dir = std::env::temp_dir().join(conduit_tests::unique_name("cdtlearn"));
+    let dir = std::env::temp_dir().join(conduit_tests::unique_name("cdtln"));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("learned.jsonl");
     std::fs::write(&file, "{\"conduit_learn\":99}\n").unwrap();

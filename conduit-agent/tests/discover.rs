@@ -767,7 +767,7 @@ fn bad_input_is_named_and_rejected() {
     rejected(
         &d,
         &[pc, &p],
-        &["no-idb.pcapng: error: frame 1: names interface 0"],
+        &["no-idb.pcapng: error: frame 1 (enhanced packet block at byte 28): names interface 0"],
     );
     let missing = d.join("missing.pcap");
     rejected(&d, &[pc, &missing], &["missing.pcap: error: cannot read"]);

@@ -1,8 +1,10 @@
-//! `conduit replay` on a real capture: traffic between namespaces captured with tcpdump,
-//! decoded by tshark (the reference decoder), replayed through the kernel program, and every
-//! first packet of a flow compared with `conduit explain` for the same packet.
+//! `conduit replay` on real captures: traffic between namespaces captured with tcpdump (pcap)
+//! and tshark (pcapng) at once, decoded by tshark (the reference decoder), replayed through the
+//! kernel program, and every first packet of a flow compared with `conduit explain` for the
+//! same packet.
 use std::{
     collections::HashSet,
+    path::Path,
     process::{Command, Stdio},
     thread::sleep,
     time::Duration,
@@ -48,12 +50,14 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
     let dir = std::env::temp_dir().join(conduit_tests::unique_name("cdtrp"));
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("capture.pcap");
+    let pcapng = dir.join("capture.pcapng");
     let policy = dir.join("policy.yaml");
     std::fs::write(&policy, POLICY).unwrap();
 
     // Capture on the server's side while real traffic flows (no policy attached: everything
     // reaches the server, so the capture holds allowed and denied flows alike).
     let dump = PcapWriter::start(&server, &veth.b, &pcap, "not ip6");
+    let dump_ng = PcapWriter::start_pcapng(&server, &veth.b, &pcapng, "not ip6");
     let mut listeners = Vec::new();
     for port in ["8080", "9090"] {
         listeners.push(
@@ -95,8 +99,29 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         let _ = l.wait();
     }
     dump.stop();
+    dump_ng.stop();
 
-    let replay = replay_json(BIN, &policy, &pcap);
+    let magic = |p: &Path| std::fs::read(p).unwrap()[..4].to_vec();
+    assert_eq!(
+        magic(&pcap),
+        0xa1b2_c3d4u32.to_le_bytes(),
+        "tcpdump writes pcap"
+    );
+    assert_eq!(
+        magic(&pcapng),
+        [0x0a, 0x0d, 0x0d, 0x0a],
+        "tshark writes pcapng"
+    );
+    for capture in [&pcap, &pcapng] {
+        agrees_with_explain_and_tshark(&policy, capture);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The replay of `pcap` has a verdict for every frame tshark decodes, and on every first
+/// packet of a flow the verdict `explain` gives.
+fn agrees_with_explain_and_tshark(policy: &Path, pcap: &Path) {
+    let replay = replay_json(BIN, policy, pcap);
     let frames = replay["frames"].as_array().unwrap();
     assert!(
         frames.len() >= 15,
@@ -113,7 +138,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
 
     // tshark decodes the same capture.
     let decoded = tshark_fields(
-        &pcap,
+        pcap,
         &[
             "frame.number",
             "ip.src",
@@ -127,6 +152,12 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
             "udp.dstport",
             "icmp.type",
         ],
+    );
+    assert_eq!(
+        decoded.lines().count(),
+        frames.len(),
+        "{}: tshark and replay count the same frames",
+        pcap.display()
     );
     let mut compared = 0;
     let mut seen_udp = HashSet::new();
@@ -181,7 +212,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         let explain = run_json(
             Command::new(BIN)
                 .arg("explain")
-                .arg(&policy)
+                .arg(policy)
                 .args(&args)
                 .args(["--format", "json"]),
         );
@@ -206,5 +237,50 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         replies >= 3,
         "replies of allowed flows pass as replies ({replies})"
     );
-    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A capture that turns out truncated part way: the verdicts before the damage stand, then
+/// one line names the file and the frame, exit 1; in JSON the document is whole, with the
+/// error in place of the summary.
+#[test]
+fn a_capture_truncated_part_way_stops_there_and_says_where() {
+    require_root();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/captures");
+    let good = std::fs::read(root.join("corpus.pcap")).unwrap();
+    let dir = std::env::temp_dir().join(conduit_tests::unique_name("cdtrt"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cut = dir.join("cut.pcap");
+    std::fs::write(&cut, &good[..good.len() / 2]).unwrap();
+    let policy = root.join("corpus.yaml");
+    for format in ["text", "json"] {
+        let o = Command::new(BIN)
+            .arg("replay")
+            .arg(&policy)
+            .arg(&cut)
+            .args(["--format", format])
+            .output()
+            .unwrap();
+        let (out, err) = (
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        );
+        assert_eq!(o.status.code(), Some(1), "{format}: {err}");
+        assert!(
+            err.contains("cut.pcap") && err.contains("frame"),
+            "{format}: the error names the file and the frame: {err}"
+        );
+        if format == "json" {
+            let v: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("one JSON document ({e}): {out}"));
+            assert!(v["frames"].as_array().is_some_and(|f| !f.is_empty()), "{v}");
+            assert!(v["summary"].is_null(), "{v}");
+            assert!(
+                v["error"].as_str().is_some_and(|e| e.contains("frame")),
+                "{v}"
+            );
+        } else {
+            assert!(out.lines().count() > 1 && !out.contains("frames:"), "{out}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

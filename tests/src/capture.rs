@@ -9,8 +9,8 @@ use std::{
 
 use crate::Netns;
 
-/// tcpdump writing `filter`ed frames of `iface` to a pcap file; stopped (and flushed) by
-/// [`PcapWriter::stop`] or on drop.
+/// tcpdump writing `filter`ed frames of `iface` to a pcap file (or tshark to a pcapng file);
+/// stopped (and flushed) by [`PcapWriter::stop`] or on drop.
 pub struct PcapWriter(Option<Child>);
 
 impl PcapWriter {
@@ -30,6 +30,22 @@ impl PcapWriter {
         Self(Some(child))
     }
 
+    /// Starts tshark writing pcapng, its own format (a section header and an interface
+    /// description with options, nanosecond enhanced packet blocks, interface statistics at
+    /// the end), and returns once it is capturing.
+    pub fn start_pcapng(ns: &Netns, iface: &str, path: &Path, filter: &str) -> Self {
+        let mut child = ns
+            .command("tshark")
+            .args(["-i", iface, "-F", "pcapng", "-f", filter, "-w"])
+            .arg(path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tshark");
+        wait_for(&mut child, "tshark", "Capturing on");
+        Self(Some(child))
+    }
+
     /// Stops the capture; the file is complete when this returns.
     pub fn stop(mut self) {
         self.end();
@@ -37,7 +53,7 @@ impl PcapWriter {
 
     fn end(&mut self) {
         if let Some(mut c) = self.0.take() {
-            // SAFETY: SIGINT to our own child, by PID: tcpdump flushes and exits.
+            // SAFETY: SIGINT to our own child, by PID: tcpdump or tshark flushes and exits.
             unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
             let _ = c.wait();
         }
@@ -52,18 +68,26 @@ impl Drop for PcapWriter {
 
 /// Waits until a tcpdump started with a piped stderr says it is capturing ("listening on").
 pub fn wait_until_capturing(child: &mut Child) {
+    wait_for(child, "tcpdump", "listening on");
+}
+
+/// Waits until `what`, started with a piped stderr, writes a line holding `line_holding`
+/// there; what it writes after that is read and dropped (a closed pipe would kill it when it
+/// next writes: tshark logs as it goes, tcpdump counts at exit).
+fn wait_for(child: &mut Child, what: &str, line_holding: &str) {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let mut line = String::new();
     let t = Instant::now();
-    while !line.contains("listening on") {
+    while !line.contains(line_holding) {
         line.clear();
         if stderr.read_line(&mut line).unwrap_or(0) == 0 || t.elapsed() > Duration::from_secs(10) {
             // SAFETY: kill on the PID of our own child.
             unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
             let _ = child.wait();
-            panic!("tcpdump did not start: {line}");
+            panic!("{what} did not start: {line}");
         }
     }
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 }
 
 /// Runs a command that must succeed and print JSON; returns the JSON.

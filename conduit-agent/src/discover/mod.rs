@@ -31,6 +31,15 @@ pub enum DiscoverError {
     Failed(String),
 }
 
+impl From<crate::capture::CaptureError> for DiscoverError {
+    fn from(e: crate::capture::CaptureError) -> Self {
+        Self::Input {
+            file: e.file,
+            message: e.problem.to_string(),
+        }
+    }
+}
+
 impl DiscoverError {
     pub fn input(file: &str, message: String) -> Self {
         Self::Input {

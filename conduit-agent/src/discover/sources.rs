@@ -1,31 +1,28 @@
-//! The sources discover reads today: captures (pcap and pcapng, streamed through a fixed
-//! buffer, so a capture larger than memory works) and audit logs written with `log: all`.
+//! The sources discover reads today: captures (pcap and pcapng, streamed by
+//! [`crate::capture`], so a capture larger than memory works) and audit logs written with
+//! `log: all`.
 use std::{
     collections::HashMap,
-    io::{BufRead as _, Read as _},
+    io::BufRead as _,
     net::IpAddr,
     path::{Path, PathBuf},
 };
 
 use conduit_common::verdict::{KIND_IP, KIND_OTHER, Packet};
-use pcap_parser::{Block, PcapBlockOwned, PcapError};
 
 use super::{
     DiscoverError,
     observe::{FlowKey, FlowObservation, FlowStats, Observations, Source, SourceSummary, Ts},
     track::Tracker,
 };
+use crate::capture::{self, LINKTYPE_ETHERNET};
 
 /// Link types understood: Ethernet, Linux cooked v1 and v2 (`tcpdump -i any`), raw IP.
-const LINKTYPE_ETHERNET: i32 = 1;
-const LINKTYPE_RAW: i32 = 101;
-const LINKTYPE_LINUX_SLL: i32 = 113;
-const LINKTYPE_IPV4: i32 = 228;
-const LINKTYPE_IPV6: i32 = 229;
-const LINKTYPE_LINUX_SLL2: i32 = 276;
-/// The read buffer, and the most it may grow to for one record.
-const BUFFER: usize = 1 << 20;
-const MAX_RECORD: usize = 16 << 20;
+const LINKTYPE_RAW: u32 = 101;
+const LINKTYPE_LINUX_SLL: u32 = 113;
+const LINKTYPE_IPV4: u32 = 228;
+const LINKTYPE_IPV6: u32 = 229;
+const LINKTYPE_LINUX_SLL2: u32 = 276;
 
 /// A capture file, read as a stream.
 pub struct Capture {
@@ -38,7 +35,7 @@ fn shown(p: &Path) -> String {
 
 /// A frame in Ethernet framing (what `conduit_common::parse` reads), built from another link
 /// type when needed, in `buf`. `None` when the link type cannot carry IP that we can decode.
-fn as_ethernet<'a>(linktype: i32, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
+fn as_ethernet<'a>(linktype: u32, data: &'a [u8], buf: &'a mut Vec<u8>) -> Option<&'a [u8]> {
     let mut frame = |src_mac: Option<&[u8]>, ethertype: u16, payload: &[u8]| {
         buf.clear();
         buf.extend_from_slice(&[0; 6]);
@@ -78,7 +75,7 @@ fn as_ethernet<'a>(linktype: i32, data: &'a [u8], buf: &'a mut Vec<u8>) -> Optio
     Some(buf)
 }
 
-fn linktype_supported(l: i32) -> bool {
+fn linktype_supported(l: u32) -> bool {
     matches!(
         l,
         LINKTYPE_ETHERNET
@@ -90,52 +87,26 @@ fn linktype_supported(l: i32) -> bool {
     )
 }
 
-/// Per-interface facts of a pcapng section.
-#[derive(Clone, Copy)]
-struct Iface {
-    linktype: i32,
-    /// Timestamp units per second, and offset in seconds.
-    resolution: u64,
-    offset: i64,
-}
-
 /// Frame-by-frame state of one capture.
 struct Reading<'o> {
-    path: String,
     obs: &'o mut Observations,
     tracker: Tracker,
     summary: SourceSummary,
-    frame: u64,
     eth: Vec<u8>,
 }
 
 impl Reading<'_> {
-    fn frame(
-        &mut self,
-        linktype: i32,
-        data: &[u8],
-        orig_len: u32,
-        ts: Ts,
-    ) -> Result<(), DiscoverError> {
-        self.summary.records += 1;
-        if !linktype_supported(linktype) {
-            return Err(DiscoverError::input(
-                &self.path,
-                format!(
-                    "frame {}: link type {linktype} is not supported (Ethernet 1, Linux cooked 113 and 276, raw IP 101, 228, 229 are)",
-                    self.frame
-                ),
-            ));
-        }
+    /// A frame of a supported link type.
+    fn frame(&mut self, linktype: u32, data: &[u8], orig_len: u32, ts: Ts) {
         let Some(eth) = as_ethernet(linktype, data, &mut self.eth) else {
             self.summary.malformed += 1;
-            return Ok(());
+            return;
         };
         let p: Packet = match conduit_common::parse::parse(eth) {
             Ok(p) => p,
             Err(_) => {
                 self.summary.malformed += 1;
-                return Ok(());
+                return;
             }
         };
         if ts != 0 {
@@ -147,10 +118,10 @@ impl Reading<'_> {
         }
         if p.kind == KIND_OTHER {
             *self.obs.ethertypes.entry(p.ethertype).or_default() += 1;
-            return Ok(());
+            return;
         }
         if p.kind != KIND_IP {
-            return Ok(());
+            return;
         }
         self.summary.ip += 1;
         let src = if p.family == conduit_common::FAMILY_V6 {
@@ -163,150 +134,31 @@ impl Reading<'_> {
             self.obs.pair(src, p.src_mac);
         }
         self.tracker.packet(&p, ts, u64::from(orig_len), self.obs);
-        Ok(())
     }
 }
 
 impl Source for Capture {
     fn read_into(&mut self, obs: &mut Observations) -> Result<SourceSummary, DiscoverError> {
         let path = shown(&self.path);
-        let err = |m: String| DiscoverError::input(&path, m);
-        let mut file = open_regular(&self.path)?;
-        // gzip: say so rather than "not a capture".
-        let mut magic = [0u8; 2];
-        let n = file
-            .read(&mut magic)
-            .map_err(|e| err(format!("cannot read: {e}")))?;
-        if n == 2 && magic == [0x1f, 0x8b] {
-            return Err(err(
-                "a gzip-compressed file, not a pcap or pcapng file: decompress it first (gunzip)"
-                    .into(),
-            ));
-        }
-        std::io::Seek::rewind(&mut file).map_err(|e| err(format!("cannot read: {e}")))?;
-        let mut reader = match pcap_parser::create_reader(BUFFER, file) {
-            Ok(r) => r,
-            Err(PcapError::Eof) => {
-                return Err(err("the file is empty, not a pcap or pcapng file".into()));
-            }
-            Err(PcapError::Incomplete(_)) => {
-                return Err(err(
-                    "truncated: the file is shorter than a capture file header".into(),
-                ));
-            }
-            Err(_) => return Err(err("not a pcap or pcapng file (unknown file header)".into())),
-        };
+        let mut capture = capture::Capture::open(&self.path)?;
         let mut r = Reading {
-            path: path.clone(),
             obs,
             tracker: Tracker::default(),
             summary: SourceSummary {
                 what: format!("capture {path}"),
                 ..SourceSummary::default()
             },
-            frame: 0,
             eth: Vec::with_capacity(2048),
         };
-        let mut capacity = BUFFER;
-        // Classic pcap: link type and timestamp unit from the header.
-        let mut legacy: Option<(i32, u64)> = None;
-        let mut ifaces: Vec<Iface> = Vec::new();
-        loop {
-            match reader.next() {
-                Ok((len, block)) => {
-                    match block {
-                        PcapBlockOwned::LegacyHeader(h) => {
-                            let unit = if h.is_nanosecond_precision() { 1 } else { 1000 };
-                            legacy = Some((h.network.0, unit));
-                        }
-                        PcapBlockOwned::Legacy(b) => {
-                            r.frame += 1;
-                            let (linktype, unit) = legacy.unwrap_or((LINKTYPE_ETHERNET, 1000));
-                            let ts =
-                                u64::from(b.ts_sec) * 1_000_000_000 + u64::from(b.ts_usec) * unit;
-                            r.frame(linktype, b.data, b.origlen, ts)?;
-                        }
-                        PcapBlockOwned::NG(Block::SectionHeader(_)) => ifaces.clear(),
-                        PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                            let Some(resolution) = idb.ts_resolution() else {
-                                return Err(err(format!(
-                                    "interface {}: invalid timestamp resolution",
-                                    ifaces.len()
-                                )));
-                            };
-                            ifaces.push(Iface {
-                                linktype: idb.linktype.0,
-                                resolution: resolution.max(1),
-                                offset: idb.ts_offset(),
-                            });
-                        }
-                        PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                            r.frame += 1;
-                            let Some(i) = ifaces.get(epb.if_id as usize).copied() else {
-                                return Err(err(format!(
-                                    "frame {}: names interface {}, but the file describes {} interface(s) (corrupt capture)",
-                                    r.frame,
-                                    epb.if_id,
-                                    ifaces.len()
-                                )));
-                            };
-                            let raw = (u128::from(epb.ts_high) << 32) | u128::from(epb.ts_low);
-                            let ns = raw * 1_000_000_000 / u128::from(i.resolution);
-                            let ns = (ns as i128 + i128::from(i.offset) * 1_000_000_000).max(0);
-                            let ts = u64::try_from(ns).unwrap_or(u64::MAX);
-                            let data = epb.data.get(..epb.caplen as usize).unwrap_or(epb.data);
-                            r.frame(i.linktype, data, epb.origlen, ts)?;
-                        }
-                        PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
-                            r.frame += 1;
-                            let Some(i) = ifaces.first().copied() else {
-                                return Err(err(format!(
-                                    "frame {}: a simple packet block before any interface description (corrupt capture)",
-                                    r.frame
-                                )));
-                            };
-                            r.frame(i.linktype, spb.data, spb.origlen, 0)?;
-                        }
-                        PcapBlockOwned::NG(_) => {}
-                    }
-                    reader.consume(len);
-                }
-                Err(PcapError::Eof) => break,
-                Err(PcapError::Incomplete(_)) => {
-                    reader
-                        .refill()
-                        .map_err(|e| err(format!("cannot read after frame {}: {e}", r.frame)))?;
-                }
-                Err(PcapError::BufferTooSmall) => {
-                    if capacity >= MAX_RECORD || !reader.grow(capacity * 2) {
-                        return Err(err(format!(
-                            "frame {}: a record larger than {} MiB at byte {} (corrupt capture)",
-                            r.frame + 1,
-                            MAX_RECORD >> 20,
-                            reader.consumed()
-                        )));
-                    }
-                    capacity *= 2;
-                    reader
-                        .refill()
-                        .map_err(|e| err(format!("cannot read after frame {}: {e}", r.frame)))?;
-                }
-                Err(PcapError::UnexpectedEof) => {
-                    return Err(err(format!(
-                        "truncated: frame {} at byte {} is cut off (the capture ends inside it)",
-                        r.frame + 1,
-                        reader.consumed()
-                    )));
-                }
-                Err(e) => {
-                    let e = e.to_string();
-                    return Err(err(format!(
-                        "corrupt capture: frame {} at byte {}: {e}",
-                        r.frame + 1,
-                        reader.consumed()
-                    )));
-                }
+        while let Some(f) = capture.next_frame()? {
+            r.summary.records += 1;
+            if !linktype_supported(f.linktype) {
+                let problem = f.unsupported_link_type(
+                    "Ethernet 1, Linux cooked 113 and 276, raw IP 101, 228, 229 are",
+                );
+                return Err(capture.error(problem).into());
             }
+            r.frame(f.linktype, f.data, f.orig_len, f.ts_ns);
         }
         let Reading {
             tracker,
@@ -316,10 +168,13 @@ impl Source for Capture {
         } = r;
         tracker.finish(obs);
         if summary.ip == 0 {
-            return Err(err(format!(
-                "no IP traffic in {} frame(s): nothing to discover",
-                summary.records
-            )));
+            return Err(DiscoverError::input(
+                &path,
+                format!(
+                    "no IP traffic in {} frame(s): nothing to discover",
+                    summary.records
+                ),
+            ));
         }
         Ok(summary)
     }
