@@ -80,6 +80,12 @@ pub static CDT_CDROPS: PerCpuHashMap<ConduitDropKey, Counter> =
 pub static CDT_SCRATCH: PerCpuArray<conduit_common::verdict::Packet> =
     PerCpuArray::with_max_entries(1, 0);
 
+/// The full path's decision on its way to the flow update and counters (see
+/// `program::forget`). Never read from userspace.
+#[map(name = "CDT_DECISION")]
+pub static CDT_DECISION: PerCpuArray<conduit_common::verdict::Decision> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Benchmarks only: the modulus and run counter of `conduit_bench_vary`.
 #[map(name = "CDT_BENCH")]
 pub static CDT_BENCH: Array<u32> = Array::with_max_entries(2, 0);

@@ -153,6 +153,13 @@ fn object_maps_match_common_types() {
         (abi::MAP_TRACE, ARRAY, 4, size_of::<abi::Trace>(), 1),
         ("CDT_BENCH", ARRAY, 4, 4, 2),
         (
+            "CDT_DECISION",
+            PERCPU_ARRAY,
+            4,
+            size_of::<conduit_common::verdict::Decision>(),
+            1,
+        ),
+        (
             "CDT_SCRATCH",
             PERCPU_ARRAY,
             4,

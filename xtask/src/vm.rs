@@ -90,7 +90,7 @@ const TEST_BINARIES: &[(&str, bool)] = &[
     ("test_run", true),
     ("differential", true),
     ("veth", true),
-    ("learn", true),
+    ("learn", false),
     ("expires", false),
     ("bypass", false),
     ("fast_path", false),
