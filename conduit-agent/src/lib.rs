@@ -5,6 +5,7 @@ pub mod cli;
 pub mod datapath;
 pub mod discover;
 pub mod explain;
+pub mod integrity;
 pub mod kernel;
 pub mod pcap;
 pub mod policy;
