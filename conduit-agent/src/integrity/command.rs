@@ -68,9 +68,12 @@ pub enum ChangelogCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
-    /// Print the change log readably: when each policy went live, its generation, who signed
-    /// it, and the zones and conduits added, removed and changed; then whether the chain is
-    /// intact. JSON: the entries, each with its `line`.
+    /// Print the change log readably, and whether its chain is intact.
+    ///
+    /// One entry per policy that went live: time, generation, site, sha256, who signed it,
+    /// and the zones and conduits added (+), removed (-) and changed (~). JSON: the entries,
+    /// each with its `line`, and the chain's state as `verify --format json` gives it. Exit
+    /// status 0 when printed (whatever the chain), 2 when the file cannot be read.
     Show {
         /// The change log.
         path: PathBuf,
@@ -236,7 +239,10 @@ fn show(bytes: &[u8], r: &Report, format: Format) -> ExitCode {
             );
         }
         Format::Text => {
-            println!("{:>5}  {:<27}  what", "line", "time (UTC)");
+            println!(
+                "{:>5}  {:<27}  what (+ added, - removed, ~ changed)",
+                "line", "time (UTC)"
+            );
             for (i, l) in lines.iter().enumerate() {
                 let n = i + 1;
                 match parsed(l) {

@@ -331,10 +331,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Err("not a valid date and time".into());
     }
     let t = if utc {
-        let stamp = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{sec:02}Z");
-        crate::discover::sources::parse_rfc3339(&stamp)
-            .map(|ns| (ns / 1_000_000_000) as i64)
-            .ok_or("not a valid date and time (before 1970?)")?
+        days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec
     } else {
         local_time(y, mo, d, h, mi, sec)?
     };
@@ -342,6 +339,18 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Err("the time is not after 1970".into());
     }
     Ok(t)
+}
+
+/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar (Howard Hinnant's
+/// algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// A civil time in the system's time zone as Unix seconds (mktime(3)).
@@ -470,6 +479,8 @@ mod tests {
         assert_eq!(parse_time("19700102Z"), Ok(86_400));
         assert_eq!(parse_time("202001010000Z"), Ok(1_577_836_800));
         assert_eq!(parse_time("20200101000001UTC"), Ok(1_577_836_801));
+        assert_eq!(parse_time("29990101Z"), Ok(32_472_144_000));
+        assert!(parse_time("19691231Z").is_err());
         assert!(parse_time("2020010").is_err());
         assert!(parse_time("20201301Z").is_err());
         assert!(parse_time("2020-01-01").is_err());
