@@ -74,24 +74,7 @@ fn ping(n: &Net, count: u32) -> bool {
 /// Whether a TCP connection from the client to the gateway's `port` succeeds (a listener is
 /// started for it).
 fn tcp_connects(n: &Net, port: u16) -> bool {
-    let mut l =
-        n.gw.command("nc")
-            .args(["-l", "-k", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-    sleep(Duration::from_millis(150));
-    let ok = n
-        .client
-        .command("nc")
-        .args(["-z", "-w", "1", "10.202.0.2", &port.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    // SAFETY: kill on the PID of our own child.
-    unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
-    let _ = l.wait();
-    ok
+    n.client.tcp_connects(&n.gw, "10.202.0.2", port)
 }
 
 fn write_policy(a: &Agent, text: &str) {

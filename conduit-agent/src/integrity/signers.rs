@@ -331,7 +331,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Err("not a valid date and time".into());
     }
     let t = if utc {
-        days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec
+        crate::agent::audit::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec
     } else {
         local_time(y, mo, d, h, mi, sec)?
     };
@@ -339,18 +339,6 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         return Err("the time is not after 1970".into());
     }
     Ok(t)
-}
-
-/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// A civil time in the system's time zone as Unix seconds (mktime(3)).
