@@ -115,7 +115,7 @@ fn torn_note(line: usize, named: bool) -> String {
         format!("line {line}: torn (an append cut short by a crash), recorded by the line after it")
     } else {
         format!(
-            "line {line}: torn (an append cut short by a crash): the last line; the agent records it at its next start"
+            "line {line}: torn (an append cut short by a crash): the last line; the agent's next entry records it"
         )
     }
 }
