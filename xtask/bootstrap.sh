@@ -18,7 +18,8 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 # --- Debian packages -----------------------------------------------------------------------
 PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool libxml2-utils
       prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip iperf3
-      qemu-system-x86 busybox-static xz-utils binutils xdp-tools chromium fonts-dejavu-core)
+      qemu-system-x86 busybox-static xz-utils binutils xdp-tools chromium fonts-dejavu-core
+      openssh-client)   # openssh-client: ssh-keygen, which signs and checks policies in the tests
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

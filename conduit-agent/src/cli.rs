@@ -40,6 +40,8 @@ pub enum Command {
         /// Treat lint warnings as errors (for CI and config-management `validate:` hooks).
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        signed: crate::integrity::command::CheckSignature,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -85,6 +87,8 @@ pub enum Command {
         #[command(flatten)]
         pins: PinArgs,
     },
+    /// The change log of `conduit run` (SPEC §7): check its hash chain, or print it.
+    Changelog(crate::integrity::command::ChangelogArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         #[arg(value_enum)]
@@ -148,6 +152,33 @@ pub struct RunArgs {
     #[arg(long, default_value_t = crate::learned::DEFAULT_MAX_RECORDS, value_name = "N",
           requires = "learn_dir")]
     pub learn_max_records: usize,
+    /// Load only policies signed by a key of FILE (`ssh-keygen`'s allowed-signers format):
+    /// the signature is POLICY.sig, made by `ssh-keygen -Y sign -f KEY -n conduit-policy
+    /// POLICY`. An unsigned or badly signed policy is refused like an invalid one. FILE is
+    /// read again at every reload.
+    #[arg(long, value_name = "FILE")]
+    pub allowed_signers: Option<PathBuf>,
+    /// The change log: one hash-chained JSON line per policy that goes live (`conduit
+    /// changelog verify|show`). [default: STATE_DIR/changelog.jsonl]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_change_log")]
+    pub change_log: Option<PathBuf>,
+    /// Keep no change log.
+    #[arg(long)]
+    pub no_change_log: bool,
+}
+
+impl RunArgs {
+    /// Where the change log is written, if anywhere.
+    pub fn change_log_path(&self) -> Option<PathBuf> {
+        if self.no_change_log {
+            None
+        } else {
+            Some(self.change_log.clone().unwrap_or_else(|| {
+                self.state_dir
+                    .join(crate::integrity::changelog::DEFAULT_FILE)
+            }))
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -179,8 +210,9 @@ pub fn main() -> ExitCode {
         Command::Check {
             policy,
             strict,
+            signed,
             format,
-        } => check(&policy, strict, format),
+        } => check(&policy, strict, &signed, format),
         Command::Explain(args) => explain::main(args),
         Command::Run(args) => run::main(args),
         Command::Replay(args) => crate::replay::main(args),
@@ -189,6 +221,7 @@ pub fn main() -> ExitCode {
         Command::Discover(args) => crate::discover::command::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
+        Command::Changelog(args) => crate::integrity::command::changelog(args),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(
@@ -212,23 +245,47 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn check(path: &std::path::Path, strict: bool, format: Format) -> ExitCode {
+fn check(
+    path: &std::path::Path,
+    strict: bool,
+    signed: &crate::integrity::command::CheckSignature,
+    format: Format,
+) -> ExitCode {
     let shown = path.display().to_string();
-    let (loaded, d) = match crate::policy::load::load_file(path, 0) {
+    let (loaded, mut d) = match crate::policy::load::load_file(path, 0) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{shown}: error: cannot read the policy: {e}");
             return ExitCode::from(2);
         }
     };
+    // With --allowed-signers, the signature is checked as `conduit run` checks it: an error
+    // of the file at 1:1 when it is missing or bad.
+    let signer = match signed.verify(path) {
+        Ok(s) => s,
+        Err(e) if e.exit_code() == 2 => {
+            eprintln!("{shown}: error: {e}");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            d.error(crate::policy::Pos::new(1, 1), format!("signature: {e}"));
+            None
+        }
+    };
     let warnings = d.warnings().count();
-    let valid = loaded.is_some() && !(strict && warnings > 0);
+    let valid = loaded.is_some() && !d.has_errors() && !(strict && warnings > 0);
     match format {
         Format::Text => {
             for item in &d.items {
                 println!("{}", item.render(&shown));
             }
+            if let Some(s) = &signer {
+                eprintln!("{shown}: signed by {s}");
+            }
             match &loaded {
+                Some(_) if d.has_errors() => {
+                    eprintln!("{shown}: refused: {} error(s)", d.errors().count())
+                }
                 Some(l) if valid => eprintln!(
                     "{shown}: valid: site \"{}\", {} zones, {} assets, {} conduits; {warnings} warning(s)",
                     l.policy.site,
@@ -241,11 +298,14 @@ fn check(path: &std::path::Path, strict: bool, format: Format) -> ExitCode {
             }
         }
         Format::Json => {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "valid": valid,
                 "errors": d.errors().collect::<Vec<_>>(),
                 "warnings": d.warnings().collect::<Vec<_>>(),
             });
+            if signed.allowed_signers.is_some() {
+                v["signer"] = serde_json::json!(signer);
+            }
             println!("{v}");
         }
     }

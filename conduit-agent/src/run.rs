@@ -86,7 +86,7 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
                 "missing": missing,
                 "agent_running": running,
                 "agent_pid": st.as_ref().map(|s| s.pid),
-                "policy": st.as_ref().map(|s| serde_json::json!({"path": s.policy_path, "sha256": s.sha256, "site": s.site})),
+                "policy": st.as_ref().map(|s| serde_json::json!({"path": s.policy_path, "sha256": s.sha256, "site": s.site, "signer": s.signer})),
                 "generation": active.map(|a| a.generation),
                 "conduits": stats.iter().map(|(id, c)| (name(id), serde_json::json!({"packets": c.packets, "bytes": c.bytes}))).collect::<serde_json::Map<_, _>>(),
                 "frames": totals.map(|t| t.iter().map(|(v, c)| (v.as_str().to_owned(), serde_json::json!(c.packets))).collect::<serde_json::Map<_, _>>()),
@@ -130,6 +130,10 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
                         s.site,
                         s.sha256
                     );
+                    match &s.signer {
+                        Some(signer) => println!("signer:     {signer}"),
+                        None => println!("signer:     none (unsigned)"),
+                    }
                 }
                 None => println!(
                     "policy:     unknown (no state file in {})",

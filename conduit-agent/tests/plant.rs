@@ -46,12 +46,14 @@ impl Run<'_> {
         Metrics::parse(&body)
     }
 
-    /// Every line of the audit log so far.
+    /// Every audit event of the audit log so far (the agent's own `"event": "policy"` lines,
+    /// one per policy that went live, left out).
     fn audit(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.agent.audit_log)
             .unwrap_or_default()
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+            .filter(|v: &Value| v.get("event").is_none())
             .collect()
     }
 

@@ -43,6 +43,28 @@ impl Netns {
         ns
     }
 
+    /// Whether a TCP connection from this namespace to `addr:port` in `server` succeeds (`nc`;
+    /// a listener is started there for it, and stopped).
+    pub fn tcp_connects(&self, server: &Netns, addr: &str, port: u16) -> bool {
+        let mut l = server
+            .command("nc")
+            .args(["-l", "-k", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let ok = self
+            .command("nc")
+            .args(["-z", "-w", "1", addr, &port.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        // SAFETY: kill on the PID of our own child.
+        unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
+        let _ = l.wait();
+        ok
+    }
+
     /// A command that runs inside this namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

@@ -2,7 +2,9 @@
 //! against this machine twice (the second run changes nothing) and once with a broken policy
 //! (the play fails, the live policy stays), with the agent started exactly as the systemd
 //! unit starts it (systemd itself does not run as PID 1 on this machine), enforcing on
-//! network namespaces this test creates. Then everything is removed again.
+//! network namespaces this test creates. The role signs the policy on the controller and the
+//! agent loads only signed policies: one written on the gateway without a valid signature is
+//! refused and the live policy stays. Then everything is removed again.
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -207,15 +209,37 @@ pub fn test() -> Result<()> {
         run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
     }
 
+    // The controller's signing key (this machine is the controller too).
+    let key = dir.join("signing");
+    run(&[
+        "ssh-keygen",
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        "ops@deploy.test",
+        "-f",
+    ]
+    .into_iter()
+    .chain([key.to_str().context("temp dir path")?])
+    .collect::<Vec<_>>())?;
+    let public = std::fs::read_to_string(key.with_extension("pub"))?;
+    let public: Vec<&str> = public.split_whitespace().take(2).collect();
+    let allowed = format!("ops@deploy.test {}\n", public.join(" "));
+
     // The playbook: this machine is the gateway; the agent is not under systemd here.
     std::fs::write(dir.join("good.yaml.j2"), policy(true, false))?;
     std::fs::write(dir.join("broken.yaml.j2"), policy(true, true))?;
     std::fs::write(
         dir.join("play.yml"),
         format!(
-            "- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: conduit\n      vars:\n        conduit_deb: {}\n        conduit_policy_template: \"{{{{ policy_template | default('{}') }}}}\"\n        conduit_interfaces: [{if_gw}]\n        conduit_service_manager: none\n",
+            "- hosts: localhost\n  gather_facts: false\n  roles:\n    - role: conduit\n      vars:\n        conduit_deb: {}\n        conduit_policy_template: \"{{{{ policy_template | default('{}') }}}}\"\n        conduit_interfaces: [{if_gw}]\n        conduit_service_manager: none\n        conduit_signing_key: {}\n        conduit_allowed_signers: {:?}\n",
             deb.display(),
-            dir.join("good.yaml.j2").display()
+            dir.join("good.yaml.j2").display(),
+            key.display(),
+            allowed,
         ),
     )?;
     let (ok, changed, out) = play(&dir, &[])?;
@@ -298,7 +322,7 @@ pub fn test() -> Result<()> {
         ping("2") && !nc,
         "the policy is enforced (ping passes, other traffic does not)",
     );
-    let generation = || -> String {
+    let metric = |name: &str| -> String {
         Command::new("ip")
             .args([
                 "netns",
@@ -314,12 +338,17 @@ pub fn test() -> Result<()> {
             .map(|o| {
                 String::from_utf8_lossy(&o.stdout)
                     .lines()
-                    .find(|l| l.starts_with("conduit_policy_generation "))
+                    .find(|l| l.starts_with(name))
                     .unwrap_or_default()
                     .to_owned()
             })
             .unwrap_or_default()
     };
+    let generation = || metric("conduit_policy_generation ");
+    check(
+        metric("conduit_policy_info{").contains("signer=\"ops@deploy.test SHA256:"),
+        "the live policy is the one the controller signed (conduit_policy_info{signer})",
+    );
     let g1 = generation();
     let (ok, changed, out) = play(&dir, &[])?;
     check(
@@ -346,6 +375,27 @@ pub fn test() -> Result<()> {
     check(
         generation() == g1 && ping("2"),
         "the running policy is untouched",
+    );
+    // Someone on the gateway edits the policy (a policy that denies ping) around the
+    // controller: its signature no longer matches, the agent refuses it, the live one stays.
+    let failures = || metric("conduit_policy_reloads_total{result=\"failure\"}");
+    let failed_before = failures();
+    std::fs::write("/etc/conduit/policy.yaml", policy(false, false))?;
+    sleep(Duration::from_millis(1500));
+    check(
+        failures() != failed_before && generation() == g1 && ping("2"),
+        "a policy edited on the gateway without a valid signature is refused and the live one stays",
+    );
+    std::fs::write("/etc/conduit/policy.yaml", &live)?;
+    check(
+        run(&[
+            "/usr/bin/conduit",
+            "changelog",
+            "verify",
+            "/var/log/conduit/changelog.jsonl",
+        ])
+        .is_ok_and(|o| o.contains(": intact: ")),
+        "the change log records the signed policy, and its chain verifies",
     );
     drop(c);
     println!("deploy: {passed} passed, {failed} failed");

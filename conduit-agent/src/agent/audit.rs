@@ -30,6 +30,18 @@ pub fn rfc3339(unix_ns: u128) -> String {
     )
 }
 
+/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar: the inverse of the
+/// civil-from-days step of [`rfc3339`] (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// An address of the kernel's layout (network order, IPv4 in the first 4 bytes).
 pub fn addr(family: u8, a: &[u8; 16]) -> Option<IpAddr> {
     match family {

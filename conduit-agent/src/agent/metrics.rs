@@ -207,7 +207,18 @@ impl Collector for KernelCollector {
             "The live policy.",
             MetricType::GAUGE,
             vec![gauge(
-                vec![label("sha256", &st.sha256), label("site", &st.site)],
+                vec![
+                    label("sha256", &st.sha256),
+                    label("site", &st.site),
+                    // "principal SHA256:fingerprint"; "" when unsigned.
+                    label(
+                        "signer",
+                        &st.signer
+                            .as_ref()
+                            .map(|s| s.to_string())
+                            .unwrap_or_default(),
+                    ),
+                ],
                 1.0,
             )],
         ));

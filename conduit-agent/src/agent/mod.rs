@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 use crate::{
     cli::RunArgs,
     datapath::Datapath,
+    integrity::{Integrity, WentLive},
     policy::load::{Loaded, load_bytes, read_policy, sha256_hex},
     reference::monotonic_ns,
 };
@@ -77,6 +78,9 @@ pub struct Live {
     pub site: String,
     pub zones: BTreeMap<u32, String>,
     pub conduits: BTreeMap<u32, String>,
+    /// Who signed it (with `--allowed-signers`), and what the change log compares.
+    pub signer: Option<crate::integrity::Signer>,
+    pub digests: crate::policy::digest::Digests,
 }
 
 impl Live {
@@ -86,26 +90,55 @@ impl Live {
         st.site = self.site;
         st.zones = self.zones;
         st.conduits = self.conduits;
+        st.signer = self.signer;
+    }
+
+    /// What the change log and the audit log record of it.
+    fn went_live(&self, path: &Path) -> WentLive {
+        WentLive {
+            generation: self.generation,
+            site: self.site.clone(),
+            path: path.to_owned(),
+            sha256: self.sha256.clone(),
+            signer: self.signer.clone(),
+            digests: self.digests.clone(),
+        }
     }
 }
 
-/// Reads, validates, compiles (for the free slot, with the failsafe for `addrs`, this host's
-/// addresses) and applies the policy at `path`. On any error the live policy is untouched and
-/// every error is returned. Blocking (file reading, parsing, compiling, map writes): never on
-/// the runtime thread once the agent serves.
+/// Reads, admits (the signature, with `--allowed-signers`), validates, compiles (for the free
+/// slot, with the failsafe for `addrs`, this host's addresses) and applies the policy at
+/// `path`. On any error the live policy is untouched and every error is returned. Blocking
+/// (file reading, parsing, compiling, map writes): never on the runtime thread once the agent
+/// serves.
 pub fn load_and_apply(
     dp: &mut Datapath,
     addrs: &[IpAddr],
     path: &Path,
+    gate: &Integrity,
 ) -> Result<Live, Vec<String>> {
     let shown = path.display().to_string();
     // Never blocks or reads without bound: a FIFO, a device or an endless file in the
     // policy's place is refused (`read_policy`).
     let r = read_policy(path)
         .map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])
-        .and_then(|bytes| apply_bytes(dp, addrs, bytes, &shown));
+        .and_then(|bytes| admit_and_apply(dp, addrs, bytes, path, gate));
     release_freed_heap();
     r
+}
+
+/// The signature check of exactly the bytes that are then applied.
+fn admit_and_apply(
+    dp: &mut Datapath,
+    addrs: &[IpAddr],
+    bytes: Vec<u8>,
+    path: &Path,
+    gate: &Integrity,
+) -> Result<Live, Vec<String>> {
+    let signer = gate.admit(path, &bytes).map_err(|e| vec![e])?;
+    let mut live = apply_bytes(dp, addrs, bytes, &path.display().to_string())?;
+    live.signer = signer;
+    Ok(live)
 }
 
 /// Parsing a policy takes far more memory than the result (the YAML tree with positions: about
@@ -160,6 +193,7 @@ fn apply_bytes(
         sha256,
     } = loaded;
     let site = std::mem::take(&mut policy.site);
+    let digests = crate::policy::digest::of(&policy);
     drop(policy);
     let compiled = compiled
         .with_failsafe(addrs)
@@ -174,6 +208,8 @@ fn apply_bytes(
         site,
         zones: names(&compiled.zone_ids),
         conduits: names(&compiled.conduit_ids),
+        signer: None,
+        digests,
     })
 }
 
@@ -208,6 +244,8 @@ struct Reloader {
     shared: Arc<Mutex<Shared>>,
     policy: PathBuf,
     state_dir: PathBuf,
+    /// The signature check, the change log and the audit log's policy lines.
+    integrity: Mutex<Integrity>,
 }
 
 impl Reloader {
@@ -236,9 +274,12 @@ impl Reloader {
             return;
         };
         let shown = self.policy.display().to_string();
+        let Ok(mut integrity) = self.integrity.lock() else {
+            return;
+        };
         let result = match read_policy(&self.policy) {
             Ok(bytes) if only_if_changed && sha256_hex(&bytes) == live => return,
-            Ok(bytes) => apply_bytes(&mut dp, &addrs, bytes, &shown),
+            Ok(bytes) => admit_and_apply(&mut dp, &addrs, bytes, &self.policy, &integrity),
             Err(e) => Err(vec![format!("{shown}: cannot read the policy: {e}")]),
         };
         release_freed_heap();
@@ -247,8 +288,10 @@ impl Reloader {
         let Ok(mut s) = self.shared.lock() else {
             return;
         };
+        let mut went_live = None;
         match result {
             Ok(live) => {
+                went_live = Some(live.went_live(&s.state.policy_path));
                 live.set(&mut s.state);
                 s.state.reloads_success += 1;
                 info!(generation = s.state.generation, sha256 = %s.state.sha256, trigger = why, elapsed_ms = t.elapsed().as_millis() as u64, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy reloaded");
@@ -270,6 +313,9 @@ impl Reloader {
         drop(s);
         if let Err(e) = state::write(&self.state_dir, &st) {
             warn!("writing the state file: {e}");
+        }
+        if let Some(w) = went_live {
+            integrity.went_live(&w);
         }
     }
 }
@@ -333,12 +379,20 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         ..Default::default()
     };
     let previous = state::read(&args.state_dir).ok();
+    let mut integrity = Integrity::open(
+        args.allowed_signers.as_deref(),
+        args.change_log_path().as_deref(),
+        args.audit_log.as_deref(),
+    )
+    .map_err(|e| fail(2, e))?;
+    let mut went_live = None;
     if let Some(old) = &previous {
         st.reloads_success = old.reloads_success;
         st.reloads_failure = old.reloads_failure;
     }
-    match load_and_apply(&mut dp, &addrs, &args.policy) {
+    match load_and_apply(&mut dp, &addrs, &args.policy, &integrity) {
         Ok(live) => {
+            went_live = Some(live.went_live(&st.policy_path));
             live.set(&mut st);
             let w = ApplyFigures::of(&dp);
             info!(generation = st.generation, sha256 = %st.sha256, site = %st.site, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy loaded")
@@ -352,7 +406,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 return Err(fail(
                     1,
                     format!(
-                        "the policy is invalid ({} error(s)); nothing was attached",
+                        "the policy was refused ({} error(s)); nothing was attached",
                         errors.len()
                     ),
                 ));
@@ -364,11 +418,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 st.site = old.site;
                 st.zones = old.zones;
                 st.conduits = old.conduits;
+                st.signer = old.signer;
             }
             st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
             warn!(
                 generation = st.generation,
-                "the policy file is invalid; keeping the pinned policy of the previous agent"
+                "the policy file was refused; keeping the pinned policy of the previous agent"
             );
         }
     }
@@ -400,6 +455,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
     state::write(&args.state_dir, &st)
         .map_err(|e| fail(2, format!("writing {}: {e}", args.state_dir.display())))?;
+    if let Some(w) = went_live {
+        integrity.went_live(&w);
+    }
+    let signature = integrity.watched_signature(&args.policy);
 
     let ring = dp.take_events().map_err(|e| fail(2, e.to_string()))?;
     let view = Datapath::open_pins(&pin_dir)
@@ -418,6 +477,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         shared: shared.clone(),
         policy: args.policy.clone(),
         state_dir: args.state_dir.clone(),
+        integrity: Mutex::new(integrity),
     });
 
     // Interfaces deleted and created again (netlink link notifications).
@@ -539,7 +599,15 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // Reload triggers: SIGHUP, the policy file changing (debounced), this host's addresses
     // changing (the failsafe follows them).
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    let mut seen = stat_key(&args.policy);
+    // The signature too, when policies must be signed: a new POLICY.sig alone (written after
+    // the policy it signs) loads the policy that was refused without it.
+    let watched = || {
+        (
+            stat_key(&args.policy),
+            signature.as_deref().and_then(stat_key),
+        )
+    };
+    let mut seen = watched();
     let mut pending: Option<Instant> = None;
     let mut last_addr_check = Instant::now();
     info!(pid = std::process::id(), "running");
@@ -549,7 +617,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = tick.tick() => {
-                let now_key = stat_key(&args.policy);
+                let now_key = watched();
                 if now_key != seen {
                     seen = now_key;
                     pending = Some(Instant::now());

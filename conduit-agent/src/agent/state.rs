@@ -34,6 +34,9 @@ pub struct State {
     pub conduits: BTreeMap<u32, String>,
     pub reloads_success: u64,
     pub reloads_failure: u64,
+    /// Who signed the live policy (`run --allowed-signers`); `None`: unsigned.
+    #[serde(default)]
+    pub signer: Option<crate::integrity::Signer>,
 }
 
 impl State {

@@ -3,6 +3,7 @@
 pub mod addr;
 pub mod compile;
 pub mod diag;
+pub mod digest;
 pub mod lint;
 pub mod load;
 pub mod model;

@@ -39,6 +39,11 @@ pub fn read(path: &Path) -> Result<AuditSummary, ReportError> {
             s.unparsed += 1;
             continue;
         };
+        // The agent's own records (`"event": "policy"`: a policy went live) are no traffic.
+        if v.get("event").is_some() {
+            s.lines -= 1;
+            continue;
+        }
         let (Some(ts), Some(verdict)) = (v["ts"].as_str(), v["verdict"].as_str()) else {
             s.unparsed += 1;
             continue;
