@@ -107,3 +107,23 @@ pub fn as_trace(d: &Decision, fast: bool, seq: u64) -> Trace {
         _pad: 0,
     }
 }
+
+/// The two-zone policy of the kernel tests: an HMI (10.0.0.20, MAC 02:..:0a) in `supervisory`
+/// (SL-T 2), a PLC (10.1.0.10, MAC 02:..:0b) in `control` (SL-T 3), `defaults` as given (a
+/// YAML flow mapping, e.g. `{ mode: enforce }`), then `conduits` (the whole `conduits:` key).
+pub fn hmi_plc_policy(site: &str, defaults: &str, conduits: &str) -> String {
+    format!(
+        r#"
+version: 1
+site: {site}
+defaults: {defaults}
+zones:
+  - name: supervisory
+    security_level: 2
+    assets: [{{ name: hmi, ip: 10.0.0.20, mac: "02:00:00:00:00:0a" }}]
+  - name: control
+    security_level: 3
+    assets: [{{ name: plc, ip: 10.1.0.10, mac: "02:00:00:00:00:0b" }}]
+{conduits}"#
+    )
+}

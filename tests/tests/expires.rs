@@ -17,29 +17,20 @@ const HMI: [u8; 4] = [10, 0, 0, 20];
 const PLC: [u8; 4] = [10, 1, 0, 10];
 
 fn policy(expires: &str) -> String {
-    format!(
-        r#"
-version: 1
-site: expires-test
-zones:
-  - name: supervisory
-    security_level: 2
-    assets: [{{ name: hmi, ip: 10.0.0.20, mac: "02:00:00:00:00:0a" }}]
-  - name: control
-    security_level: 3
-    assets: [{{ name: plc, ip: 10.1.0.10, mac: "02:00:00:00:00:0b" }}]
-conduits:
+    let conduits = format!(
+        "conduits:
   - name: vendor-access
     from: supervisory
     to: control
-    expires: "{expires}"
+    expires: \"{expires}\"
     rules: [{{ proto: tcp, ports: [22] }}]
   - name: polling
     from: supervisory
     to: control
     rules: [{{ proto: tcp, ports: [502] }}]
-"#
-    )
+"
+    );
+    kernel::hmi_plc_policy("expires-test", "{}", &conduits)
 }
 
 const SYN: u8 = 0x02;

@@ -24,20 +24,7 @@ fn policy(rules: Option<&str>) -> String {
         ),
         None => "conduits: []\n".into(),
     };
-    format!(
-        r#"
-version: 1
-site: fast-path-test
-defaults: {{ mode: enforce }}
-zones:
-  - name: supervisory
-    security_level: 2
-    assets: [{{ name: hmi, ip: 10.0.0.20, mac: "02:00:00:00:00:0a" }}]
-  - name: control
-    security_level: 3
-    assets: [{{ name: plc, ip: 10.1.0.10, mac: "02:00:00:00:00:0b" }}]
-{conduit}"#
-    )
+    kernel::hmi_plc_policy("fast-path-test", "{ mode: enforce }", &conduit)
 }
 
 const TCP_502: &str = "{ proto: tcp, ports: [502] }";

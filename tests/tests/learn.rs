@@ -26,20 +26,7 @@ fn policy(mode: &str, conduit: bool) -> String {
     } else {
         "conduits: []\n"
     };
-    format!(
-        r#"
-version: 1
-site: learn-test
-defaults: {{ mode: {mode} }}
-zones:
-  - name: supervisory
-    security_level: 2
-    assets: [{{ name: hmi, ip: 10.0.0.20, mac: "02:00:00:00:00:0a" }}]
-  - name: control
-    security_level: 3
-    assets: [{{ name: plc, ip: 10.1.0.10, mac: "02:00:00:00:00:0b" }}]
-{conduits}"#
-    )
+    kernel::hmi_plc_policy("learn-test", &format!("{{ mode: {mode} }}"), conduits)
 }
 
 const SYN: u8 = 0x02;
