@@ -82,6 +82,21 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Open an on-demand conduit (`on_demand` in the policy, SPEC §8) for a while.
+    ///
+    /// The running agent checks the conduit and the duration against the live policy, opens
+    /// the conduit in the datapath until then, and records who (the user running this, and
+    /// SUDO_USER), why (--reason) and until when in the change log, the audit log and
+    /// `conduit status`. The datapath closes it on time by itself, with or without an agent.
+    /// Granting again replaces the earlier grant's end. Exit status 1 for an unknown conduit,
+    /// one that is not on demand, or a duration above its `max`; 2 when no agent answers.
+    Grant(crate::grant_cmd::GrantArgs),
+    /// Close an on-demand conduit before its grant ends, its open sessions included.
+    ///
+    /// Done by the running agent, or from the pins when none runs (recorded in the change
+    /// log and audit log the agent last used). A conduit without an open grant is left as it
+    /// is (exit status 0). Exit status 1 for an unknown conduit or one that is not on demand.
+    Revoke(crate::grant_cmd::RevokeArgs),
     /// Remove every program link and map pin that conduit left behind (enforcement stops).
     Detach {
         #[command(flatten)]
@@ -221,6 +236,8 @@ pub fn main() -> ExitCode {
         Command::Discover(args) => crate::discover::command::main(args),
         Command::Status { pins, format } => run::status(&pins, format),
         Command::Detach { pins } => run::detach(&pins),
+        Command::Grant(args) => crate::grant_cmd::grant(args),
+        Command::Revoke(args) => crate::grant_cmd::revoke(args),
         Command::Changelog(args) => crate::integrity::command::changelog(args),
         Command::Completions { shell } => {
             use clap::CommandFactory as _;

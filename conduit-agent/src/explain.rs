@@ -65,6 +65,10 @@ pub struct ExplainArgs {
     /// conduits with `expires` allow then.
     #[arg(long, value_name = "TIME", value_parser = addr::instant)]
     pub at: Option<u32>,
+    /// Judge this on-demand conduit as granted (repeat for several): what it allows while a
+    /// `conduit grant` is open. Without it, on-demand conduits are closed.
+    #[arg(long = "grant", value_name = "CONDUIT")]
+    pub grants: Vec<String>,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
 }
@@ -109,6 +113,9 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         }
         (Reason::Expired, _) => {
             "the conduit has ended (its `expires` has passed): it allows nothing any more"
+        }
+        (Reason::NotGranted, _) => {
+            "the conduit is on demand and not granted: it opens only for `conduit grant` (judge it as granted with --grant CONDUIT)"
         }
         _ => "",
     }
@@ -220,6 +227,21 @@ pub fn main(a: ExplainArgs) -> ExitCode {
     };
     let mut packet = packet;
     l.compiled.clock = a.at;
+    for g in &a.grants {
+        match l.policy.conduits.iter().find(|c| &c.name == g) {
+            Some(c) if c.on_demand.is_some() => {
+                l.compiled
+                    .grants
+                    .insert(l.compiled.conduit_ids[g], u32::MAX);
+            }
+            Some(_) => {
+                return reject(format!(
+                    "--grant {g}: conduit \"{g}\" is not on demand (it needs no grant)"
+                ));
+            }
+            None => return reject(format!("--grant {g}: the policy has no conduit \"{g}\"")),
+        }
+    }
     let dec = match &a.ingress {
         None => verdict::decide(&l.compiled, l.compiled.slot, &packet, 0),
         Some(iface) => {

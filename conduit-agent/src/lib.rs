@@ -6,6 +6,7 @@ pub mod cli;
 pub mod datapath;
 pub mod discover;
 pub mod explain;
+pub mod grant_cmd;
 pub mod integrity;
 pub mod kernel;
 pub mod learned;

@@ -144,8 +144,11 @@ impl Tables for Reference {
     fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo> {
         self.compiled.conduit_info(key)
     }
-    fn now_s(&self) -> u32 {
-        self.compiled.now_s()
+    fn now_tai_ns(&self) -> u64 {
+        self.compiled.now_tai_ns()
+    }
+    fn granted(&self, key: &ConduitKey) -> bool {
+        self.compiled.granted(key)
     }
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.compiled.failsafe(key)

@@ -74,6 +74,32 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
         .and_then(|d| d.conduit_stats().ok())
         .unwrap_or_default();
     let totals = dp.as_ref().and_then(|d| d.totals().ok());
+    // Open grants: what the kernel holds for the live slot, with the state's who and why.
+    let kernel_grants = dp.as_ref().and_then(|d| d.grants().ok());
+    let boot_now = crate::policy::compile::boot_now_s();
+    let grants: Vec<(String, &agent::grants::GrantRecord, u32)> = st
+        .iter()
+        .flat_map(|s| {
+            s.grants.iter().filter_map(|(c, g)| {
+                let id = s.conduit_id(c)?;
+                let in_kernel = match (&kernel_grants, active) {
+                    (Some(k), Some(a)) => k
+                        .get(&conduit_common::ConduitKey {
+                            slot: a.slot,
+                            conduit: id,
+                        })
+                        .is_some_and(|k| k.until == g.until_boot),
+                    _ => false,
+                };
+                let left = g.left(boot_now);
+                (in_kernel && left > 0).then(|| (c.clone(), g, left))
+            })
+        })
+        .collect();
+    let on_demand: Vec<String> = st
+        .iter()
+        .flat_map(|s| s.on_demand.keys().cloned())
+        .collect();
     let name = |id: &u32| {
         st.as_ref()
             .and_then(|s| s.conduits.get(id).cloned())
@@ -89,6 +115,8 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
                 "policy": st.as_ref().map(|s| serde_json::json!({"path": s.policy_path, "sha256": s.sha256, "site": s.site, "signer": s.signer})),
                 "generation": active.map(|a| a.generation),
                 "conduits": stats.iter().map(|(id, c)| (name(id), serde_json::json!({"packets": c.packets, "bytes": c.bytes}))).collect::<serde_json::Map<_, _>>(),
+                "on_demand": on_demand,
+                "grants": grants.iter().map(|(c, g, left)| serde_json::json!({"conduit": c, "seconds_left": left, "until": g.until, "user": g.user, "sudo_user": g.sudo_user, "reason": g.reason, "granted_at": g.granted_at})).collect::<Vec<_>>(),
                 "frames": totals.map(|t| t.iter().map(|(v, c)| (v.as_str().to_owned(), serde_json::json!(c.packets))).collect::<serde_json::Map<_, _>>()),
             });
             println!("{v}");
@@ -142,6 +170,21 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
             }
             if let Some(a) = active {
                 println!("generation: {}", a.generation);
+            }
+            for c in &on_demand {
+                match grants.iter().find(|(n, _, _)| n == c) {
+                    Some((_, g, left)) => println!(
+                        "grant:      {c}: open, {} left (until {}), by {}{}",
+                        crate::policy::addr::human_duration(u64::from(*left)),
+                        g.until,
+                        g.by(),
+                        g.reason
+                            .as_ref()
+                            .map(|r| format!(": {r}"))
+                            .unwrap_or_default()
+                    ),
+                    None => println!("on demand:  {c}: closed (conduit grant {c} --for DURATION)"),
+                }
             }
             if let Some(t) = totals {
                 let parts: Vec<String> = t

@@ -1239,3 +1239,46 @@ fn expires_is_linted_and_explain_judges_at_an_instant() {
         stderr(&o)
     );
 }
+
+/// SPEC §8: an on-demand conduit. `explain` judges it closed (`not_granted`, with the way to
+/// open it), and as granted with `--grant`; `--grant` of an unknown conduit or of one that is
+/// not on demand is refused (exit 1).
+#[test]
+fn explain_judges_on_demand_conduits_closed_unless_granted() {
+    let d = TempDir::new();
+    let p = d.write(
+        "on-demand.yaml",
+        "version: 1\nsite: s\nzones:\n  - { name: a, security_level: 1, assets: [{ name: h1, ip: 10.0.0.1 }] }\n  - { name: b, security_level: 2, assets: [{ name: h2, ip: 10.0.1.1 }] }\nconduits:\n  - name: vendor\n    from: a\n    to: b\n    on_demand: { max: 4h }\n    rules: [{ proto: tcp, ports: [22] }]\n  - name: web\n    from: a\n    to: b\n    rules: [{ proto: tcp, ports: [443] }]\n",
+    );
+    code(&run(&["check", "--strict", &p]), 0);
+    let ask = |port: &str, grant: Option<&str>| {
+        let mut args = vec![
+            "explain", &p, "--src", "10.0.0.1", "--dst", "10.0.1.1", "--proto", "tcp", "--dport",
+            port,
+        ];
+        if let Some(g) = grant {
+            args.extend(["--grant", g]);
+        }
+        run(&args)
+    };
+    let o = ask("22", None);
+    code(&o, 0);
+    assert!(
+        stdout(&o).contains("not_granted") && stdout(&o).contains("--grant CONDUIT"),
+        "{}",
+        stdout(&o)
+    );
+    let o = ask("22", Some("vendor"));
+    code(&o, 0);
+    assert!(stdout(&o).contains("allow"), "{}", stdout(&o));
+    let o = ask("443", Some("web"));
+    code(&o, 1);
+    assert!(stderr(&o).contains("not on demand"), "{}", stderr(&o));
+    let o = ask("22", Some("nobody"));
+    code(&o, 1);
+    assert!(
+        stderr(&o).contains("no conduit \"nobody\""),
+        "{}",
+        stderr(&o)
+    );
+}

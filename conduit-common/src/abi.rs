@@ -15,6 +15,7 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_MODBUS,
     MAP_ZONES,
     MAP_LIVE,
+    MAP_GRANTS,
     MAP_L2,
     MAP_FAILSAFE,
     MAP_ZONE_IFS,
@@ -124,10 +125,13 @@ pub enum Reason {
     /// A packet of a conduit that has ended (`expires`, SPEC §8): it allows nothing any more,
     /// new flows or established ones.
     Expired = 15,
+    /// A packet of an on-demand conduit (`on_demand`, SPEC §8) that no open grant opens: it
+    /// was never granted, its grant ended or was revoked.
+    NotGranted = 16,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -144,6 +148,7 @@ impl Reason {
         Reason::ModbusFunction,
         Reason::ModbusUnit,
         Reason::Expired,
+        Reason::NotGranted,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -164,6 +169,7 @@ impl Reason {
             Reason::ModbusFunction => "modbus_function",
             Reason::ModbusUnit => "modbus_unit",
             Reason::Expired => "expired",
+            Reason::NotGranted => "not_granted",
         }
     }
 }
@@ -219,9 +225,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(16));
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(17));
         // The names are part of SPEC §2 (and the README's extensions) and must never change.
-        let names: [&str; 16] = Reason::ALL.map(Reason::as_str);
+        let names: [&str; 17] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -240,7 +246,8 @@ mod tests {
                 "neighbor_discovery",
                 "modbus_function",
                 "modbus_unit",
-                "expired"
+                "expired",
+                "not_granted"
             ]
         );
     }
@@ -569,8 +576,12 @@ pub const LPM_CONDUIT_FULL_BITS: u32 = 96;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConduitHit {
     pub conduit: u32,
-    /// [`LOG_NONE`], [`LOG_DENY`] or [`LOG_ALL`]: the conduit's `log`.
-    pub log: u32,
+    /// [`LOG_NONE`], [`LOG_DENY`] or [`LOG_ALL`]: the conduit's `log`. (The low byte of
+    /// what older builds wrote as a `u32`; the bytes after it were zero.)
+    pub log: u8,
+    /// [`CONDUIT_ON_DEMAND`]: the conduit's traits (0 in older builds).
+    pub flags: u8,
+    pub _pad: u16,
     /// The rule's Modbus filter (`CDT_MODBUS` key with the slot), or 0: no inspection.
     pub modbus: u32,
     /// The conduit's end (`expires`), in seconds since the Unix epoch, compared with the
@@ -718,11 +729,36 @@ const _: () = assert!(core::mem::size_of::<ConduitKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConduitInfo {
-    pub log: u32,
+    /// As [`ConduitHit::log`].
+    pub log: u8,
+    /// As [`ConduitHit::flags`].
+    pub flags: u8,
+    pub _pad: u16,
     /// As [`ConduitHit::expires`].
     pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConduitInfo>() == 8);
+
+/// [`ConduitHit::flags`], [`ConduitInfo::flags`]: an on-demand conduit (`on_demand`, SPEC §8),
+/// closed unless [`MAP_GRANTS`] holds an open grant for it.
+pub const CONDUIT_ON_DEMAND: u8 = 1;
+
+/// Open grants of on-demand conduits: [`ConduitKey`] → [`Grant`]. Written by the agent
+/// (`conduit grant`) for the live slot, and for the next slot before a reload swaps it in;
+/// deleted by `conduit revoke` and when a grant has ended. Pinned, so that grants outlive the
+/// agent; a grant's end is enforced by the datapath itself.
+pub const MAP_GRANTS: &str = "CDT_GRANTS";
+
+/// A grant: open until `until`, in whole seconds of CLOCK_BOOTTIME (`bpf_ktime_get_boot_ns`),
+/// the clock that no one can set: a grant lasts what was granted whatever the wall clock does,
+/// and ends with the host (as the pins do).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    pub until: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Grant>() == 8);
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -779,6 +815,7 @@ mod pod_policy {
     unsafe impl aya::Pod for ZoneCfg {}
     unsafe impl aya::Pod for ConduitKey {}
     unsafe impl aya::Pod for ConduitInfo {}
+    unsafe impl aya::Pod for Grant {}
     unsafe impl aya::Pod for EtherTypeKey {}
     unsafe impl aya::Pod for Settings {}
     unsafe impl aya::Pod for crate::flow::FlowKey {}

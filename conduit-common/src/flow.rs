@@ -93,8 +93,8 @@ pub struct FlowVal {
     /// interface checks (reverse path, zones' `interfaces`) hold only there.
     pub if_fwd: u32,
     pub if_rev: u32,
-    /// The end of the flow's conduit (`Decision::expires`; 0: none), so that the fast path
-    /// ends the flow on time. (Padding in older builds.)
+    /// The end of the flow's conduit (`Decision::expires`: CLOCK_MONOTONIC in units of 2^28
+    /// ns; 0: none), so that the fast path ends the flow on time. (Padding in older builds.)
     pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<FlowVal>() == 64);

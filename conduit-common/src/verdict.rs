@@ -26,10 +26,14 @@ pub trait Tables {
     fn flow(&self, key: &FlowKey) -> Option<FlowVal>;
     /// A conduit of a slot ([`MAP_LIVE`]), if it exists.
     fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo>;
-    /// The time conduits' ends (`expires`) are compared with: seconds since the Unix epoch
-    /// on CLOCK_TAI (the kernel's `bpf_ktime_get_tai_ns`; `explain --at` sets another).
-    /// Asked only of conduits that have an end.
-    fn now_s(&self) -> u32;
+    /// The time conduits' ends (`expires`) are compared with: nanoseconds since the Unix
+    /// epoch on CLOCK_TAI (the kernel's `bpf_ktime_get_tai_ns`; `explain --at` sets another).
+    /// Asked only of conduits that have an end, on the full path.
+    fn now_tai_ns(&self) -> u64;
+    /// Whether an on-demand conduit of a slot has an open grant now ([`MAP_GRANTS`]; the
+    /// kernel compares the grant's end with CLOCK_BOOTTIME, `explain --grant` opens one).
+    /// Asked only of on-demand conduits.
+    fn granted(&self, key: &ConduitKey) -> bool;
     /// Whether the destination is the gateway itself on a failsafe port.
     fn failsafe(&self, key: &FailsafeKey) -> bool;
     /// A rule's Modbus filter, read in place (it is too large to copy onto the BPF stack).
@@ -248,9 +252,10 @@ pub struct Decision {
     /// the struct has no padding: the BPF verifier rejects a copy whose padding bytes the
     /// compiler fills from a pointer register.
     pub filter: u16,
-    /// The end (`expires`, [`ConduitHit::expires`]) of the conduit that allowed the frame,
-    /// 0 for none: kept in the flow, so that the fast path ends the flow on time without a
-    /// lookup.
+    /// The end of the conduit that allowed the frame as its flow keeps it (`expires`,
+    /// [`ConduitHit::expires`], on the monotonic clock: [`flow_deadline`]), 0 for none,
+    /// [`END_UNCACHED`] for an on-demand conduit: the fast path ends the flow on time
+    /// without a lookup or a clock read.
     pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<Decision>() == 28);
@@ -332,20 +337,86 @@ pub fn find_conduit<T: Tables>(
 /// Whether a conduit's end (`expires`; 0: none) has come.
 #[inline(always)]
 pub fn ended<T: Tables>(t: &T, expires: u32) -> bool {
-    expires != 0 && t.now_s() >= expires
+    expires != 0 && t.now_tai_ns() >= u64::from(expires) * NS_PER_S
 }
 
-/// A conduit of the slot that has not ended: its end (0: none); `Err(true)` when it has
-/// ended, `Err(false)` when the slot has no such conduit.
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// A flow's end ([`FlowVal::expires`]) counts CLOCK_MONOTONIC (coarse) in units of 2^28 ns
+/// (0.27 s; a `u32` lasts 36 years of uptime), the clock the fast path reads anyway: checking
+/// it costs a comparison, not a clock read.
+pub const FLOW_END_SHIFT: u32 = 28;
+
+/// The end a flow keeps for the conduit end `end` (TAI seconds; 0: none, or
+/// [`END_UNCACHED`]), judged at `now` (CLOCK_MONOTONIC ns): the same instant on the monotonic
+/// clock, rounded down, so that the fast path ends the flow no later than `end` (and at most
+/// 0.27 s earlier). The full path judges every packet with the TAI clock again, after a
+/// reload or when the fast path no longer applies.
 #[inline(always)]
-fn live_conduit<T: Tables>(t: &T, slot: u8, conduit: u32) -> Result<u32, bool> {
+fn flow_deadline<T: Tables>(t: &T, end: u32, now: u64) -> u32 {
+    if end <= END_UNCACHED {
+        return end;
+    }
+    let left = (u64::from(end) * NS_PER_S).saturating_sub(t.now_tai_ns());
+    // Never one of the special values (only within the first second of uptime).
+    (((now + left) >> FLOW_END_SHIFT) as u32).max(END_UNCACHED + 1)
+}
+
+/// Whether a flow's end (as [`flow_deadline`] made it; 0: none) has come at `now`.
+#[inline(always)]
+pub fn flow_ended(end: u32, now: u64) -> bool {
+    end != 0 && (now >> FLOW_END_SHIFT) as u32 >= end
+}
+
+/// The end a flow of an on-demand conduit keeps ([`Decision::expires`]): one that has always
+/// passed, so that the fast path never serves such a flow and each of its packets is judged
+/// with the conduit's grant (a revoke closes open sessions at once). On-demand access is a
+/// person's session, not a production flow: it pays the full path.
+pub const END_UNCACHED: u32 = 1;
+
+/// Why a conduit that exists allows nothing now: it has ended (`expires`), or it is on demand
+/// and no grant opens it.
+#[inline(always)]
+fn closed<T: Tables>(t: &T, slot: u8, conduit: u32, flags: u8, expires: u32) -> Option<Reason> {
+    if ended(t, expires) {
+        Some(Reason::Expired)
+    } else if flags & CONDUIT_ON_DEMAND != 0
+        && !t.granted(&ConduitKey {
+            slot: slot as u32,
+            conduit,
+        })
+    {
+        Some(Reason::NotGranted)
+    } else {
+        None
+    }
+}
+
+/// The end a decision by a conduit hands to its flow: the conduit's own, or [`END_UNCACHED`]
+/// for an on-demand conduit.
+#[inline(always)]
+fn flow_end(flags: u8, expires: u32) -> u32 {
+    if flags & CONDUIT_ON_DEMAND != 0 {
+        END_UNCACHED
+    } else {
+        expires
+    }
+}
+
+/// A conduit of the slot that allows traffic now: the end its flows keep
+/// ([`flow_end`]); `Err(Some(reason))` when it is closed ([`closed`]), `Err(None)` when the
+/// slot has no such conduit.
+#[inline(always)]
+fn live_conduit<T: Tables>(t: &T, slot: u8, conduit: u32) -> Result<u32, Option<Reason>> {
     match t.conduit_info(&ConduitKey {
         slot: slot as u32,
         conduit,
     }) {
-        Some(i) if ended(t, i.expires) => Err(true),
-        Some(i) => Ok(i.expires),
-        None => Err(false),
+        Some(i) => match closed(t, slot, conduit, i.flags, i.expires) {
+            Some(r) => Err(Some(r)),
+            None => Ok(flow_end(i.flags, i.expires)),
+        },
+        None => Err(None),
     }
 }
 
@@ -378,7 +449,11 @@ impl<T: Tables> Judge<'_, T> {
     fn allow(&self, reason: Reason, conduit: Option<ConduitHit>) -> Decision {
         // `log: all` logs allowed traffic too: the conduit's setting, else `defaults.log`.
         let (conduit, log, expires) = match conduit {
-            Some(h) => (h.conduit, h.log == LOG_ALL, h.expires),
+            Some(h) => (
+                h.conduit,
+                u32::from(h.log) == LOG_ALL,
+                flow_end(h.flags, h.expires),
+            ),
             None => (NO_CONDUIT, self.settings.log == LOG_ALL, 0),
         };
         Decision {
@@ -420,7 +495,7 @@ impl<T: Tables> Judge<'_, T> {
     fn deny_by(&self, reason: Reason, hit: &ConduitHit) -> Decision {
         let mut d = self.deny(reason);
         d.conduit = hit.conduit;
-        d.log = hit.log != LOG_NONE;
+        d.log = u32::from(hit.log) != LOG_NONE;
         d
     }
 
@@ -669,7 +744,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             d.conduit = v.conduit;
             d.flow = FLOW_FWD;
             d.filter = filter;
-            d.expires = end;
+            d.expires = flow_deadline(t, end, now);
             return d;
         }
         if reply_shaped(p)
@@ -682,12 +757,15 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
                 let mut d = j.allow(Reason::Reply, None);
                 d.conduit = v.conduit;
                 d.flow = FLOW_REV;
-                d.expires = end;
+                d.expires = flow_deadline(t, end, now);
                 return d;
             }
-            // The reply of a flow whose conduit has ended: nothing passes any more.
-            if v.state & FLOW_MONITOR == 0 && live_conduit(t, slot, v.conduit) == Err(true) {
-                let mut d = j.deny(Reason::Expired);
+            // The reply of a flow whose conduit has ended or lost its grant: nothing passes
+            // any more.
+            if v.state & FLOW_MONITOR == 0
+                && let Err(Some(reason)) = live_conduit(t, slot, v.conduit)
+            {
+                let mut d = j.deny(reason);
                 d.conduit = v.conduit;
                 return d;
             }
@@ -717,10 +795,11 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         src.flags & IDENT_NO_CONDUIT == 0
     };
     if conduits_from && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
-        // A conduit that has ended allows nothing (in monitor mode its flow is tracked, as
-        // any would-deny flow is, so that its replies pass too).
-        if ended(t, hit.expires) {
-            let mut d = j.deny_by(Reason::Expired, &hit);
+        // A conduit that has ended, or an on-demand one without a grant, allows nothing (in
+        // monitor mode its flow is tracked, as any would-deny flow is, so that its replies
+        // pass too).
+        if let Some(reason) = closed(t, slot, hit.conduit, hit.flags, hit.expires) {
+            let mut d = j.deny_by(reason, &hit);
             if d.verdict == Verdict::WouldDeny && tracked {
                 d.flow = FLOW_NEW;
             }
@@ -730,6 +809,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             return j.deny_by(reason, &hit);
         }
         let mut d = j.allow(Reason::Conduit, Some(hit));
+        d.expires = flow_deadline(t, d.expires, now);
         if tracked {
             d.flow = FLOW_NEW;
             // What the established path finds for the flow's next packets.
@@ -887,7 +967,7 @@ fn cached<T: Tables>(
         || ifindex != p.ifindex
         || v.state & FLOW_MONITOR != 0
         || !alive(v, p.proto, now)
-        || ended(t, v.expires)
+        || flow_ended(v.expires, now)
     {
         return Hit::No;
     }

@@ -52,6 +52,10 @@ pub static CDT_ZONES: HashMap<ZoneKey, ZoneCfg> = HashMap::with_max_entries(SLOT
 pub static CDT_LIVE: HashMap<ConduitKey, ConduitInfo> =
     HashMap::with_max_entries(SLOTS * MAX_CONDUITS, 0);
 
+#[map(name = "CDT_GRANTS")]
+pub static CDT_GRANTS: HashMap<ConduitKey, Grant> =
+    HashMap::with_max_entries(SLOTS * MAX_CONDUITS, NO_PREALLOC);
+
 #[map(name = "CDT_L2")]
 pub static CDT_L2: HashMap<EtherTypeKey, u32> =
     HashMap::with_max_entries(SLOTS * MAX_L2_ETHERTYPES, 0);

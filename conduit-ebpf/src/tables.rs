@@ -4,7 +4,9 @@ use aya_ebpf::{
         BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
         bpf_fib_lookup, xdp_md,
     },
-    helpers::generated::{bpf_fib_lookup as fib_lookup, bpf_ktime_get_tai_ns},
+    helpers::generated::{
+        bpf_fib_lookup as fib_lookup, bpf_ktime_get_boot_ns, bpf_ktime_get_tai_ns,
+    },
     maps::lpm_trie::Key,
 };
 use conduit_common::{
@@ -75,9 +77,19 @@ impl Tables for KernelTables {
     }
 
     #[inline(always)]
-    fn now_s(&self) -> u32 {
+    fn now_tai_ns(&self) -> u64 {
         // SAFETY: a helper without arguments (Linux 6.1 and later).
-        (unsafe { bpf_ktime_get_tai_ns() } / 1_000_000_000) as u32
+        unsafe { bpf_ktime_get_tai_ns() }
+    }
+
+    #[inline(always)]
+    fn granted(&self, key: &ConduitKey) -> bool {
+        // SAFETY: copied out at once (as `id_exact`).
+        match unsafe { CDT_GRANTS.get(key).copied() } {
+            // SAFETY: a helper without arguments (Linux 5.8 and later).
+            Some(g) => ((unsafe { bpf_ktime_get_boot_ns() } / 1_000_000_000) as u32) < g.until,
+            None => false,
+        }
     }
 
     #[inline(always)]

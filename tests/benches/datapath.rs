@@ -107,6 +107,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         description: None,
         review_pending: None,
         expires: None,
+        on_demand: None,
     };
     let mut read_only = rule(6, Some(vec![(1502, 1502)]));
     read_only.modbus = Some(ModbusFilter {
@@ -437,6 +438,110 @@ The program loaded without and with learning, the policy of 10 identities and 10
     out + "\n"
 }
 
+/// The cost of conduits that end (issue #17's goal: the deadline check on the fast path is
+/// not measurable, ≤ 1 ns) and of on-demand conduits (their flows take the full path, with the
+/// grant's lookup, on every packet): the same policy with every conduit ending in 2099, and
+/// with every conduit on demand and granted, against the plain policy, measured alternately in
+/// the same run (median of the per-round figures).
+fn temporary_conduits_cost(repeat: u32, rounds: usize) -> String {
+    let ack = |sport| {
+        frames::v4(
+            CLIENT_MAC,
+            [10, 0, 0, 1],
+            [10, 200, 0, 1],
+            L4::Tcp {
+                sport,
+                dport: 502,
+                flags: 0x10,
+            },
+        )
+    };
+    // 2099-01-01T00:00:00Z.
+    const END: u32 = 4_070_908_800;
+    // As it is, every conduit ending (`expires`), every conduit on demand.
+    let forms: [fn(&mut Conduit); 3] = [
+        |_| {},
+        |c| c.expires = Some((END, Pos::default())),
+        |c| c.on_demand = Some((3600, Pos::default())),
+    ];
+    let mut dps: Vec<Datapath> = forms
+        .iter()
+        .map(|form| {
+            let mut p = policy(10, 10);
+            p.conduits.iter_mut().for_each(form);
+            let mut dp = Datapath::load().expect("load");
+            let slot = dp.next_slot().unwrap();
+            let mut c = compile(&p, slot).expect("compile");
+            // On demand: every conduit granted for as long as the grants map holds.
+            if p.conduits[0].on_demand.is_some() {
+                c.grants = c.conduit_ids.values().map(|&id| (id, u32::MAX)).collect();
+            }
+            dp.apply(&c).expect("apply");
+            let prog = dp.program().unwrap();
+            let _ = cost(
+                prog,
+                &frames::v4(
+                    CLIENT_MAC,
+                    [10, 0, 0, 1],
+                    [10, 200, 0, 1],
+                    L4::Tcp {
+                        sport: 41200,
+                        dport: 502,
+                        flags: 0x02,
+                    },
+                ),
+                1,
+                1,
+            );
+            dp
+        })
+        .collect();
+    let frame = ack(41200);
+    let mut out = format!(
+        "### Conduits that end, and on-demand conduits (issue 17, in one run)
+
+The policy of 10 identities and 10 conduits three times: as it is, with every conduit ending in 2099 (`expires`), and with every conduit on demand and granted (`on_demand`); an established flow's TCP ACK, {repeat} repeats; each round measures the three one after the other, figures are medians of {rounds} rounds. The flow entry keeps its conduit's end, so the fast path checks it without a lookup (one clock read); a flow of an on-demand conduit is judged on the full path with its grant on every packet, so that a revoke closes open sessions at once.
+
+| case | plain ns | ns | difference | ratio | goal |
+| --- | ---: | ---: | ---: | ---: | --- |
+"
+    );
+    let (mut plain, mut ends, mut od) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        plain.push(cost(dps[0].program().unwrap(), &frame, repeat, 1));
+        ends.push(cost(dps[1].program().unwrap(), &frame, repeat, 1));
+        od.push(cost(dps[2].program().unwrap(), &frame, repeat, 1));
+    }
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let diffs = |v: &[f64]| -> Vec<f64> { v.iter().zip(&plain).map(|(a, b)| a - b).collect() };
+    let ratios = |v: &[f64]| -> Vec<f64> { v.iter().zip(&plain).map(|(a, b)| a / b).collect() };
+    for (name, v, goal) in [
+        (
+            "established flow, its conduit has `expires` (fast path)",
+            &ends,
+            "≤ 1 ns",
+        ),
+        (
+            "established flow, its conduit is on demand and granted (full path)",
+            &od,
+            "(none)",
+        ),
+    ] {
+        out += &format!(
+            "| {name} | {:.1} | {:.1} | {:+.1} ns | {:.3}× | {goal} |\n",
+            med(&plain),
+            med(v),
+            med(&diffs(v)),
+            med(&ratios(v)),
+        );
+    }
+    out + "\n"
+}
+
 /// `xdp-filter --version`'s version number.
 fn xdp_filter_version() -> String {
     std::process::Command::new("xdp-filter")
@@ -695,6 +800,7 @@ fn main() {
     out += &scale_summary(&rows);
     out += &against_xdp_filter(repeat, rounds.max(3));
     out += &learning_cost(repeat, rounds.max(5));
+    out += &temporary_conduits_cost(repeat, rounds.max(5));
     conduit_tests::report::publish(&out);
     // For the plot (`cargo xtask bench` draws it).
     if let Ok(path) = std::env::var("CONDUIT_BENCH_CSV") {

@@ -127,3 +127,30 @@ zones:
 {conduits}"#
     )
 }
+
+/// Opens on-demand conduit `name`'s grant until `until` (CLOCK_BOOTTIME seconds) in the
+/// kernel's live slot and in the reference, as the agent's `conduit grant` does.
+pub fn grant_until(k: &mut Kernel, r: &mut Reference, name: &str, until: u32) {
+    let id = r.compiled.conduit_ids[name];
+    let slot = k.dp.active().expect("active slot").slot;
+    k.dp.set_grant(
+        &conduit_common::ConduitKey { slot, conduit: id },
+        &conduit_common::Grant { until, _pad: 0 },
+    )
+    .expect("write the grant");
+    r.compiled.grants.insert(id, until);
+}
+
+/// [`grant_until`] `seconds` from now.
+pub fn grant(k: &mut Kernel, r: &mut Reference, name: &str, seconds: u32) {
+    let until = conduit_agent::policy::compile::boot_now_s() + seconds;
+    grant_until(k, r, name, until);
+}
+
+/// Closes on-demand conduit `name` in the kernel (both slots) and in the reference, as
+/// `conduit revoke` does; how many grants the kernel held.
+pub fn revoke(k: &mut Kernel, r: &mut Reference, name: &str) -> usize {
+    let id = r.compiled.conduit_ids[name];
+    r.compiled.grants.remove(&id);
+    k.dp.remove_grants(id).expect("remove the grants")
+}

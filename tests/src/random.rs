@@ -15,6 +15,8 @@ pub struct GenPolicy {
     pub yaml: String,
     pub hosts: Vec<Host>,
     pub ports: Vec<u16>,
+    /// On-demand conduits to judge as granted (the rest of the on-demand ones are closed).
+    pub granted: Vec<String>,
 }
 
 const PORTS: &[u16] = &[22, 80, 102, 443, 502, 2404, 20000, 20005, 20010, 44818];
@@ -153,6 +155,7 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
         y.truncate(y.len() - 1);
         y += " []\n";
     }
+    let mut granted = Vec::new();
     for c in 0..nc {
         let from = zones.choose(rng).unwrap().clone();
         let to = zones.choose(rng).unwrap().clone();
@@ -180,6 +183,13 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
             0 => y += "    expires: \"2020-01-01T00:00:00Z\"\n",
             1 => y += "    expires: \"2099-12-31T23:59:59+01:00\"\n",
             _ => {}
+        }
+        // Some are on demand (reason `not_granted`), half of those granted.
+        if rng.random_bool(0.15) {
+            y += "    on_demand: { max: 8h }\n";
+            if rng.random_bool(0.5) {
+                granted.push(format!("c{c}"));
+            }
         }
         // One Modbus filter per conduit (two tcp rules of a conduit on the same port must
         // not differ in it), on every tcp rule; then no `proto: any` rule either.
@@ -227,6 +237,7 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
         yaml: y,
         hosts,
         ports: PORTS.to_vec(),
+        granted,
     }
 }
 

@@ -31,6 +31,9 @@ fn kernel_and_reference_agree() {
     while done < total {
         let p = random::policy(&mut rng);
         let (mut k, mut r) = kernel::with_policy(&p.yaml);
+        for c in &p.granted {
+            kernel::grant(&mut k, &mut r, c, 3600);
+        }
         let mut recent: Vec<Vec<u8>> = Vec::new();
         for _ in 0..per_policy.min(total - done) {
             let f = match recent.choose(&mut rng) {

@@ -292,6 +292,29 @@ impl Collector for KernelCollector {
             MetricType::COUNTER,
             vec![counter(vec![], s.events_written as f64)],
         ));
+        // On-demand conduits: open or closed, and the time left (SPEC §8).
+        if !st.on_demand.is_empty() {
+            let now = crate::policy::compile::boot_now_s();
+            let left = |c: &str| st.grants.get(c).map_or(0, |g| g.left(now));
+            out.push(family(
+                "conduit_grant_active",
+                "1 while an on-demand conduit has an open grant (conduit grant), 0 while it is closed.",
+                MetricType::GAUGE,
+                st.on_demand
+                    .keys()
+                    .map(|c| gauge(vec![label("conduit", c)], if left(c) > 0 { 1.0 } else { 0.0 }))
+                    .collect(),
+            ));
+            out.push(family(
+                "conduit_grant_remaining_seconds",
+                "Seconds until an on-demand conduit's grant ends (0: closed).",
+                MetricType::GAUGE,
+                st.on_demand
+                    .keys()
+                    .map(|c| gauge(vec![label("conduit", c)], f64::from(left(c))))
+                    .collect(),
+            ));
+        }
         if let Some(l) = &s.learn {
             out.push(family(
                 "conduit_learn_records",

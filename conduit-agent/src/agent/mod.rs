@@ -3,6 +3,7 @@
 //! log. It never leaves the gateway unprotected: a bad policy is refused and the live one
 //! stays; if the agent dies, the pinned program keeps enforcing the last good policy.
 pub mod audit;
+pub mod grants;
 pub mod host;
 pub mod learn;
 pub mod links;
@@ -81,6 +82,8 @@ pub struct Live {
     /// Who signed it (with `--allowed-signers`), and what the change log compares.
     pub signer: Option<crate::integrity::Signer>,
     pub digests: crate::policy::digest::Digests,
+    /// Its on-demand conduits, by name.
+    pub on_demand: BTreeMap<String, grants::OnDemand>,
 }
 
 impl Live {
@@ -91,6 +94,7 @@ impl Live {
         st.zones = self.zones;
         st.conduits = self.conduits;
         st.signer = self.signer;
+        st.on_demand = self.on_demand;
     }
 
     /// What the change log and the audit log record of it.
@@ -108,21 +112,23 @@ impl Live {
 
 /// Reads, admits (the signature, with `--allowed-signers`), validates, compiles (for the free
 /// slot, with the failsafe for `addrs`, this host's addresses) and applies the policy at
-/// `path`. On any error the live policy is untouched and every error is returned. Blocking
-/// (file reading, parsing, compiling, map writes): never on the runtime thread once the agent
-/// serves.
+/// `path`, with `grants` (open grants: conduit name → end, CLOCK_BOOTTIME seconds) for its
+/// on-demand conduits. On any error the live policy is untouched and every error is returned.
+/// Blocking (file reading, parsing, compiling, map writes): never on the runtime thread once
+/// the agent serves.
 pub fn load_and_apply(
     dp: &mut Datapath,
     addrs: &[IpAddr],
     path: &Path,
     gate: &Integrity,
+    grants: &BTreeMap<String, u32>,
 ) -> Result<Live, Vec<String>> {
     let shown = path.display().to_string();
     // Never blocks or reads without bound: a FIFO, a device or an endless file in the
     // policy's place is refused (`read_policy`).
     let r = read_policy(path)
         .map_err(|e| vec![format!("{shown}: cannot read the policy: {e}")])
-        .and_then(|bytes| admit_and_apply(dp, addrs, bytes, path, gate));
+        .and_then(|bytes| admit_and_apply(dp, addrs, bytes, path, gate, grants));
     release_freed_heap();
     r
 }
@@ -134,9 +140,10 @@ fn admit_and_apply(
     bytes: Vec<u8>,
     path: &Path,
     gate: &Integrity,
+    grants: &BTreeMap<String, u32>,
 ) -> Result<Live, Vec<String>> {
     let signer = gate.admit(path, &bytes).map_err(|e| vec![e])?;
-    let mut live = apply_bytes(dp, addrs, bytes, &path.display().to_string())?;
+    let mut live = apply_bytes(dp, addrs, bytes, &path.display().to_string(), grants)?;
     live.signer = signer;
     Ok(live)
 }
@@ -166,6 +173,7 @@ fn apply_bytes(
     addrs: &[IpAddr],
     bytes: Vec<u8>,
     shown: &str,
+    grants: &BTreeMap<String, u32>,
 ) -> Result<Live, Vec<String>> {
     let slot = dp.next_slot().map_err(|e| vec![e.to_string()])?;
     let (loaded, diags) = load_bytes(&bytes, slot);
@@ -194,10 +202,26 @@ fn apply_bytes(
     } = loaded;
     let site = std::mem::take(&mut policy.site);
     let digests = crate::policy::digest::of(&policy);
+    let on_demand: BTreeMap<String, grants::OnDemand> = policy
+        .conduits
+        .iter()
+        .filter_map(|c| {
+            c.on_demand.map(|(max, _)| {
+                (
+                    c.name.clone(),
+                    grants::OnDemand {
+                        max,
+                        expires: c.expires.map(|(t, _)| t),
+                    },
+                )
+            })
+        })
+        .collect();
     drop(policy);
-    let compiled = compiled
+    let mut compiled = compiled
         .with_failsafe(addrs)
         .map_err(|e| vec![format!("{shown}: {e}")])?;
+    compiled.grants = grants::for_policy(grants, &compiled.conduit_ids, &on_demand);
     let generation = dp
         .apply(&compiled)
         .map_err(|e| vec![format!("loading the policy into the kernel failed: {e}")])?;
@@ -210,6 +234,7 @@ fn apply_bytes(
         conduits: names(&compiled.conduit_ids),
         signer: None,
         digests,
+        on_demand,
     })
 }
 
@@ -266,11 +291,15 @@ impl Reloader {
     fn reload_now(&self, why: &str, only_if_changed: bool) {
         let t = Instant::now();
         let Ok(mut dp) = self.dp.lock() else { return };
-        let Ok((addrs, live)) = self
-            .shared
-            .lock()
-            .map(|s| (s.addrs.clone(), s.state.sha256.clone()))
-        else {
+        let Ok((addrs, live, open)) = self.shared.lock().map(|s| {
+            let open: BTreeMap<String, u32> = s
+                .state
+                .grants
+                .iter()
+                .map(|(c, g)| (c.clone(), g.until_boot))
+                .collect();
+            (s.addrs.clone(), s.state.sha256.clone(), open)
+        }) else {
             return;
         };
         let shown = self.policy.display().to_string();
@@ -279,7 +308,7 @@ impl Reloader {
         };
         let result = match read_policy(&self.policy) {
             Ok(bytes) if only_if_changed && sha256_hex(&bytes) == live => return,
-            Ok(bytes) => admit_and_apply(&mut dp, &addrs, bytes, &self.policy, &integrity),
+            Ok(bytes) => admit_and_apply(&mut dp, &addrs, bytes, &self.policy, &integrity, &open),
             Err(e) => Err(vec![format!("{shown}: cannot read the policy: {e}")]),
         };
         release_freed_heap();
@@ -294,6 +323,7 @@ impl Reloader {
                 went_live = Some(live.went_live(&s.state.policy_path));
                 live.set(&mut s.state);
                 s.state.reloads_success += 1;
+                grants::after_apply(&mut s.state, &mut integrity);
                 info!(generation = s.state.generation, sha256 = %s.state.sha256, trigger = why, elapsed_ms = t.elapsed().as_millis() as u64, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy reloaded");
             }
             Err(errors) => {
@@ -318,6 +348,34 @@ impl Reloader {
             integrity.went_live(&w);
         }
     }
+}
+
+/// The grants of an earlier agent's state that the kernel still holds, for the live slot and
+/// the same end: those go on.
+fn carried_grants(previous: &state::State, dp: &Datapath) -> BTreeMap<String, grants::GrantRecord> {
+    let (Ok(kernel), Ok(active)) = (dp.grants(), dp.active()) else {
+        return BTreeMap::new();
+    };
+    previous
+        .grants
+        .iter()
+        .filter(|(c, g)| {
+            previous.conduit_id(c).is_some_and(|id| {
+                kernel
+                    .get(&conduit_common::ConduitKey {
+                        slot: active.slot,
+                        conduit: id,
+                    })
+                    .is_some_and(|k| k.until == g.until_boot)
+            })
+        })
+        .map(|(c, g)| (c.clone(), g.clone()))
+        .collect()
+}
+
+/// `p` as an absolute path (relative to the current directory), for the state file.
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
 /// A cheap fingerprint of the policy file, to notice edits (also by rename).
@@ -390,10 +448,24 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         st.reloads_success = old.reloads_success;
         st.reloads_failure = old.reloads_failure;
     }
-    match load_and_apply(&mut dp, &addrs, &args.policy, &integrity) {
+    st.change_log = args.change_log_path().map(|p| absolute(&p));
+    st.audit_log = args.audit_log.as_deref().map(absolute);
+    // Open grants of an earlier agent (`--keep-on-exit`, a crash) that the pinned grants map
+    // still holds carry over.
+    let carried = previous
+        .as_ref()
+        .map(|p| carried_grants(p, &dp))
+        .unwrap_or_default();
+    st.grants = carried.clone();
+    let open: BTreeMap<String, u32> = carried
+        .iter()
+        .map(|(c, g)| (c.clone(), g.until_boot))
+        .collect();
+    match load_and_apply(&mut dp, &addrs, &args.policy, &integrity, &open) {
         Ok(live) => {
             went_live = Some(live.went_live(&st.policy_path));
             live.set(&mut st);
+            grants::after_apply(&mut st, &mut integrity);
             let w = ApplyFigures::of(&dp);
             info!(generation = st.generation, sha256 = %st.sha256, site = %st.site, written = w.written, deleted = w.deleted, write_us = w.write_us, swap_us = w.swap_us, "policy loaded")
         }
@@ -419,6 +491,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 st.zones = old.zones;
                 st.conduits = old.conduits;
                 st.signer = old.signer;
+                st.on_demand = old.on_demand;
             }
             st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
             warn!(
@@ -479,6 +552,18 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         state_dir: args.state_dir.clone(),
         integrity: Mutex::new(integrity),
     });
+
+    // `conduit grant` and `conduit revoke`.
+    let control = grants::bind(&args.state_dir).map_err(|e| {
+        fail(
+            2,
+            format!(
+                "binding the control socket {}: {e}",
+                grants::socket_path(&args.state_dir).display()
+            ),
+        )
+    })?;
+    tokio::spawn(grants::serve(control, reloader.clone()));
 
     // Interfaces deleted and created again (netlink link notifications).
     let link_events = netlink::LinkEvents::subscribe()
@@ -610,6 +695,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let mut seen = watched();
     let mut pending: Option<Instant> = None;
     let mut last_addr_check = Instant::now();
+    let mut last_grant_check = Instant::now();
     info!(pid = std::process::id(), "running");
     loop {
         tokio::select! {
@@ -626,6 +712,13 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 {
                     pending = None;
                     reloader.reload("file changed", true).await;
+                }
+                // Grants whose time has come (the kernel closed them already): recorded
+                // within a second.
+                if last_grant_check.elapsed() >= Duration::from_secs(1) {
+                    last_grant_check = Instant::now();
+                    let r = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || r.end_due_grants()).await;
                 }
                 if last_addr_check.elapsed() >= Duration::from_secs(5) {
                     last_addr_check = Instant::now();
@@ -652,6 +745,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             info!(dir = %l.dir().display(), records = f.records, dropped_kernel = f.dropped_kernel, dropped_disk = f.dropped_disk, "learn dir written");
         }
     }
+    let _ = std::fs::remove_file(grants::socket_path(&args.state_dir));
     if args.keep_on_exit {
         info!(pin_dir = %pin_dir.display(), "exiting with the program attached and pinned (--keep-on-exit); `conduit detach` removes it");
     } else {

@@ -37,9 +37,28 @@ pub struct State {
     /// Who signed the live policy (`run --allowed-signers`); `None`: unsigned.
     #[serde(default)]
     pub signer: Option<crate::integrity::Signer>,
+    /// The live policy's on-demand conduits, by name (SPEC §8).
+    #[serde(default)]
+    pub on_demand: BTreeMap<String, super::grants::OnDemand>,
+    /// Open grants, by conduit name: what the kernel's grants map holds, with who and why.
+    #[serde(default)]
+    pub grants: BTreeMap<String, super::grants::GrantRecord>,
+    /// Where the agent records grants and policies, for `conduit revoke` when no agent runs.
+    #[serde(default)]
+    pub change_log: Option<PathBuf>,
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
 }
 
 impl State {
+    /// The id of a conduit of the live policy, by name.
+    pub fn conduit_id(&self, name: &str) -> Option<u32> {
+        self.conduits
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(id, _)| *id)
+    }
+
     /// The name of a zone id of the live policy: `unknown` for 0, `zone-ID` for an id the
     /// state does not name (a slot written by another policy).
     pub fn zone_name(&self, id: u32) -> String {

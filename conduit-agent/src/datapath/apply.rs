@@ -642,6 +642,8 @@ impl Datapath {
                 present(&c.failsafe),
             )?,
         ];
+        // The open grants of the new policy's on-demand conduits (none outside the agent).
+        self.sync_grants(slot, &c.grants)?;
         self.set_settings(s32, c.settings)?;
         let write = t.elapsed();
         // The switch: one array update.

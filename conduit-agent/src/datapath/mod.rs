@@ -2,6 +2,7 @@
 //! compiled policy into its maps, read its counters.
 mod apply;
 pub mod budget;
+mod grants;
 mod learned;
 pub mod probe;
 pub(crate) mod sys;
@@ -230,6 +231,11 @@ impl Datapath {
         let mut pinned = std::collections::HashMap::new();
         for name in conduit_common::PINNED_MAPS {
             let path = pin_dir.join("maps").join(name);
+            // A map that an older agent did not have (its pins, adopted and kept): what asks
+            // for it gets `MissingMap`, the rest works.
+            if *name == conduit_common::MAP_GRANTS && !path.exists() {
+                continue;
+            }
             let md =
                 aya::maps::MapData::from_pin(&path).map_err(|e| DatapathError::Map(name, e))?;
             let m = aya::maps::Map::from_map_data(md).map_err(|e| DatapathError::Map(name, e))?;

@@ -59,6 +59,30 @@ pub struct PolicyLine {
     pub prev: String,
 }
 
+/// A `grant` or a `revoke` line (on-demand conduits, SPEC §8), fields in the order they are
+/// written. `user` is who ran the command (the control socket's peer), `sudo_user` whom sudo
+/// ran it for; the agent itself is `conduit` (a reload that ends a grant).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GrantLine {
+    pub kind: String,
+    pub ts: String,
+    pub generation: u64,
+    pub conduit: String,
+    /// A grant's length, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u32>,
+    /// A grant's end on the wall clock (RFC 3339, UTC), as it was when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sudo_user: Option<String>,
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub torn: Option<Torn>,
+    pub prev: String,
+}
+
 /// What the agent knows about a policy that went live.
 #[derive(Clone, Debug)]
 pub struct WentLive {
@@ -314,6 +338,16 @@ impl ChangeLog {
         let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
         self.append(&text)?;
         self.last_policy = Some(p.digests.clone());
+        Ok(line)
+    }
+
+    /// Appends a `grant` or `revoke` line (its `torn` and `prev` are set here), durably, as
+    /// [`ChangeLog::append_policy`].
+    pub fn append_grant(&mut self, mut line: GrantLine) -> std::io::Result<GrantLine> {
+        line.torn = self.torn.clone();
+        line.prev = self.prev.clone();
+        let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+        self.append(&text)?;
         Ok(line)
     }
 

@@ -163,8 +163,38 @@ fn delta_text(what: &str, d: &Value) -> Option<String> {
 fn entry_text(n: usize, v: &Value) -> Vec<String> {
     let ts = v["ts"].as_str().unwrap_or("?");
     let kind = v["kind"].as_str().unwrap_or("?");
+    if kind == "grant" || kind == "revoke" {
+        let s = |k: &str| v[k].as_str().unwrap_or("?").to_owned();
+        let by = match v["sudo_user"].as_str() {
+            Some(u) => format!("{} (sudo for {u})", s("user")),
+            None => s("user"),
+        };
+        let what = if kind == "grant" {
+            format!(
+                "grant   {}  for {} until {}",
+                s("conduit"),
+                v["seconds"]
+                    .as_u64()
+                    .map_or("?".into(), crate::policy::addr::human_duration),
+                s("until")
+            )
+        } else {
+            format!("revoke  {}", s("conduit"))
+        };
+        let mut out = vec![format!(
+            "{n:>5}  {ts}  {what}  by {by}  generation {}",
+            v["generation"]
+        )];
+        if let Some(r) = v["reason"].as_str() {
+            out.push(format!("       reason: {r}"));
+        }
+        if let Some(t) = v["torn"]["line"].as_u64() {
+            out.push(format!("       (after the torn line {t})"));
+        }
+        return out;
+    }
     if kind != "policy" {
-        // Kinds added later (grants, revocations) print whole until they get their own form.
+        // Kinds of later versions print whole.
         let mut rest = v.clone();
         if let Some(o) = rest.as_object_mut() {
             for k in ["kind", "ts", "prev"] {

@@ -18,6 +18,15 @@ use tracing::{error, info, warn};
 pub use changelog::WentLive;
 pub use signature::Signer;
 
+/// Now on the wall clock, RFC 3339 (UTC).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    crate::agent::audit::rfc3339(now)
+}
+
 /// The agent's side of integrity: the signature check before a policy is applied, the
 /// change log and the audit log's `policy` line after.
 pub struct Integrity {
@@ -91,14 +100,64 @@ impl Integrity {
             .map(|_| signature::sig_path(policy))
     }
 
+    /// Records a grant or a revocation of an on-demand conduit: a change-log entry and an
+    /// audit-log line (`event` = the line's `kind`). A write that fails is logged and returned.
+    pub fn record_grant(&mut self, mut line: changelog::GrantLine) -> Result<(), String> {
+        line.ts = now_rfc3339();
+        let mut failed = Vec::new();
+        if let Some(log) = &mut self.change_log {
+            match log.append_grant(line.clone()) {
+                Ok(_) => {
+                    info!(change_log = %log.path().display(), kind = %line.kind, conduit = %line.conduit, head = %log.head(), "change log: {} recorded", line.kind);
+                }
+                Err(e) => {
+                    error!(change_log = %log.path().display(), kind = %line.kind, conduit = %line.conduit, "the change log could not be written: {e}");
+                    failed.push(format!("the change log {}: {e}", log.path().display()));
+                }
+            }
+        }
+        let mut v = serde_json::json!({
+            "ts": line.ts,
+            "event": line.kind,
+            "conduit": line.conduit,
+            "generation": line.generation,
+            "user": line.user,
+            "reason": line.reason,
+        });
+        if let Some(n) = line.seconds {
+            v["seconds"] = n.into();
+        }
+        if let Some(u) = &line.until {
+            v["until"] = u.clone().into();
+        }
+        if let Some(u) = &line.sudo_user {
+            v["sudo_user"] = u.clone().into();
+        }
+        if let Err(e) = self.audit_line(&v) {
+            failed.push(e);
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(failed.join("; "))
+        }
+    }
+
+    /// Writes one line to the audit log (when there is one).
+    pub fn audit_line(&mut self, v: &serde_json::Value) -> Result<(), String> {
+        match &mut self.audit {
+            Some(sink) => sink.write_line(&v.to_string()).map_err(|e| {
+                warn!("writing a {} line to the audit log: {e}", v["event"]);
+                format!("the audit log: {e}")
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Records a policy that went live: a change-log entry and an audit-log `policy` line.
     /// A write that fails is logged; the policy stays live.
     pub fn went_live(&mut self, w: &WentLive) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let ts = crate::agent::audit::rfc3339(now);
+        let ts = now_rfc3339();
         if let Some(log) = &mut self.change_log {
             match log.append_policy(w, ts.clone()) {
                 Ok(line) => {

@@ -295,3 +295,76 @@ pub fn instant(s: &str) -> Result<u32, String> {
     u32::try_from(t.as_second())
         .map_err(|_| format!("`{s}` is out of range: expected an instant from 1970 to 2106"))
 }
+
+/// The longest on-demand access (`on_demand.max`, `conduit grant --for`): a maintenance
+/// window or a vendor's session, not a standing path (a conduit without `on_demand` is that).
+pub const MAX_GRANT_S: u32 = 31 * 24 * 3600;
+
+/// A duration (`8h`, `1h30m`, `90m`, `2d`, `PT8H`): whole seconds, more than zero and at most
+/// [`MAX_GRANT_S`] (`on_demand.max`, `conduit grant --for`).
+pub fn duration(s: &str) -> Result<u32, String> {
+    let t = s.trim();
+    let d: jiff::SignedDuration = t.parse().or_else(|e| {
+        // Days, which the friendly format reads as a calendar unit: 24 hours here.
+        t.parse::<jiff::Span>()
+            .ok()
+            .and_then(|sp| {
+                sp.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+                    .ok()
+            })
+            .ok_or_else(|| {
+                format!("`{s}` is not a duration: write e.g. 2h, 1h30m, 90m, 2d or 45s ({e})")
+            })
+    })?;
+    if d.subsec_nanos() != 0 {
+        return Err(format!("`{s}` is not a whole number of seconds"));
+    }
+    match u32::try_from(d.as_secs()) {
+        Ok(0) | Err(_) if d.as_secs() <= 0 => {
+            Err(format!("`{s}` is not a duration longer than zero"))
+        }
+        Ok(n) if n <= MAX_GRANT_S => Ok(n),
+        _ => Err(format!(
+            "`{s}` is longer than on-demand access may last: at most 31 days (31d); \
+             a standing path is a conduit without `on_demand`"
+        )),
+    }
+}
+
+/// A duration as people read it: `2h`, `1h 30m`, `45s`, `2d 3h`.
+pub fn human_duration(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    let parts: Vec<String> = [(d, "d"), (h, "h"), (m, "m"), (s, "s")]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, u)| format!("{n}{u}"))
+        .collect();
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::{duration, human_duration};
+
+    #[test]
+    fn durations_read_and_refuse() {
+        assert_eq!(duration("8h"), Ok(8 * 3600));
+        assert_eq!(duration("1h30m"), Ok(5400));
+        assert_eq!(duration("1h 30m"), Ok(5400));
+        assert_eq!(duration("90m"), Ok(5400));
+        assert_eq!(duration("2d"), Ok(2 * 86_400));
+        assert_eq!(duration("PT2H"), Ok(7200));
+        assert_eq!(duration("45s"), Ok(45));
+        assert_eq!(duration("31d"), Ok(31 * 86_400));
+        for bad in ["", "0s", "-1h", "2 hours later", "1.5s", "32d", "h", "10"] {
+            assert!(duration(bad).is_err(), "{bad:?} must be refused");
+        }
+        assert_eq!(human_duration(5400), "1h 30m");
+        assert_eq!(human_duration(0), "0s");
+        assert_eq!(human_duration(90_061), "1d 1h 1m 1s");
+    }
+}

@@ -42,6 +42,11 @@ pub struct Compiled {
     /// Not compiled either: the instant conduits' ends are judged at (`explain --at`), in
     /// seconds since the epoch; `None`: now, on CLOCK_TAI as the kernel reads it.
     pub clock: Option<u32>,
+    /// Not compiled either: the open grants of on-demand conduits, conduit id → end in
+    /// seconds of CLOCK_BOOTTIME (the agent's, written into the kernel's grants map with the
+    /// policy; `explain --grant` opens one without end). Empty here: every on-demand conduit
+    /// is closed.
+    pub grants: BTreeMap<u32, u32>,
     pub live: BTreeMap<ConduitKey, ConduitInfo>,
     pub l2: BTreeSet<EtherTypeKey>,
     /// The gateway's own addresses on the failsafe ports (see [`Compiled::with_failsafe`]).
@@ -338,14 +343,24 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
     let mut filters: BTreeMap<ModbusRule, u32> = BTreeMap::new();
     for x in &p.conduits {
         let cid = c.conduit_ids[&x.name];
-        let log = log_code(x.log.unwrap_or(p.defaults.log));
+        let log = log_code(x.log.unwrap_or(p.defaults.log)) as u8;
         let expires = x.expires.map_or(0, |(t, _)| t);
+        let flags = if x.on_demand.is_some() {
+            CONDUIT_ON_DEMAND
+        } else {
+            0
+        };
         c.live.insert(
             ConduitKey {
                 slot: u32::from(slot),
                 conduit: cid,
             },
-            ConduitInfo { log, expires },
+            ConduitInfo {
+                log,
+                flags,
+                _pad: 0,
+                expires,
+            },
         );
         let principals = |zones: &[String], assets: &Option<Vec<String>>| -> Vec<u32> {
             match assets {
@@ -378,6 +393,8 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
                     let hit = ConduitHit {
                         conduit: cid,
                         log,
+                        flags,
+                        _pad: 0,
                         modbus: filter,
                         expires,
                     };
@@ -602,8 +619,16 @@ impl Tables for Compiled {
     fn conduit_info(&self, key: &ConduitKey) -> Option<ConduitInfo> {
         self.live.get(key).copied()
     }
-    fn now_s(&self) -> u32 {
-        self.clock.unwrap_or_else(tai_now_s)
+    fn now_tai_ns(&self) -> u64 {
+        match self.clock {
+            Some(s) => u64::from(s) * 1_000_000_000,
+            None => tai_now_ns(),
+        }
+    }
+    fn granted(&self, key: &ConduitKey) -> bool {
+        self.grants
+            .get(&key.conduit)
+            .is_some_and(|&until| boot_now_s() < until)
     }
     fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
         self.modbus.get(key)
@@ -637,16 +662,23 @@ fn rpf_code(r: ReversePath) -> u8 {
     }
 }
 
+/// Now, in whole seconds of CLOCK_BOOTTIME: the clock of grants' ends (as the kernel's
+/// `bpf_ktime_get_boot_ns` reads it).
+pub fn boot_now_s() -> u32 {
+    rustix::time::clock_gettime(rustix::time::ClockId::Boottime).tv_sec as u32
+}
+
 /// Now, in seconds since the epoch on CLOCK_TAI: the clock the kernel judges conduits' ends
 /// by (`bpf_ktime_get_tai_ns`), so that `explain` and the datapath agree.
 pub fn tai_now_s() -> u32 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_TAI, &mut ts) };
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Tai);
     u32::try_from(ts.tv_sec).unwrap_or(u32::MAX)
+}
+
+/// Now, in nanoseconds since the epoch on CLOCK_TAI (as `bpf_ktime_get_tai_ns` reads it).
+pub fn tai_now_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Tai);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

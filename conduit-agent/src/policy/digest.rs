@@ -161,6 +161,7 @@ fn conduit(c: &Conduit) -> String {
         description,
         review_pending,
         expires,
+        on_demand,
     } = c;
     let mut h = Hasher(sha2::Sha256::new());
     let _ = write!(
@@ -173,6 +174,9 @@ fn conduit(c: &Conduit) -> String {
     // Written only when set, so that the digests of conduits without an end stay as they were.
     if let Some((end, _)) = expires {
         let _ = write!(h, "expires({end}),");
+    }
+    if let Some((max, _)) = on_demand {
+        let _ = write!(h, "on_demand({max}),");
     }
     for r in rules {
         rule(&mut h, r);

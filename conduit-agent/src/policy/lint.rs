@@ -141,7 +141,7 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
         }
     }
     // 10. A conduit that has ended (`expires` in the past) allows nothing: a leftover.
-    let now = conduit_common::verdict::Tables::now_s(c);
+    let now = (conduit_common::verdict::Tables::now_tai_ns(c) / 1_000_000_000) as u32;
     for x in &p.conduits {
         if let Some((end, pos)) = x.expires
             && end <= now

@@ -118,6 +118,8 @@ pub struct Conduit {
     /// `expires`: the instant the conduit ends (seconds since the Unix epoch), and where it
     /// is written (SPEC §8).
     pub expires: Option<(u32, Pos)>,
+    /// `on_demand.max`: the longest grant, in seconds, and where it is written (SPEC §8).
+    pub on_demand: Option<(u32, Pos)>,
 }
 
 /// `proto` of a rule, normalised: `tcp` and `6` are the same rule.

@@ -99,8 +99,16 @@ pub struct Conduit {
     pub description: Option<S>,
     pub review: Option<S>,
     pub expires: Option<S>,
-    // `rules` is read item by item.
+    // `rules` is read item by item, `on_demand` on its own.
 }
+
+/// `on_demand:` of a conduit (SPEC §8): closed until `conduit grant`, for at most `max`.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemand {
+    pub max: S,
+}
+pub const ON_DEMAND_KEYS: &[&str] = &["max"];
 pub const CONDUIT_KEYS: &[&str] = &[
     "name",
     "from",
@@ -114,6 +122,7 @@ pub const CONDUIT_KEYS: &[&str] = &[
     "description",
     "review",
     "expires",
+    "on_demand",
 ];
 
 #[derive(Deserialize, Debug)]

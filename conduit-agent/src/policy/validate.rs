@@ -766,9 +766,13 @@ impl Validator<'_> {
         let mut out = Vec::new();
         let mut seen: HashMap<String, Pos> = HashMap::new();
         for cn in raw::list(node, "conduits", self.d)? {
-            let Some((c, nested)) =
-                raw::item::<raw::Conduit>(cn, "conduit", raw::CONDUIT_KEYS, &["rules"], self.d)
-            else {
+            let Some((c, nested)) = raw::item::<raw::Conduit>(
+                cn,
+                "conduit",
+                raw::CONDUIT_KEYS,
+                &["rules", "on_demand"],
+                self.d,
+            ) else {
                 ok = false;
                 // Still report the errors of its rules.
                 if let Some((_, rn)) = nested_of(cn, &["rules"]).first() {
@@ -887,8 +891,25 @@ impl Validator<'_> {
                 None => Some(None),
                 Some(e) => self.parse(e, addr::instant).map(|t| Some((t, pos(e)))),
             };
+            let on_demand = match nested.iter().find(|(k, _)| k == "on_demand") {
+                None => Some(None),
+                Some((_, on)) => {
+                    match raw::item::<raw::OnDemand>(
+                        on,
+                        "on_demand",
+                        raw::ON_DEMAND_KEYS,
+                        &[],
+                        self.d,
+                    ) {
+                        Some((o, _)) => self
+                            .parse(&o.value.max, addr::duration)
+                            .map(|m| Some((m, o.pos))),
+                        None => None,
+                    }
+                }
+            };
             let mut rules = Vec::new();
-            match nested.first() {
+            match nested.iter().find(|(k, _)| k == "rules") {
                 None => {
                     self.err(
                         c.pos,
@@ -929,7 +950,15 @@ impl Validator<'_> {
                     }
                 }
             }
-            let (Some(name), Some(sl), Some(bidi), Some(log), Some(review_pending), Some(expires)) = (
+            let (
+                Some(name),
+                Some(sl),
+                Some(bidi),
+                Some(log),
+                Some(review_pending),
+                Some(expires),
+                Some(on_demand),
+            ) = (
                 name,
                 match sl {
                     None => Some(None),
@@ -949,7 +978,9 @@ impl Validator<'_> {
                 },
                 review,
                 expires,
-            ) else {
+                on_demand,
+            )
+            else {
                 ok = false;
                 continue;
             };
@@ -968,6 +999,7 @@ impl Validator<'_> {
                 description: r.description.as_ref().map(|s| s.as_str().to_owned()),
                 review_pending,
                 expires,
+                on_demand,
             });
         }
         ok.then_some(out)
