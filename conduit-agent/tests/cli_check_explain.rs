@@ -556,12 +556,15 @@ fn explain_allowed_through_a_conduit_text() {
             "20010",
             "--sport",
             "50123",
+            // The vendor's tool ports are on demand: judged as granted.
+            "--grant",
+            "vendor-tools",
         ],
     );
     code(&o, 0);
     assert_eq!(field(&o, "verdict"), "allow");
     assert_eq!(field(&o, "reason"), "conduit");
-    assert_eq!(field(&o, "conduit"), "engineering");
+    assert_eq!(field(&o, "conduit"), "vendor-tools");
     // Text is the default format.
     assert!(serde_json::from_str::<Value>(&stdout(&o)).is_err());
 }
@@ -577,11 +580,12 @@ fn explain_port_ranges_and_narrowing_of_the_example() {
             ],
         )
     };
+    // The vendor's tool ports: on demand, closed until granted.
     verdict(
         &j("10.3.0.30", "10.2.0.11", "20000"),
-        "allow",
-        "conduit",
-        Some("engineering"),
+        "deny",
+        "not_granted",
+        Some("vendor-tools"),
     );
     verdict(
         &j("10.3.0.30", "10.2.0.11", "20011"),

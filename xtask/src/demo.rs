@@ -231,12 +231,13 @@ pub fn run() -> Result<()> {
     let agent = start_agent(&mut p, &conduit, &policy, &ifaces, &["--audit-log", &audit])?;
     p.children.push(agent);
     wait_healthy(&p)?;
-    println!("  agent healthy; policy: 5 zones, 9 assets, 7 conduits; everything else is denied");
+    println!("  agent healthy; policy: 5 zones, 9 assets, 8 conduits; everything else is denied");
 
     // Servers on the plant hosts.
     for (host, port) in [
         ("plc1", "502"),
         ("plc1", "102"),
+        ("plc1", "20000"),
         ("plc2", "502"),
         ("historian", "443"),
     ] {
@@ -312,6 +313,59 @@ pub fn run() -> Result<()> {
     let poisoned = neigh.contains("02:00:00:03:00:30");
     println!("  gateway's ARP entry for the HMI: {}", neigh.trim());
     outcome(false, poisoned, "ARP poisoning")?;
+
+    step(
+        "temporary access: the vendor's tool ports open only while granted (conduit vendor-tools, on demand)",
+    );
+    outcome(
+        false,
+        tcp(&p, "engws", "10.2.0.10", "20000"),
+        "eng-ws → plc-1 tcp/20000 (no grant)",
+    )?;
+    let pin_dir = p.pin_dirs.last().context("the agent's pin dir")?.clone();
+    let admin = |args: &[&str]| -> Result<String> {
+        let o = Command::new(&conduit)
+            .args(args)
+            .arg("--pin-dir")
+            .arg(&pin_dir)
+            .args(["--state-dir", &state])
+            .output()?;
+        let out =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        // `status` exits 0 while attached; grant and revoke 0 when done.
+        if !o.status.success() {
+            bail!("conduit {} failed: {out}", args.join(" "));
+        }
+        Ok(out)
+    };
+    println!("  $ conduit grant vendor-tools --for 4h --reason \"CHG-1234 firmware update\"");
+    let said = admin(&[
+        "grant",
+        "vendor-tools",
+        "--for",
+        "4h",
+        "--reason",
+        "CHG-1234 firmware update",
+    ])?;
+    println!("  {}", said.trim());
+    outcome(
+        true,
+        tcp(&p, "engws", "10.2.0.10", "20000"),
+        "granted: eng-ws → plc-1 tcp/20000",
+    )?;
+    for l in admin(&["status"])?
+        .lines()
+        .filter(|l| l.starts_with("grant:"))
+    {
+        println!("  $ conduit status | grep grant:\n  {l}");
+    }
+    println!("  $ conduit revoke vendor-tools");
+    println!("  {}", admin(&["revoke", "vendor-tools"])?.trim());
+    outcome(
+        false,
+        tcp(&p, "engws", "10.2.0.10", "20000"),
+        "revoked: eng-ws → plc-1 tcp/20000",
+    )?;
 
     step("rollout: put the control zone in monitor mode (reload by SIGHUP), observe, then enforce");
     let text = std::fs::read_to_string(&policy_src)?;

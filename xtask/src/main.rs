@@ -88,7 +88,7 @@ fn main() -> Result<()> {
                 // Every test binary, two at a time (the workspace has no doc tests).
                 timed("tests", &|| tests::run(&workspace_root()))
             } else {
-                let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+                let mut args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
                 args.extend(cargo_test_args.iter().map(String::as_str));
                 timed("cargo test", &|| cargo(&args))
             };
@@ -187,6 +187,13 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 /// the same build, so that dependencies get the features `cargo bench` gives them: the
 /// benchmarks then reuse this build instead of compiling the agent and several dependencies
 /// a second time (minutes of a cold CI run).
+/// How `cargo xtask test` and `vm-test` build the test binaries: in the release profile, so
+/// that they share every compiled dependency with the release binary that the demo, the
+/// package, the benchmarks and the VMs use (a second, dev-profile build of the dependencies
+/// took about as long as everything else together on CI). Plain `cargo test` (a
+/// contributor's) stays in the dev profile.
+pub const TEST_BUILD: &[&str] = &["test", "--workspace", "--release", "--no-run"];
+
 pub fn release_binary() -> Result<std::path::PathBuf> {
     cargo(&[
         "build",

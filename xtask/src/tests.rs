@@ -39,14 +39,10 @@ const LONGEST_FIRST: &[&str] = &[
 
 pub fn run(root: &Path) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("[xtask] cargo test --workspace --no-run");
+    eprintln!("[xtask] cargo {}", crate::TEST_BUILD.join(" "));
     let out = Command::new(&cargo)
-        .args([
-            "test",
-            "--workspace",
-            "--no-run",
-            "--message-format=json-render-diagnostics",
-        ])
+        .args(crate::TEST_BUILD)
+        .arg("--message-format=json-render-diagnostics")
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()

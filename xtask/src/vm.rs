@@ -261,9 +261,10 @@ fn build(root: &Path, form: Form) -> Result<Binaries> {
     crate::release_binary()?;
     // The whole workspace's test binaries, as `cargo xtask test` builds them (the same
     // feature set, so nothing is compiled again); the kernel tests are taken from them.
-    eprintln!("[xtask] cargo test --workspace --no-run");
+    eprintln!("[xtask] cargo {}", crate::TEST_BUILD.join(" "));
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--no-run", "--message-format=json"])
+        .args(crate::TEST_BUILD)
+        .arg("--message-format=json")
         .current_dir(root)
         .stderr(Stdio::inherit())
         .output()?;

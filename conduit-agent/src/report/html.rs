@@ -319,6 +319,7 @@ pub fn render(r: &Report) -> String {
                 .rules
                 .iter()
                 .map(|r| esc(r))
+                .chain(c.access.iter().map(|a| format!("<i>{}</i>", esc(a))))
                 .collect::<Vec<_>>()
                 .join("<br>"),
             who = if who.is_empty() {

@@ -245,7 +245,14 @@ pub fn render(r: &Report) -> String {
             c.to.join(", "),
             c.security_level
                 .map_or_else(|| "–".into(), |v| v.to_string()),
-            cell(&c.rules.join("<br>")),
+            cell(
+                &c.rules
+                    .iter()
+                    .cloned()
+                    .chain(c.access.iter().map(|a| format!("_{a}_")))
+                    .collect::<Vec<_>>()
+                    .join("<br>")
+            ),
             c.packets.map_or_else(|| "–".into(), |v| v.to_string()),
             map(&c.per_gateway),
             map(&c.inspection_dropped),

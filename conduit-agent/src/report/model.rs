@@ -133,6 +133,9 @@ pub struct ConduitEntry {
     pub destinations: Option<Vec<String>>,
     /// Each rule in words, e.g. `tcp 502 (modbus read)`.
     pub rules: Vec<String>,
+    /// Temporary access (SPEC §8): `on demand (conduit grant), at most 8h`, `ends TIME`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
     pub log: Option<&'static str>,
     pub description: Option<String>,
     /// Packets allowed through it over the window, replies included; `null` without counters.
@@ -427,6 +430,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                 sources: c.sources.clone(),
                 destinations: c.destinations.clone(),
                 rules: c.rules.iter().map(rule_text).collect(),
+                access: access_text(c),
                 log: c.log.map(|l| match l {
                     LogLevel::None => "none",
                     LogLevel::Deny => "deny",
@@ -722,6 +726,24 @@ fn audit_findings(audit: &[AuditSummary], out: &mut Vec<Finding>) {
             });
         }
     }
+}
+
+/// A conduit's temporary access, for the registers: on demand and its longest grant, its end.
+fn access_text(c: &crate::policy::model::Conduit) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some((max, _)) = c.on_demand {
+        parts.push(format!(
+            "on demand (conduit grant), at most {}",
+            crate::policy::addr::human_duration(u64::from(max))
+        ));
+    }
+    if let Some((end, _)) = c.expires {
+        parts.push(format!(
+            "ends {}",
+            crate::agent::audit::rfc3339(u128::from(end) * 1_000_000_000)
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 #[cfg(test)]
