@@ -81,6 +81,13 @@ fn object_maps_match_common_types() {
             S * abi::MAX_CONDUITS,
         ),
         (
+            abi::MAP_GRANTS,
+            HASH,
+            size_of::<abi::ConduitKey>(),
+            size_of::<abi::Grant>(),
+            S * abi::MAX_CONDUITS,
+        ),
+        (
             abi::MAP_L2,
             HASH,
             size_of::<abi::EtherTypeKey>(),

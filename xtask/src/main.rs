@@ -195,13 +195,15 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 pub const TEST_BUILD: &[&str] = &["test", "--workspace", "--release", "--no-run"];
 
 pub fn release_binary() -> Result<std::path::PathBuf> {
+    // The whole workspace but the eBPF crate (its bin is also named `conduit`; the agent's
+    // build script builds it for the bpf target): the same packages as [`TEST_BUILD`], so
+    // the same features are unified and the agent compiled for the tests is this one.
     cargo(&[
         "build",
         "--release",
-        "--package",
-        "conduit-agent",
-        "--package",
-        "conduit-tests",
+        "--workspace",
+        "--exclude",
+        "conduit-ebpf",
     ])?;
     Ok(workspace_root().join("target/release/conduit"))
 }
