@@ -1,4 +1,5 @@
 //! The command line (SPEC §2). Exit status: 0 success, 1 input rejected, 2 operation failed.
+use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -216,9 +217,14 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+            // `--help` and `--version` print to stdout and succeed.
+            let code = if e.use_stderr() {
+                Exit::Rejected
+            } else {
+                Exit::Ok
+            };
             let _ = e.print();
-            return ExitCode::from(code);
+            return code.into();
         }
     };
     match cli.command {
@@ -247,15 +253,15 @@ pub fn main() -> ExitCode {
                 "conduit",
                 &mut std::io::stdout(),
             );
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Command::Man => {
             use clap::CommandFactory as _;
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(()) => Exit::Ok.into(),
                 Err(e) => {
                     eprintln!("error: writing the manual page: {e}");
-                    ExitCode::from(2)
+                    Exit::Failed.into()
                 }
             }
         }
@@ -273,16 +279,16 @@ fn check(
         Ok(x) => x,
         Err(e) => {
             eprintln!("{shown}: error: cannot read the policy: {e}");
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
     };
     // With --allowed-signers, the signature is checked as `conduit run` checks it: an error
     // of the file at 1:1 when it is missing or bad.
     let signer = match signed.verify(path) {
         Ok(s) => s,
-        Err(e) if e.exit_code() == 2 => {
+        Err(e) if e.exit_code() == Exit::Failed => {
             eprintln!("{shown}: error: {e}");
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
         Err(e) => {
             d.error(crate::policy::Pos::new(1, 1), format!("signature: {e}"));
@@ -327,8 +333,8 @@ fn check(
         }
     }
     if valid {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(1)
+        Exit::Rejected.into()
     }
 }

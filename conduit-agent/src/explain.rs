@@ -1,5 +1,6 @@
 //! `conduit explain`: the verdict on the first packet of a new flow, from the compiled policy
 //! and the very `decide` function the XDP program runs.
+use crate::exit::Exit;
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use conduit_common::{
@@ -75,7 +76,7 @@ pub struct ExplainArgs {
 
 fn reject(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
-    ExitCode::from(1)
+    Exit::Rejected.into()
 }
 
 fn bytes(ip: IpAddr) -> [u8; 16] {
@@ -126,7 +127,7 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         Ok(x) => x,
         Err(e) => {
             eprintln!("{}: error: cannot read the policy: {e}", a.policy.display());
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
     };
     let Some(mut l) = loaded else {
@@ -331,5 +332,5 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    Exit::Ok.into()
 }

@@ -2,6 +2,8 @@
 //! [`crate::agent::grants`].
 use std::process::ExitCode;
 
+use crate::exit::Exit;
+
 use crate::{
     agent::grants::{self, Reply, Request, Who},
     cli::PinArgs,
@@ -40,11 +42,11 @@ fn reason(r: Option<String>) -> Result<Option<String>, ExitCode> {
                 "error: --reason is longer than {} bytes; say it shorter (a ticket number)",
                 grants::MAX_REASON
             );
-            Err(ExitCode::from(1))
+            Err(Exit::Rejected.into())
         }
         Some(r) if r.chars().any(char::is_control) => {
             eprintln!("error: --reason must be one line of text, without control characters");
-            Err(ExitCode::from(1))
+            Err(Exit::Rejected.into())
         }
         r => Ok(r),
     }
@@ -55,12 +57,12 @@ fn sudo_user() -> Option<String> {
 }
 
 fn finish(r: Reply) -> ExitCode {
-    if r.code == 0 {
+    if r.code == Exit::Ok.code() {
         println!("{}", r.message);
     } else {
         eprintln!("error: {}", r.message);
     }
-    ExitCode::from(r.code)
+    Exit::of(r.code).into()
 }
 
 pub fn grant(a: GrantArgs) -> ExitCode {
@@ -68,7 +70,7 @@ pub fn grant(a: GrantArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: --for: {e}");
-            return ExitCode::from(1);
+            return Exit::Rejected.into();
         }
     };
     let reason = match reason(a.reason) {
@@ -90,7 +92,7 @@ pub fn grant(a: GrantArgs) -> ExitCode {
                  other directories, give --state-dir)",
                 grants::socket_path(&a.pins.state_dir).display()
             );
-            ExitCode::from(2)
+            Exit::Failed.into()
         }
     }
 }

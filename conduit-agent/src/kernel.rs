@@ -1,6 +1,7 @@
 //! `conduit kernel`: can this host run Conduit? What the kernel offers (probed), whether the
 //! XDP program loads, and the verifier's figures for it (instructions processed, load time,
 //! the stack of every subprogram and of the deepest call chain).
+use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use crate::{
@@ -119,7 +120,7 @@ pub fn main(a: KernelArgs) -> ExitCode {
             Ok(s) => println!("{s}"),
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(2);
+                return Exit::Failed.into();
             }
         },
         Format::Text => print_text(&r),
@@ -129,9 +130,9 @@ pub fn main(a: KernelArgs) -> ExitCode {
         eprintln!("error: {m}");
     }
     if r.program.loaded && r.learning.loaded && missing.is_none() {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     } else {
-        ExitCode::from(2)
+        Exit::Failed.into()
     }
 }
 

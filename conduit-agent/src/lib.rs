@@ -5,6 +5,7 @@ pub mod capture;
 pub mod cli;
 pub mod datapath;
 pub mod discover;
+pub mod exit;
 pub mod explain;
 pub mod grant_cmd;
 pub mod integrity;

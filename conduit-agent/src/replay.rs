@@ -1,6 +1,7 @@
 //! `conduit replay POLICY PCAP`: every frame of a capture, in order, through the real XDP
 //! program (BPF_PROG_TEST_RUN) with the compiled policy in fresh maps; flow state carries from
 //! frame to frame because the maps do.
+use crate::exit::Exit;
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -136,13 +137,13 @@ pub fn main(a: ReplayArgs) -> ExitCode {
     match load_file(&a.policy, 0) {
         Err(e) => {
             eprintln!("{shown}: error: cannot read the policy: {e}");
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
         Ok((None, d)) => {
             for e in d.errors() {
                 eprintln!("{}", e.render(&shown));
             }
-            return ExitCode::from(1);
+            return Exit::Rejected.into();
         }
         Ok(_) => {}
     }
@@ -151,24 +152,29 @@ pub fn main(a: ReplayArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(1);
+            return Exit::Rejected.into();
         }
     };
     let policy = match read_policy(&a.policy) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{shown}: error: {e}");
-            return ExitCode::from(if matches!(e, ReadError::Io(_)) { 2 } else { 1 });
+            return if matches!(e, ReadError::Io(_)) {
+                Exit::Failed
+            } else {
+                Exit::Rejected
+            }
+            .into();
         }
     };
     if let Some(m) = crate::datapath::probe::probe().missing(false) {
         eprintln!("error: {m}");
-        return ExitCode::from(2);
+        return Exit::Failed.into();
     }
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut tally = Tally::default();
     match judge(&policy, &mut capture, &a, &mut tally, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok.into(),
         Err(e) => {
             // The verdicts before the error stand, without a summary; the JSON document is
             // closed with the error in place of the summary, so that it stays one document.
@@ -183,10 +189,11 @@ pub fn main(a: ReplayArgs) -> ExitCode {
             }
             let _ = out.flush();
             eprintln!("{e}");
-            ExitCode::from(match e {
-                ReplayError::Capture(_) => 1,
-                ReplayError::Failed(_) => 2,
-            })
+            match e {
+                ReplayError::Capture(_) => Exit::Rejected,
+                ReplayError::Failed(_) => Exit::Failed,
+            }
+            .into()
         }
     }
 }

@@ -1,4 +1,5 @@
 //! `conduit report`: the command line of [`crate::report`].
+use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::ValueEnum;
@@ -85,7 +86,7 @@ pub fn main(a: ReportArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(e.exit_code());
+            return e.exit_code().into();
         }
     };
     for n in r
@@ -116,13 +117,13 @@ pub fn main(a: ReportArgs) -> ExitCode {
             use std::io::Write as _;
             if let Err(e) = std::io::stdout().lock().write_all(text.as_bytes()) {
                 eprintln!("error: writing the report: {e}");
-                return ExitCode::from(2);
+                return Exit::Failed.into();
             }
         }
         Some(path) => {
             if let Err(e) = report::write_atomic(&path, &text) {
                 eprintln!("error: writing the report to {}: {e}", path.display());
-                return ExitCode::from(2);
+                return Exit::Failed.into();
             }
             eprintln!(
                 "report written to {} ({} findings)",
@@ -131,5 +132,5 @@ pub fn main(a: ReportArgs) -> ExitCode {
             );
         }
     }
-    ExitCode::SUCCESS
+    Exit::Ok.into()
 }

@@ -1,6 +1,8 @@
 //! `conduit run`, `status` and `detach`: the thin shell around [`crate::agent`].
 use std::process::ExitCode;
 
+use crate::exit::Exit;
+
 use crate::{
     agent::{self, links, state},
     cli::{Format, LogFormat, PinArgs, RunArgs},
@@ -27,14 +29,14 @@ pub fn main(args: RunArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the runtime: {e}");
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
     };
     match rt.block_on(agent::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => Exit::Ok.into(),
         Err(f) => {
             tracing::error!("{}", f.message);
-            ExitCode::from(f.code)
+            f.code.into()
         }
     }
 }
@@ -206,9 +208,9 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
     // As `systemctl status` does for a unit that is not active: scripts and monitoring can
     // tell "not enforcing" from the exit status alone.
     if ifaces.is_empty() {
-        ExitCode::from(3)
+        Exit::NotAttached.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     }
 }
 
@@ -222,11 +224,11 @@ pub fn detach(p: &PinArgs) -> ExitCode {
                 eprintln!(
                     "error: {e}; stopping it with SIGTERM detaches it (unless --keep-on-exit)"
                 );
-                return ExitCode::from(2);
+                return Exit::Failed.into();
             }
             Err(e) => {
                 eprintln!("error: {e}");
-                return ExitCode::from(2);
+                return Exit::Failed.into();
             }
         }
     } else {
@@ -244,11 +246,11 @@ pub fn detach(p: &PinArgs) -> ExitCode {
                     p.pin_dir.display()
                 );
             }
-            ExitCode::SUCCESS
+            Exit::Ok.into()
         }
         Err(e) => {
             eprintln!("error: detaching under {}: {e}", p.pin_dir.display());
-            ExitCode::from(2)
+            Exit::Failed.into()
         }
     }
 }

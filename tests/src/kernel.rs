@@ -154,3 +154,61 @@ pub fn revoke(k: &mut Kernel, r: &mut Reference, name: &str) -> usize {
     r.compiled.grants.remove(&id);
     k.dp.remove_grants(id).expect("remove the grants")
 }
+
+/// The HMI's and the PLC's addresses in [`hmi_plc_policy`] (their MACs are
+/// [`crate::frames::MAC_A`] and [`crate::frames::MAC_B`]).
+pub const HMI: [u8; 4] = [10, 0, 0, 20];
+pub const PLC: [u8; 4] = [10, 1, 0, 10];
+
+/// TCP flags.
+pub const SYN: u8 = 0x02;
+pub const SYN_ACK: u8 = 0x12;
+pub const ACK: u8 = 0x10;
+
+/// A segment of the TCP session from the HMI's port `client` to the PLC's `port`, sent by the
+/// HMI.
+pub fn hmi_to_plc(client: u16, port: u16, flags: u8) -> Vec<u8> {
+    let l4 = crate::frames::L4::Tcp {
+        sport: client,
+        dport: port,
+        flags,
+    };
+    crate::frames::v4(crate::frames::MAC_A, HMI, PLC, l4)
+}
+
+/// A segment of the same session sent by the PLC.
+pub fn plc_to_hmi(client: u16, port: u16, flags: u8) -> Vec<u8> {
+    let l4 = crate::frames::L4::Tcp {
+        sport: port,
+        dport: client,
+        flags,
+    };
+    crate::frames::v4(crate::frames::MAC_B, PLC, HMI, l4)
+}
+
+/// Runs `frame` through the kernel and the reference, which must agree, and checks what the
+/// kernel did: (XDP action, reason, whether the fast path decided).
+pub fn expect(
+    k: &mut Kernel,
+    r: &mut Reference,
+    frame: &[u8],
+    want: (u32, conduit_common::Reason, bool),
+    what: &str,
+) {
+    let (a, t) = k.run(frame);
+    let d = r.judge(frame, conduit_agent::reference::monotonic_ns());
+    assert_eq!(
+        as_trace(&d, r.last_fast, t.seq),
+        t,
+        "{what}: kernel and reference disagree"
+    );
+    assert_eq!(
+        (
+            a,
+            conduit_common::Reason::try_from(t.reason).unwrap(),
+            t.fast == 1
+        ),
+        want,
+        "{what}: {t:?}"
+    );
+}

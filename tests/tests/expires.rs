@@ -5,16 +5,11 @@
 //! (CLOCK_TAI).
 use std::time::{Duration, SystemTime};
 
-use conduit_agent::reference::monotonic_ns;
 use conduit_common::Reason;
 use conduit_tests::{
-    frames::{self, L4, MAC_A, MAC_B},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, ACK, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
     require_root,
 };
-
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 
 fn policy(expires: &str) -> String {
     let conduits = format!(
@@ -33,49 +28,15 @@ fn policy(expires: &str) -> String {
     kernel::hmi_plc_policy("expires-test", "{}", &conduits)
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
+/// The session's client port.
+const CLIENT: u16 = 40_300;
 
 fn to_plc(port: u16, flags: u8) -> Vec<u8> {
-    let l4 = L4::Tcp {
-        sport: 40_300,
-        dport: port,
-        flags,
-    };
-    frames::v4(MAC_A, HMI, PLC, l4)
+    kernel::hmi_to_plc(CLIENT, port, flags)
 }
 
 fn to_hmi(port: u16, flags: u8) -> Vec<u8> {
-    let l4 = L4::Tcp {
-        sport: port,
-        dport: 40_300,
-        flags,
-    };
-    frames::v4(MAC_B, PLC, HMI, l4)
-}
-
-/// Runs `frame` through the kernel and the reference; checks action, reason and whether the
-/// fast path decided.
-fn step(
-    k: &mut Kernel,
-    r: &mut conduit_agent::reference::Reference,
-    frame: &[u8],
-    want: (u32, Reason, bool),
-    what: &str,
-) {
-    let (a, t) = k.run(frame);
-    let d = r.judge(frame, monotonic_ns());
-    assert_eq!(
-        kernel::as_trace(&d, r.last_fast, t.seq),
-        t,
-        "{what}: kernel and reference disagree"
-    );
-    assert_eq!(
-        (a, Reason::try_from(t.reason).unwrap(), t.fast == 1),
-        want,
-        "{what}: {t:?}"
-    );
+    kernel::plc_to_hmi(CLIENT, port, flags)
 }
 
 fn unix_now() -> u64 {
@@ -97,28 +58,28 @@ fn an_expired_conduit_allows_nothing_new_or_established() {
     let pass = |reason, fast| (XDP_PASS, reason, fast);
     // Before the end: a session through the conduit, and one through the other.
     for port in [22, 502] {
-        step(
+        kernel::expect(
             &mut k,
             &mut r,
             &to_plc(port, SYN),
             pass(Reason::Conduit, false),
             "SYN",
         );
-        step(
+        kernel::expect(
             &mut k,
             &mut r,
             &to_hmi(port, SYN_ACK),
             pass(Reason::Reply, false),
             "SYN-ACK",
         );
-        step(
+        kernel::expect(
             &mut k,
             &mut r,
             &to_plc(port, ACK),
             pass(Reason::Conduit, true),
             "ACK",
         );
-        step(
+        kernel::expect(
             &mut k,
             &mut r,
             &to_hmi(port, ACK),
@@ -136,35 +97,35 @@ fn an_expired_conduit_allows_nothing_new_or_established() {
     // After it: the established session's packets leave the fast path and are dropped, in
     // both directions, and a new session is refused; the other conduit is untouched.
     let drop = |fast| (XDP_DROP, Reason::Expired, fast);
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),
         drop(false),
         "established, from the client",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_hmi(22, ACK),
         drop(false),
         "established, the server's reply",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, SYN),
         drop(false),
         "a new session",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(502, ACK),
         pass(Reason::Conduit, true),
         "the other conduit",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_hmi(502, ACK),

@@ -7,12 +7,10 @@ use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::{Reason, Trace, flow};
 use conduit_tests::{
     frames::{self, L4, MAC_A, MAC_B, modbus_adu},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
     require_root,
 };
 
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 const CLIENT_PORT: u16 = 40_100;
 const ATTACKER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x66];
 
@@ -78,9 +76,6 @@ fn modbus_to_plc(function: u8) -> Vec<u8> {
     )
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
 const RST: u8 = 0x04;
 

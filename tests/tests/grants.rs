@@ -5,16 +5,12 @@
 //! compared with the reference model, given the same grants.
 use std::time::Duration;
 
-use conduit_agent::{policy::compile::boot_now_s, reference::monotonic_ns};
+use conduit_agent::policy::compile::boot_now_s;
 use conduit_common::{ConduitKey, Reason};
 use conduit_tests::{
-    frames::{self, L4, MAC_A, MAC_B},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, ACK, Kernel, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
     require_root,
 };
-
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 
 fn policy(max: &str) -> String {
     let conduits = format!(
@@ -33,71 +29,37 @@ fn policy(max: &str) -> String {
     kernel::hmi_plc_policy("grants-test", "{}", &conduits)
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
+/// The session's client port.
+const CLIENT: u16 = 40_400;
 
 fn to_plc(port: u16, flags: u8) -> Vec<u8> {
-    let l4 = L4::Tcp {
-        sport: 40_400,
-        dport: port,
-        flags,
-    };
-    frames::v4(MAC_A, HMI, PLC, l4)
+    kernel::hmi_to_plc(CLIENT, port, flags)
 }
 
 fn to_hmi(port: u16, flags: u8) -> Vec<u8> {
-    let l4 = L4::Tcp {
-        sport: port,
-        dport: 40_400,
-        flags,
-    };
-    frames::v4(MAC_B, PLC, HMI, l4)
-}
-
-/// Runs `frame` through the kernel and the reference; checks action, reason and whether the
-/// fast path decided.
-fn step(
-    k: &mut Kernel,
-    r: &mut conduit_agent::reference::Reference,
-    frame: &[u8],
-    want: (u32, Reason, bool),
-    what: &str,
-) {
-    let (a, t) = k.run(frame);
-    let d = r.judge(frame, monotonic_ns());
-    assert_eq!(
-        kernel::as_trace(&d, r.last_fast, t.seq),
-        t,
-        "{what}: kernel and reference disagree"
-    );
-    assert_eq!(
-        (a, Reason::try_from(t.reason).unwrap(), t.fast == 1),
-        want,
-        "{what}: {t:?}"
-    );
+    kernel::plc_to_hmi(CLIENT, port, flags)
 }
 
 /// A session on `port`: SYN, SYN-ACK, ACK, ACK back, all passing by `reason`/`Reply`; the last
 /// two on the fast path if `fast`.
 fn session(k: &mut Kernel, r: &mut conduit_agent::reference::Reference, port: u16, fast: bool) {
     let pass = |reason, fast| (XDP_PASS, reason, fast);
-    step(
+    kernel::expect(
         k,
         r,
         &to_plc(port, SYN),
         pass(Reason::Conduit, false),
         "SYN",
     );
-    step(
+    kernel::expect(
         k,
         r,
         &to_hmi(port, SYN_ACK),
         pass(Reason::Reply, false),
         "SYN-ACK",
     );
-    step(k, r, &to_plc(port, ACK), pass(Reason::Conduit, fast), "ACK");
-    step(
+    kernel::expect(k, r, &to_plc(port, ACK), pass(Reason::Conduit, fast), "ACK");
+    kernel::expect(
         k,
         r,
         &to_hmi(port, ACK),
@@ -115,7 +77,7 @@ fn an_on_demand_conduit_opens_only_while_granted() {
     let closed = |fast| (XDP_DROP, Reason::NotGranted, fast);
 
     // Never granted: closed; the ordinary conduit next to it is not.
-    step(&mut k, &mut r, &to_plc(22, SYN), closed(false), "no grant");
+    kernel::expect(&mut k, &mut r, &to_plc(22, SYN), closed(false), "no grant");
     session(&mut k, &mut r, 502, true);
 
     // Granted: a session opens, and its packets never take the fast path.
@@ -128,21 +90,21 @@ fn an_on_demand_conduit_opens_only_while_granted() {
         1,
         "one grant to remove"
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),
         closed(false),
         "revoked, established",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_hmi(22, ACK),
         closed(false),
         "revoked, the reply",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, SYN),
@@ -150,7 +112,7 @@ fn an_on_demand_conduit_opens_only_while_granted() {
         "revoked, a new session",
     );
     let pass = |reason, fast| (XDP_PASS, reason, fast);
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(502, ACK),
@@ -161,14 +123,14 @@ fn an_on_demand_conduit_opens_only_while_granted() {
     // Granted again, for 2 s: the session goes on, until the end passes on CLOCK_BOOTTIME.
     let end = boot_now_s() + 2;
     kernel::grant_until(&mut k, &mut r, VENDOR, end);
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),
         pass(Reason::Conduit, false),
         "granted again",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_hmi(22, ACK),
@@ -182,14 +144,14 @@ fn an_on_demand_conduit_opens_only_while_granted() {
     while boot_now_s() < end {
         std::thread::sleep(Duration::from_millis(50));
     }
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),
         closed(false),
         "the grant ended",
     );
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_hmi(22, ACK),
@@ -226,7 +188,7 @@ fn a_reload_writes_open_grants_into_the_new_slot() {
     k.dp.apply(&c).unwrap();
     r.compiled = c;
     let pass = |reason, fast| (XDP_PASS, reason, fast);
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),
@@ -252,7 +214,7 @@ fn a_reload_writes_open_grants_into_the_new_slot() {
     let c = loaded.unwrap().compiled;
     k.dp.apply(&c).unwrap();
     r.compiled = c;
-    step(
+    kernel::expect(
         &mut k,
         &mut r,
         &to_plc(22, ACK),

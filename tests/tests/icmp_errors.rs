@@ -6,7 +6,7 @@ use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::Reason;
 use conduit_tests::{
     frames::{self, L4, icmp_about, icmp_error_about},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, HMI, Kernel, PLC, XDP_DROP, XDP_PASS},
     require_root,
 };
 
@@ -26,9 +26,6 @@ conduits:
     to: plc
     rules: [{ proto: udp, ports: [161] }, { proto: tcp, ports: [502] }]
 "#;
-
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 
 fn step(k: &mut Kernel, r: &mut Reference, f: &[u8]) -> (u32, Reason) {
     let (action, t) = k.run(f);

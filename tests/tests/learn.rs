@@ -11,12 +11,10 @@ use conduit_common::{
 };
 use conduit_tests::{
     frames::{self, L4, MAC_A, MAC_B, modbus_adu},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
     require_root,
 };
 
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 const STRANGER: [u8; 4] = [192, 168, 77, 7];
 const CLIENT_PORT: u16 = 40_200;
 
@@ -29,9 +27,6 @@ fn policy(mode: &str, conduit: bool) -> String {
     kernel::hmi_plc_policy("learn-test", &format!("{{ mode: {mode} }}"), conduits)
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
 
 fn tcp(mac: [u8; 6], src: [u8; 4], dst: [u8; 4], (sport, dport): (u16, u16), flags: u8) -> Vec<u8> {

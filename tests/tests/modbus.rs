@@ -6,12 +6,10 @@ use conduit_agent::reference::monotonic_ns;
 use conduit_common::{Reason, Verdict, flow};
 use conduit_tests::{
     frames::{self, L4, modbus_adu},
-    kernel::{self, Kernel, XDP_DROP, XDP_PASS},
+    kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
     require_root,
 };
 
-const HMI: [u8; 4] = [10, 0, 0, 20];
-const PLC: [u8; 4] = [10, 1, 0, 10];
 const CLIENT_PORT: u16 = 40_000;
 
 fn policy(filter: &str, mode: &str) -> String {
@@ -81,9 +79,6 @@ fn adu(unit: u8, function: u8, pdu: &[u8]) -> Vec<u8> {
     d[..usize::from(n)].to_vec()
 }
 
-const SYN: u8 = 0x02;
-const SYN_ACK: u8 = 0x12;
-const ACK: u8 = 0x10;
 const PSH_ACK: u8 = 0x18;
 
 /// Runs `frame` through kernel and reference; both must agree; returns (action, reason).

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Reloader, state};
+use crate::exit::Exit;
 use crate::{
     datapath::Datapath,
     integrity::{Integrity, changelog::GrantLine, now_rfc3339},
@@ -105,13 +106,22 @@ pub struct Reply {
 
 impl Reply {
     fn ok(message: String) -> Self {
-        Self { code: 0, message }
+        Self {
+            code: Exit::Ok.code(),
+            message,
+        }
     }
     fn refused(message: String) -> Self {
-        Self { code: 1, message }
+        Self {
+            code: Exit::Rejected.code(),
+            message,
+        }
     }
     fn failed(message: String) -> Self {
-        Self { code: 2, message }
+        Self {
+            code: Exit::Failed.code(),
+            message,
+        }
     }
 }
 
@@ -585,7 +595,7 @@ pub fn revoke_offline(
             .message
             .push_str(&format!("\nwarning: writing the state file: {e}"));
     }
-    if reply.code == 0 {
+    if reply.code == Exit::Ok.code() {
         reply
             .message
             .push_str(" (no agent runs: done from the pins)");

@@ -26,6 +26,7 @@ use tracing::{error, info, warn};
 use crate::{
     cli::RunArgs,
     datapath::Datapath,
+    exit::Exit,
     integrity::{Integrity, WentLive},
     policy::load::{Loaded, load_bytes, read_policy, sha256_hex},
     reference::monotonic_ns,
@@ -61,11 +62,11 @@ impl Shared {
 /// A failure of `run`, with its exit status (SPEC §2: 1 input rejected, 2 operation failed).
 #[derive(Debug)]
 pub struct Failure {
-    pub code: u8,
+    pub code: Exit,
     pub message: String,
 }
 
-fn fail(code: u8, message: impl Into<String>) -> Failure {
+fn fail(code: Exit, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
@@ -389,9 +390,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     // Signals first: a SIGHUP or SIGTERM that arrives while starting must not kill the agent
     // by default action (it is handled once the agent runs).
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(2, e.to_string()))?;
-    let mut term = signal(SignalKind::terminate()).map_err(|e| fail(2, e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(2, e.to_string()))?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
     // Descriptors: systemd's default soft limit (1024) is far below the hard one; every map,
     // link and client connection takes one.
     let nofile = match host::raise_fd_limit() {
@@ -404,10 +406,10 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let pin_dir = args.pin_dir.clone();
     check_bpffs(&pin_dir)?;
     if let Some(m) = crate::datapath::probe::probe().missing(true) {
-        return Err(fail(2, m));
+        return Err(fail(Exit::Failed, m));
     }
     // Before anything reads or changes the pins, and held until the agent exits.
-    let _lock = lock::lock(&pin_dir).map_err(|e| fail(2, e.to_string()))?;
+    let _lock = lock::lock(&pin_dir).map_err(|e| fail(Exit::Failed, e.to_string()))?;
     let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
     let options = crate::datapath::LoadOptions {
         learn: args.learn_dir.is_some(),
@@ -415,21 +417,22 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     };
     let mut dp =
         Datapath::load_options(options, Some(&pin_dir)).map_err(|e| match e.verifier_log() {
-            Some(_) => fail(2, e.saving_log(args.verifier_log.as_deref())),
+            Some(_) => fail(Exit::Failed, e.saving_log(args.verifier_log.as_deref())),
             None => fail(
-                2,
+                Exit::Failed,
                 format!("{e}; if an older conduit left incompatible pins, run `conduit detach`"),
             ),
         })?;
     // The learn dir before anything is attached: one from another version is refused.
     let learner = match &args.learn_dir {
         Some(dir) => Some(Arc::new(Mutex::new(
-            learn::Learner::open(dir, args.learn_max_records, &dp).map_err(|e| fail(1, e))?,
+            learn::Learner::open(dir, args.learn_max_records, &dp)
+                .map_err(|e| fail(Exit::Rejected, e))?,
         ))),
         None => None,
     };
     let addrs = host::own_addresses()
-        .map_err(|e| fail(2, format!("listing this host's addresses: {e}")))?;
+        .map_err(|e| fail(Exit::Failed, format!("listing this host's addresses: {e}")))?;
     let mut st = state::State {
         pid: std::process::id(),
         policy_path: std::fs::canonicalize(&args.policy).unwrap_or(args.policy.clone()),
@@ -442,7 +445,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         args.change_log_path().as_deref(),
         args.audit_log.as_deref(),
     )
-    .map_err(|e| fail(2, e))?;
+    .map_err(|e| fail(Exit::Failed, e))?;
     let mut went_live = None;
     if let Some(old) = &previous {
         st.reloads_success = old.reloads_success;
@@ -476,7 +479,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
             let live = dp.active().is_ok_and(|a| a.generation > 0);
             if !(adopting && live) {
                 return Err(fail(
-                    1,
+                    Exit::Rejected,
                     format!(
                         "the policy was refused ({} error(s)); nothing was attached",
                         errors.len()
@@ -521,21 +524,31 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                 if !adopting {
                     let _ = links::detach_all(&pin_dir);
                 }
-                return Err(fail(2, format!("attaching to {iface}: {e}")));
+                return Err(fail(Exit::Failed, format!("attaching to {iface}: {e}")));
             }
         }
     }
     st.generation = dp.active().map(|a| a.generation).unwrap_or(0);
-    state::write(&args.state_dir, &st)
-        .map_err(|e| fail(2, format!("writing {}: {e}", args.state_dir.display())))?;
+    state::write(&args.state_dir, &st).map_err(|e| {
+        fail(
+            Exit::Failed,
+            format!("writing {}: {e}", args.state_dir.display()),
+        )
+    })?;
     if let Some(w) = went_live {
         integrity.went_live(&w);
     }
     let signature = integrity.watched_signature(&args.policy);
 
-    let ring = dp.take_events().map_err(|e| fail(2, e.to_string()))?;
-    let view = Datapath::open_pins(&pin_dir)
-        .map_err(|e| fail(2, format!("opening the pinned maps for reading: {e}")))?;
+    let ring = dp
+        .take_events()
+        .map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let view = Datapath::open_pins(&pin_dir).map_err(|e| {
+        fail(
+            Exit::Failed,
+            format!("opening the pinned maps for reading: {e}"),
+        )
+    })?;
     let shared = Arc::new(Mutex::new(Shared {
         view,
         state: st,
@@ -556,7 +569,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     // `conduit grant` and `conduit revoke`.
     let control = grants::bind(&args.state_dir).map_err(|e| {
         fail(
-            2,
+            Exit::Failed,
             format!(
                 "binding the control socket {}: {e}",
                 grants::socket_path(&args.state_dir).display()
@@ -566,8 +579,12 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     tokio::spawn(grants::serve(control, reloader.clone()));
 
     // Interfaces deleted and created again (netlink link notifications).
-    let link_events = netlink::LinkEvents::subscribe()
-        .map_err(|e| fail(2, format!("subscribing to link notifications: {e}")))?;
+    let link_events = netlink::LinkEvents::subscribe().map_err(|e| {
+        fail(
+            Exit::Failed,
+            format!("subscribing to link notifications: {e}"),
+        )
+    })?;
     tokio::spawn(netlink::watch(
         link_events,
         reloader.dp.clone(),
@@ -579,25 +596,27 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let registry = prometheus::Registry::new();
     registry
         .register(Box::new(metrics::KernelCollector::new(shared.clone())))
-        .map_err(|e| fail(2, format!("metrics: {e}")))?;
+        .map_err(|e| fail(Exit::Failed, format!("metrics: {e}")))?;
     let listener = metrics::bind(args.metrics_addr).map_err(|e| {
         fail(
-            2,
+            Exit::Failed,
             format!("binding the metrics address {}: {e}", args.metrics_addr),
         )
     })?;
-    let listener =
-        tokio::net::TcpListener::from_std(listener).map_err(|e| fail(2, e.to_string()))?;
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| fail(Exit::Failed, e.to_string()))?;
     let cap = metrics::connection_cap(nofile);
     info!(addr = %args.metrics_addr, max_connections = cap, descriptor_limit = nofile, "serving /metrics and /healthz");
     tokio::spawn(metrics::serve(listener, registry, shared.clone(), cap));
 
     // Audit log.
     let mut sink = match &args.audit_log {
-        Some(p) => Some(
-            audit::Sink::open(p)
-                .map_err(|e| fail(2, format!("opening the audit log {}: {e}", p.display())))?,
-        ),
+        Some(p) => Some(audit::Sink::open(p).map_err(|e| {
+            fail(
+                Exit::Failed,
+                format!("opening the audit log {}: {e}", p.display()),
+            )
+        })?),
         None => None,
     };
     let audit_shared = shared.clone();
@@ -766,12 +785,12 @@ fn check_bpffs(pin_dir: &Path) -> Result<(), Failure> {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| fail(1, "bad --pin-dir"))?;
+        .map_err(|_| fail(Exit::Rejected, "bad --pin-dir"))?;
     // SAFETY: statfs fills the struct we own from a NUL-terminated path.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
         return Err(fail(
-            2,
+            Exit::Failed,
             format!(
                 "{} is not on a bpffs mount: mount it (mount -t bpf bpf /sys/fs/bpf); in a network namespace, \
                  start conduit with `nsenter --net=/var/run/netns/NAME` rather than `ip netns exec`, which remounts /sys",

@@ -1,4 +1,5 @@
 //! `conduit discover`: the command line (clap lives here only).
+use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use super::{DiscoverError, Options, Outcome, emit::flow_text};
@@ -131,7 +132,7 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
-            return ExitCode::from(e.exit_code());
+            return e.exit_code().into();
         }
     };
     if let Some(path) = &a.output
@@ -139,7 +140,7 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
     {
         let e = DiscoverError::Failed(format!("{}: cannot write the draft: {e}", path.display()));
         eprintln!("{e}");
-        return ExitCode::from(e.exit_code());
+        return e.exit_code().into();
     }
     match a.format {
         Format::Json => println!("{}", json(&outcome)),
@@ -158,5 +159,5 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    Exit::Ok.into()
 }

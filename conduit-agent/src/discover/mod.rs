@@ -48,10 +48,10 @@ impl DiscoverError {
         }
     }
 
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> crate::exit::Exit {
         match self {
-            Self::Input { .. } => 1,
-            Self::Failed(_) => 2,
+            Self::Input { .. } => crate::exit::Exit::Rejected,
+            Self::Failed(_) => crate::exit::Exit::Failed,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The command line of integrity (clap lives here only): `check --allowed-signers` and
 //! `conduit changelog verify|show`.
+use crate::exit::Exit;
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -89,7 +90,7 @@ pub fn changelog(a: ChangelogArgs) -> ExitCode {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{}: error: cannot read the change log: {e}", path.display());
-            return ExitCode::from(2);
+            return Exit::Failed.into();
         }
     };
     let report = changelog::verify(&bytes);
@@ -135,9 +136,9 @@ fn verify(path: &Path, r: &Report, format: Format) -> ExitCode {
         }
     }
     if r.broken.is_some() {
-        ExitCode::from(1)
+        Exit::Rejected.into()
     } else {
-        ExitCode::SUCCESS
+        Exit::Ok.into()
     }
 }
 
@@ -295,5 +296,5 @@ fn show(bytes: &[u8], r: &Report, format: Format) -> ExitCode {
             }
         }
     }
-    ExitCode::SUCCESS
+    Exit::Ok.into()
 }

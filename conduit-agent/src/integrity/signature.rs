@@ -64,10 +64,10 @@ pub enum SignatureError {
 
 impl SignatureError {
     /// SPEC §2: 1 when the input was rejected, 2 when it could not be read.
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> crate::exit::Exit {
         match self {
-            SignatureError::Io(..) | SignatureError::SignersIo(..) => 2,
-            _ => 1,
+            SignatureError::Io(..) | SignatureError::SignersIo(..) => crate::exit::Exit::Failed,
+            _ => crate::exit::Exit::Rejected,
         }
     }
 }

@@ -34,10 +34,12 @@ pub enum ReportError {
 
 impl ReportError {
     /// 1: the input was rejected; 2: the operation failed.
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> crate::exit::Exit {
         match self {
-            Self::BadArgs(_) | Self::InvalidPolicy { .. } | Self::Meta { .. } => 1,
-            _ => 2,
+            Self::BadArgs(_) | Self::InvalidPolicy { .. } | Self::Meta { .. } => {
+                crate::exit::Exit::Rejected
+            }
+            _ => crate::exit::Exit::Failed,
         }
     }
 }
