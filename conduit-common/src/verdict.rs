@@ -353,13 +353,17 @@ pub const FLOW_END_SHIFT: u32 = 28;
 /// 0.27 s earlier). The full path judges every packet with the TAI clock again, after a
 /// reload or when the fast path no longer applies.
 #[inline(always)]
-fn flow_deadline<T: Tables>(t: &T, end: u32, now: u64) -> u32 {
+pub fn flow_deadline<T: Tables>(t: &T, end: u32, now: u64) -> u32 {
     if end <= END_UNCACHED {
         return end;
     }
     let left = (u64::from(end) * NS_PER_S).saturating_sub(t.now_tai_ns());
-    // Never one of the special values (only within the first second of uptime).
-    (((now + left) >> FLOW_END_SHIFT) as u32).max(END_UNCACHED + 1)
+    // An end beyond what a `u32` holds (36 years of uptime) is kept as the last one it holds:
+    // earlier than the real end, so the fast path hands the flow to the full path then, which
+    // judges it by `end` itself. Never one of the special values (only within the first
+    // second of uptime).
+    let units = now.saturating_add(left) >> FLOW_END_SHIFT;
+    (units.min(u64::from(u32::MAX)) as u32).max(END_UNCACHED + 1)
 }
 
 /// Whether a flow's end (as [`flow_deadline`] made it; 0: none) has come at `now`.

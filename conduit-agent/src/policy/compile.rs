@@ -685,6 +685,34 @@ pub fn tai_now_ns() -> u64 {
 mod tests {
     use super::*;
 
+    /// A flow keeps its conduit's end on the monotonic clock: never after the end, at most
+    /// 2^28 ns (0.27 s) before it, and an end beyond what the flow entry holds is kept as
+    /// the last instant it holds (earlier, never wrapped round to a wrong one).
+    #[test]
+    fn flow_deadlines_never_come_late_nor_wrap() {
+        use conduit_common::verdict::{END_UNCACHED, flow_deadline, flow_ended};
+        const S: u64 = 1_000_000_000;
+        let c = Compiled {
+            clock: Some(1_800_000_000),
+            ..Default::default()
+        };
+        let now = 10 * S;
+        // Ends 10 s from now: at monotonic 20 s, or at most 0.27 s before.
+        let d = flow_deadline(&c, 1_800_000_010, now);
+        assert!(flow_ended(d, 20 * S));
+        assert!(!flow_ended(d, 20 * S - 300_000_000));
+        assert!(!flow_ended(d, now));
+        // 2099: beyond a u32 of 2^28 ns units from now; kept as the largest.
+        assert_eq!(flow_deadline(&c, 4_070_908_800, now), u32::MAX);
+        assert!(!flow_ended(u32::MAX, now));
+        // Ended already: at once. None, and on demand, stay as they are.
+        assert!(flow_ended(flow_deadline(&c, 1_799_999_999, now), now));
+        assert_eq!(flow_deadline(&c, 0, now), 0);
+        assert_eq!(flow_deadline(&c, END_UNCACHED, now), END_UNCACHED);
+        assert!(flow_ended(END_UNCACHED, now));
+        assert!(!flow_ended(0, now));
+    }
+
     #[test]
     fn port_prefixes_cover_exactly() {
         for &(lo, hi) in &[
