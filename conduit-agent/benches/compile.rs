@@ -13,7 +13,10 @@
 use std::{hint::black_box, time::Instant};
 
 use conduit_agent::policy::{compile::compile, validate::validate_str};
-use conduit_tests::policygen::{ZONES, policy_text};
+use conduit_tests::{
+    median,
+    policygen::{ZONES, policy_text},
+};
 
 const CONDUITS: usize = 10_000;
 const RUNS: usize = 3;
@@ -35,10 +38,6 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 struct Row {
     assets: usize,

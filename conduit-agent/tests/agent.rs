@@ -349,8 +349,7 @@ fn prometheus_scrapes_the_agent_and_promtool_accepts_it() {
                 .and_then(|s| s.parse::<f64>().ok());
         }
     }
-    // SAFETY: kill on the PID of our own child.
-    unsafe { libc::kill(prom.id() as i32, libc::SIGTERM) };
+    conduit_tests::signal(prom.id(), libc::SIGTERM);
     let _ = prom.wait();
     assert_eq!(
         value,
@@ -480,8 +479,7 @@ fn reloads_under_traffic_and_a_connection_flood_lose_nothing_and_counters_only_g
         "{}",
         a.log_text()
     );
-    // SAFETY: SIGINT to our own ping, by PID: it stops and prints its summary.
-    unsafe { libc::kill(flood.id() as i32, libc::SIGINT) };
+    conduit_tests::signal(flood.id(), libc::SIGINT);
     let out = flood.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -615,8 +613,7 @@ fn second_agent(n: &Net, a: &Agent) -> (Option<i32>, String) {
         sleep(Duration::from_millis(20));
     }
     if code.is_none() {
-        // SAFETY: kill on the PID of our own child.
-        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        conduit_tests::signal(c.id(), libc::SIGTERM);
     }
     let out = c.wait_with_output().unwrap();
     (code, String::from_utf8_lossy(&out.stderr).into_owned())

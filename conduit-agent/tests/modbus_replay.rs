@@ -122,8 +122,7 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         }
     }
     dump.stop();
-    // SAFETY: SIGINT to our own child, by PID.
-    unsafe { libc::kill(srv.id() as i32, libc::SIGINT) };
+    conduit_tests::signal(srv.id(), libc::SIGINT);
     let _ = srv.wait();
 
     let replay = replay_json(BIN, &policy, &pcap);

@@ -16,6 +16,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
+use conduit_agent::policy::validate::fmt_mac;
 use conduit_agent::policy::{
     Pos,
     compile::{Compiled, compile},
@@ -83,12 +84,6 @@ struct Spec {
     conduits: Vec<ConduitSpec>,
 }
 
-fn fmt_mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 fn yaml_list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))

@@ -94,8 +94,7 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
         .status();
     sleep(Duration::from_millis(500));
     for mut l in listeners {
-        // SAFETY: kill on the PID of our own child.
-        unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
+        conduit_tests::signal(l.id(), libc::SIGTERM);
         let _ = l.wait();
     }
     dump.stop();

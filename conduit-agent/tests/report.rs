@@ -962,8 +962,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        // SAFETY: kill on the PID of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        conduit_tests::signal(self.child.id(), libc::SIGTERM);
         let _ = self.child.wait();
     }
 }

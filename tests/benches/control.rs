@@ -33,6 +33,7 @@ use conduit_agent::{
     },
 };
 use conduit_tests::{
+    conduit_bin, median,
     Netns, VethPair, agent::Agent, policygen::policy_text_at, report::machine, require_root,
 };
 
@@ -48,13 +49,6 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "missed" }
@@ -213,13 +207,6 @@ fn status_mib(pid: i32, field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-fn conduit_bin() -> PathBuf {
-    std::env::var_os("CONDUIT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/conduit")
-        })
-}
 
 /// Polls until `done` (every 100 µs), failing if the agent exits or `limit` passes.
 fn until(
@@ -323,7 +310,7 @@ fn agent(bin: &Path, n: usize, reloads: usize) -> AgentRow {
         }
         ms(done - t)
     };
-    let same: Vec<f64> = (0..reloads).map(|_| sighup(&mut a)).collect();
+    let mut same: Vec<f64> = (0..reloads).map(|_| sighup(&mut a)).collect();
     let mut changed = Vec::new();
     for k in 1..=reloads {
         std::fs::write(&a.policy, policy(n, k)).expect("write the policy");
@@ -356,10 +343,10 @@ fn agent(bin: &Path, n: usize, reloads: usize) -> AgentRow {
         rss_after,
         hwm,
         reloads,
-        same_ms: median(same),
-        changed_ms: median(changed),
-        log_changed_ms: median(tail.iter().map(|v| field(v, "elapsed_ms")).collect()),
-        log_write_ms: median(tail.iter().map(|v| field(v, "write_us") / 1e3).collect()),
+        same_ms: median(&mut same),
+        changed_ms: median(&mut changed),
+        log_changed_ms: median(&mut tail.iter().map(|v| field(v, "elapsed_ms")).collect::<Vec<_>>()),
+        log_write_ms: median(&mut tail.iter().map(|v| field(v, "write_us") / 1e3).collect::<Vec<_>>()),
         log_swap_max_us: lines
             .iter()
             .map(|v| field(v, "swap_us"))

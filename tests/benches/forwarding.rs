@@ -38,7 +38,8 @@ use conduit_agent::policy::{
     model::{Addr, Proto},
     validate::validate_bytes,
 };
-use conduit_tests::{Netns, VethPair, agent::Agent, frames, in_netns, unique_name};
+use conduit_tests::{
+    conduit_bin, median,Netns, VethPair, agent::Agent, frames, in_netns, unique_name};
 
 const SENDER: [u8; 4] = [10, 10, 1, 2];
 const GW_IN: [u8; 4] = [10, 10, 1, 1];
@@ -559,10 +560,6 @@ fn measure(t: &Topo, frame: &[u8], count: Count, secs: f64, rounds: usize) -> Sa
     })
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Loads an nftables ruleset into the gateway namespace; the table is deleted on drop.
 struct Nft<'a> {
@@ -651,13 +648,6 @@ fn iperf(t: &Topo, secs: f64) -> f64 {
         / 1e9
 }
 
-fn conduit_bin() -> PathBuf {
-    std::env::var_os("CONDUIT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/conduit")
-        })
-}
 
 struct Row {
     name: String,

@@ -207,8 +207,7 @@ impl Agent {
 
     /// Sends a signal to the agent (nsenter execs conduit: same PID).
     pub fn signal(&self, sig: i32) {
-        // SAFETY: kill on the PID of our own child.
-        unsafe { libc::kill(self.pid(), sig) };
+        crate::signal(self.pid() as u32, sig);
     }
 
     /// Waits for the process to exit and returns its status code.

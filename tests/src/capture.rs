@@ -53,8 +53,7 @@ impl PcapWriter {
 
     fn end(&mut self) {
         if let Some(mut c) = self.0.take() {
-            // SAFETY: SIGINT to our own child, by PID: tcpdump or tshark flushes and exits.
-            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            crate::signal(c.id(), libc::SIGINT);
             let _ = c.wait();
         }
     }
@@ -81,8 +80,7 @@ fn wait_for(child: &mut Child, what: &str, line_holding: &str) {
     while !line.contains(line_holding) {
         line.clear();
         if stderr.read_line(&mut line).unwrap_or(0) == 0 || t.elapsed() > Duration::from_secs(10) {
-            // SAFETY: kill on the PID of our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            crate::signal(child.id(), libc::SIGKILL);
             let _ = child.wait();
             panic!("{what} did not start: {line}");
         }

@@ -19,10 +19,8 @@ pub use netns::{Netns, VethPair, in_netns, ip, unique_name};
 
 /// Panics with an explanation unless the process can load BPF programs (root).
 pub fn require_root() {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
     assert!(
-        euid == 0,
+        rustix::process::geteuid().is_root(),
         "this test needs root (BPF, network namespaces); run it through `cargo xtask test` \
          as root. It fails rather than skips so that CI can never pass without running it."
     );
@@ -41,4 +39,36 @@ pub fn proptest_config() -> proptest::test_runner::Config {
         failure_persistence: None,
         ..proptest::test_runner::Config::default()
     }
+}
+
+/// Sends signal `sig` (`libc::SIG*`) to process `pid`, a child this test started and has not
+/// waited for yet (so its PID cannot have been reused). A process that is gone already is
+/// no error: what the signal was for has happened.
+pub fn signal(pid: u32, sig: i32) {
+    let (Some(p), Some(s)) = (
+        rustix::process::Pid::from_raw(pid as i32),
+        rustix::process::Signal::from_named_raw(sig),
+    ) else {
+        panic!("signal {sig} to process {pid}: not a process or not a signal");
+    };
+    let _ = rustix::process::kill_process(p, s);
+}
+
+/// The median of `v` (sorted in place); NaN when it is empty.
+pub fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// The release `conduit` binary the benchmarks run (`CONDUIT_BIN` overrides it): what
+/// `cargo xtask bench` builds first.
+pub fn conduit_bin() -> std::path::PathBuf {
+    std::env::var_os("CONDUIT_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/conduit")
+        })
 }

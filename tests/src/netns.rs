@@ -59,8 +59,7 @@ impl Netns {
             .status()
             .unwrap()
             .success();
-        // SAFETY: kill on the PID of our own child.
-        unsafe { libc::kill(l.id() as i32, libc::SIGTERM) };
+        crate::signal(l.id(), libc::SIGTERM);
         let _ = l.wait();
         ok
     }

@@ -616,8 +616,7 @@ impl Services {
 
 impl Drop for Services {
     fn drop(&mut self) {
-        // SAFETY: kill on the PID of our own child (`ip netns exec` execs python).
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGKILL) };
+        crate::signal(self.child.id(), libc::SIGKILL);
         let _ = self.child.wait();
     }
 }
@@ -632,8 +631,7 @@ impl Capture {
     pub fn stop(mut self) -> Vec<String> {
         let child = self.child.take().unwrap();
         std::thread::sleep(Duration::from_millis(200));
-        // SAFETY: kill on the PID of our own child (`ip netns exec` execs tcpdump).
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        crate::signal(child.id(), libc::SIGINT);
         let out = child.wait_with_output().expect("tcpdump output");
         String::from_utf8_lossy(&out.stdout)
             .lines()

@@ -1,4 +1,5 @@
 //! Random policies and random (valid, mutated, truncated) frames for the differential test.
+use conduit_agent::policy::validate::fmt_mac;
 use rand::{Rng, RngCore, seq::IndexedRandom};
 
 use crate::frames::{self, L4, V4Opts};
@@ -87,7 +88,7 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
                 if bound {
                     y += &format!(
                         "      - {{ name: {name}, ip: \"{s}\", mac: \"{}\" }}\n",
-                        fmt_mac(mac)
+                        fmt_mac(&mac)
                     );
                 } else {
                     y += &format!("      - {{ name: {name}, ip: \"{s}\" }}\n");
@@ -101,7 +102,7 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
                 if bound {
                     y += &format!(
                         "      - {{ name: {name}, ip: 10.{z}.0.{i}, mac: \"{}\" }}\n",
-                        fmt_mac(mac)
+                        fmt_mac(&mac)
                     );
                 } else {
                     y += &format!("      - {{ name: {name}, ip: 10.{z}.0.{i} }}\n");
@@ -241,12 +242,6 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
     }
 }
 
-pub fn fmt_mac(m: [u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
 
 fn random_v4(rng: &mut impl Rng, hosts: &[Host]) -> ([u8; 4], [u8; 6]) {
     let v4: Vec<&Host> = hosts.iter().filter(|h| h.v4.is_some()).collect();

@@ -50,8 +50,7 @@ fn enforces_a_policy_on_real_traffic() {
         .args(["-z", "-w", "1", "10.201.0.2", "7000"])
         .output()
         .unwrap();
-    // SAFETY: kill on the PID of our own child.
-    unsafe { libc::kill(listener.id() as i32, libc::SIGTERM) };
+    conduit_tests::signal(listener.id(), libc::SIGTERM);
     let _ = listener.wait();
     assert!(!out.status.success(), "the TCP connection went through");
     let drops = k.dp.drops().unwrap();
