@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use conduit_tests::{Netns, VethPair, agent::Agent, require_root};
+use conduit_tests::{Netns, VethPair, agent::Agent, poll, require_root, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
@@ -93,17 +93,6 @@ fn write_broken_policy(a: &Agent, n: &Net) {
     wait_for("the failed reload", || {
         a.metric(&n.gw, "conduit_policy_reloads_total{result=\"failure\"}") == Some(1.0)
     });
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]
@@ -671,20 +660,6 @@ fn a_second_agent_on_the_same_pins_refuses_to_start() {
 /// Polls `f` every 100 ms for at most `limit`; whether it became true.
 fn within(limit: Duration, f: impl FnMut() -> bool) -> bool {
     poll(limit, Duration::from_millis(100), f).is_some()
-}
-
-/// Polls `f` every `every` for at most `limit`: how long it took to become true, or `None`.
-fn poll(limit: Duration, every: Duration, mut f: impl FnMut() -> bool) -> Option<Duration> {
-    let t = Instant::now();
-    loop {
-        if f() {
-            return Some(t.elapsed());
-        }
-        if t.elapsed() >= limit {
-            return None;
-        }
-        sleep(every);
-    }
 }
 
 /// Issue 19, item 8: a flood of held connections on the metrics port (far more than the

@@ -8,11 +8,12 @@ use std::{
     path::Path,
     process::{Command, Output},
     thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use conduit_tests::{
     agent::Agent,
+    wait_for,
     plant::{Plant, Role},
     require_root,
 };
@@ -58,17 +59,6 @@ fn text(o: &Output) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     )
-}
-
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(10) {
-        if f() {
-            return;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 fn lines_of(path: &Path, key: &str, value: &str) -> Vec<serde_json::Value> {

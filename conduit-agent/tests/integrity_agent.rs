@@ -55,18 +55,14 @@ fn tcp_connects(n: &Net, port: u16) -> bool {
     n.client.tcp_connects(&n.gw, "10.207.0.2", port)
 }
 
-fn wait_for(what: &str, a: &Agent, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(15) {
-        if f() {
-            return;
-        }
-        sleep(Duration::from_millis(100));
+fn wait_for(what: &str, a: &Agent, f: impl FnMut() -> bool) {
+    let ms = Duration::from_millis;
+    if conduit_tests::poll(ms(15_000), ms(100), f).is_none() {
+        panic!(
+            "timed out waiting for {what}; the agent's log:\n{}",
+            a.log_text()
+        );
     }
-    panic!(
-        "timed out waiting for {what}; the agent's log:\n{}",
-        a.log_text()
-    );
 }
 
 /// A directory of the test's own, removed on drop.

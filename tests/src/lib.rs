@@ -72,3 +72,29 @@ pub fn conduit_bin() -> std::path::PathBuf {
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/conduit")
         })
 }
+
+/// Polls `f` every `every` for at most `limit`: how long it took to become true, or `None`.
+pub fn poll(
+    limit: std::time::Duration,
+    every: std::time::Duration,
+    mut f: impl FnMut() -> bool,
+) -> Option<std::time::Duration> {
+    let t = std::time::Instant::now();
+    loop {
+        if f() {
+            return Some(t.elapsed());
+        }
+        if t.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Waits up to 15 s (polling every 100 ms) until `f` holds, or panics naming `what`.
+pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
+    let ms = std::time::Duration::from_millis;
+    if poll(ms(15_000), ms(100), f).is_none() {
+        panic!("timed out waiting for {what}");
+    }
+}
