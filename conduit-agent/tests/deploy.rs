@@ -701,7 +701,7 @@ fn exposition(body: &str) -> BTreeMap<String, BTreeMap<String, BTreeSet<String>>
 }
 
 fn policy() -> String {
-    "version: 1\nsite: deploy-test\ndefaults:\n  log: deny\n  failsafe:\n    - { proto: tcp, ports: [22] }\nzones:\n  - name: clients\n    security_level: 1\n    assets: [{ name: client, ip: 10.203.0.1 }]\n  - name: gateway\n    security_level: 2\n    assets: [{ name: gw, ip: 10.203.0.2 }]\n  - name: monitored\n    security_level: 2\n    mode: monitor\n    assets: [{ name: observed, ip: 10.203.0.3 }]\nconduits:\n  - name: clients-to-gw\n    from: clients\n    to: gateway\n    rules:\n      - { proto: icmp, icmp_types: [echo-request] }\n".to_owned()
+    "version: 1\nsite: deploy-test\ndefaults:\n  log: deny\n  failsafe:\n    - { proto: tcp, ports: [22] }\nzones:\n  - name: clients\n    security_level: 1\n    assets: [{ name: client, ip: 10.203.0.1 }]\n  - name: gateway\n    security_level: 2\n    assets: [{ name: gw, ip: 10.203.0.2 }]\n  - name: monitored\n    security_level: 2\n    mode: monitor\n    assets: [{ name: observed, ip: 10.203.0.3 }]\nconduits:\n  - name: clients-to-gw\n    from: clients\n    to: gateway\n    rules:\n      - { proto: icmp, icmp_types: [echo-request] }\n  - name: clients-web\n    from: clients\n    to: gateway\n    on_demand: { max: 1h }\n    rules:\n      - { proto: tcp, ports: [8080] }\n  - name: clients-to-observed\n    from: clients\n    to: monitored\n    on_demand: { max: 1h }\n    rules:\n      - { proto: tcp, ports: [8080] }\n".to_owned()
 }
 
 #[test]
@@ -716,7 +716,9 @@ fn every_metric_and_label_of_the_rules_and_dashboard_is_exported_by_the_agent() 
     let a = Agent::start(BIN.as_ref(), &gw, &[&veth.b], &policy(), &[]);
 
     // Some families appear only once they have samples: an allowed ping (per-conduit
-    // counters), a denied connection (drops), a ping into the monitor-mode zone (would-drops).
+    // counters), a denied connection (drops), a ping into the monitor-mode zone (would-drops),
+    // connections through on-demand conduits without a grant (a conduit's own drops and
+    // would-drops).
     let quiet = |c: &mut Command| {
         let _ = c.stdout(Stdio::null()).stderr(Stdio::null()).status();
     };
@@ -728,16 +730,20 @@ fn every_metric_and_label_of_the_rules_and_dashboard_is_exported_by_the_agent() 
         )
     };
     ping("10.203.0.2");
-    quiet(
-        client
-            .command("nc")
-            .args(["-z", "-w", "1", "10.203.0.2", "8080"]),
-    );
+    for (dst, port) in [
+        ("10.203.0.2", "8081"),
+        ("10.203.0.2", "8080"),
+        ("10.203.0.3", "8080"),
+    ] {
+        quiet(client.command("nc").args(["-z", "-w", "1", dst, port]));
+    }
     ping("10.203.0.3");
     let wanted = [
         "conduit_packets_total{conduit=\"clients-to-gw\"}",
         "conduit_dropped_packets_total{src_zone=\"clients\",dst_zone=\"gateway\",reason=\"no_conduit\"}",
         "conduit_would_drop_packets_total{src_zone=\"clients\",dst_zone=\"monitored\",reason=\"no_conduit\"}",
+        "conduit_inspection_dropped_packets_total{conduit=\"clients-web\",reason=\"not_granted\"}",
+        "conduit_inspection_would_drop_packets_total{conduit=\"clients-to-observed\",reason=\"not_granted\"}",
     ];
     let t = Instant::now();
     let body = loop {
