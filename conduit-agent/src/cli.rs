@@ -1,10 +1,10 @@
 //! The command line (SPEC §2). Exit status: 0 success, 1 input rejected, 2 operation failed.
-use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::{datapath::AttachMode, explain, run};
+use crate::exit::Exit;
 
 #[derive(Parser, Debug)]
 #[command(

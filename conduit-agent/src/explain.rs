@@ -1,14 +1,14 @@
 //! `conduit explain`: the verdict on the first packet of a new flow, from the compiled policy
 //! and the very `decide` function the XDP program runs.
-use crate::exit::Exit;
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use conduit_common::{
     Reason, Verdict,
-    verdict::{self, KIND_IP, Packet},
+    verdict::{self, Packet},
 };
 
 use crate::{
+    exit::Exit,
     cli::Format,
     policy::{
         addr,
@@ -77,15 +77,6 @@ pub struct ExplainArgs {
 fn reject(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     Exit::Rejected.into()
-}
-
-fn bytes(ip: IpAddr) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    match ip {
-        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
-        IpAddr::V6(v) => a = v.octets(),
-    }
-    a
 }
 
 /// One sentence per reason, for people.
@@ -184,49 +175,16 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         },
         None => src_asset.and_then(|(_, asset)| asset.mac).unwrap_or([0; 6]),
     };
-    let packet = Packet {
-        kind: KIND_IP,
-        family: if v6 {
-            conduit_common::FAMILY_V6
-        } else {
-            conduit_common::FAMILY_V4
-        },
-        ethertype: if v6 { 0x86dd } else { 0x0800 },
+    let ((family, src), (_, dst)) = (addr_bytes(a.src), addr_bytes(a.dst));
+    let mut packet = Packet::first(
+        family,
         src_mac,
-        arp_sha: [0; 6],
-        src: bytes(a.src),
-        dst: bytes(a.dst),
+        src,
+        dst,
         proto,
-        fragment: 0,
-        sport: a.sport.unwrap_or(0),
-        dport,
-        // A connection's first packet, or a segment with one Modbus request.
-        tcp_flags: match (proto, a.modbus_function) {
-            (TCP, None) => conduit_common::parse::TCP_SYN,
-            (TCP, Some(_)) => conduit_common::parse::TCP_ACK | conduit_common::parse::TCP_PSH,
-            _ => 0,
-        },
-        // What a host sends: neighbour discovery with hop limit 255 (RFC 4861), else 64.
-        hop_limit: if proto == conduit_common::verdict::PROTO_ICMPV6
-            && (133..=137).contains(&(dport >> 8))
-        {
-            255
-        } else {
-            64
-        },
-        payload_len: if a.modbus_function.is_some() {
-            conduit_common::modbus::MBAP_AND_FUNCTION as u16
-        } else {
-            0
-        },
-        app: a
-            .modbus_function
-            .map(|f| conduit_common::modbus::request_header(a.modbus_unit, f))
-            .unwrap_or_default(),
-        // A first packet: not an ICMP error about another flow.
-        ..Packet::default()
-    };
-    let mut packet = packet;
+        (a.sport.unwrap_or(0), dport),
+        a.modbus_function.map(|f| (a.modbus_unit, f)),
+    );
     l.compiled.clock = a.at;
     for g in &a.grants {
         match l.policy.conduits.iter().find(|c| &c.name == g) {

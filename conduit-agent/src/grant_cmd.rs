@@ -2,9 +2,8 @@
 //! [`crate::agent::grants`].
 use std::process::ExitCode;
 
-use crate::exit::Exit;
-
 use crate::{
+    exit::Exit,
     agent::grants::{self, Reply, Request, Who},
     cli::PinArgs,
     policy::addr,

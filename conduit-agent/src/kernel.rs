@@ -1,10 +1,10 @@
 //! `conduit kernel`: can this host run Conduit? What the kernel offers (probed), whether the
 //! XDP program loads, and the verifier's figures for it (instructions processed, load time,
 //! the stack of every subprogram and of the deepest call chain).
-use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use crate::{
+    exit::Exit,
     cli::Format,
     datapath::{
         Datapath, LoadOptions,

@@ -1,7 +1,6 @@
 //! `conduit replay POLICY PCAP`: every frame of a capture, in order, through the real XDP
 //! program (BPF_PROG_TEST_RUN) with the compiled policy in fresh maps; flow state carries from
 //! frame to frame because the maps do.
-use crate::exit::Exit;
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -12,6 +11,7 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use conduit_common::{Reason, Verdict};
 
 use crate::{
+    exit::Exit,
     capture::{Capture, CaptureError, LINKTYPE_ETHERNET},
     cli::Format,
     datapath::Datapath,

@@ -1,10 +1,10 @@
 //! `conduit report`: the command line of [`crate::report`].
-use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::ValueEnum;
 
 use crate::report::{self, Format, Options, Source};
+use crate::exit::Exit;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {

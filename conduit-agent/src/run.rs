@@ -1,9 +1,8 @@
 //! `conduit run`, `status` and `detach`: the thin shell around [`crate::agent`].
 use std::process::ExitCode;
 
-use crate::exit::Exit;
-
 use crate::{
+    exit::Exit,
     agent::{self, links, state},
     cli::{Format, LogFormat, PinArgs, RunArgs},
 };

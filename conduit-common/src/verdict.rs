@@ -225,6 +225,54 @@ pub struct Packet {
     pub _pad: u32,
 }
 
+impl Packet {
+    /// The first packet of a flow as a host sends it, for judging a flow without a frame
+    /// (`conduit explain`, `conduit discover`'s proof): from `src_mac`, `family`'s addresses
+    /// `src` → `dst`, a TCP SYN, a UDP datagram or an ICMP message (`ports.1` holds its type
+    /// << 8), or with `modbus` `(unit, function)` a TCP segment carrying that one request.
+    /// Neighbour discovery comes with hop limit 255 (RFC 4861), everything else with 64.
+    pub fn first(
+        family: u8,
+        src_mac: [u8; 6],
+        src: [u8; 16],
+        dst: [u8; 16],
+        proto: u8,
+        ports: (u16, u16),
+        modbus: Option<(u8, u8)>,
+    ) -> Packet {
+        let v6 = family == FAMILY_V6;
+        let nd = proto == PROTO_ICMPV6 && (133..=137).contains(&(ports.1 >> 8));
+        Packet {
+            kind: KIND_IP,
+            family,
+            ethertype: if v6 { 0x86dd } else { 0x0800 },
+            src_mac,
+            src,
+            dst,
+            proto,
+            sport: ports.0,
+            dport: ports.1,
+            tcp_flags: match (proto, modbus) {
+                (PROTO_TCP, None) => crate::parse::TCP_SYN,
+                (PROTO_TCP, Some(_)) => crate::parse::TCP_ACK | crate::parse::TCP_PSH,
+                _ => 0,
+            },
+            hop_limit: if nd { 255 } else { 64 },
+            payload_len: if modbus.is_some() {
+                crate::modbus::MBAP_AND_FUNCTION as u16
+            } else {
+                0
+            },
+            app: match modbus {
+                Some((unit, function)) => crate::modbus::request_header(unit, function),
+                None => [0; 8],
+            },
+            // Not a fragment, not an ICMP error about another flow, no ingress interface.
+            ..Packet::default()
+        }
+    }
+}
+
 pub const KIND_IP: u8 = 0;
 pub const KIND_ARP: u8 = 1;
 pub const KIND_OTHER: u8 = 2;

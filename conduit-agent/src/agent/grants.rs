@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use super::{Reloader, state};
-use crate::exit::Exit;
 use crate::{
+    exit::Exit,
     datapath::Datapath,
     integrity::{Integrity, changelog::GrantLine, now_rfc3339},
     policy::{addr::human_duration, compile::boot_now_s},

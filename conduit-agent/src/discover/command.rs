@@ -1,9 +1,9 @@
 //! `conduit discover`: the command line (clap lives here only).
-use crate::exit::Exit;
 use std::{path::PathBuf, process::ExitCode};
 
 use super::{DiscoverError, Options, Outcome, emit::flow_text};
 use crate::cli::Format;
+use crate::exit::Exit;
 
 #[derive(clap::Args, Debug)]
 pub struct DiscoverArgs {

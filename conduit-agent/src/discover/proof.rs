@@ -5,60 +5,30 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use conduit_common::{
     Verdict,
-    verdict::{self, Decision, KIND_IP, Packet},
+    verdict::{self, Decision, Packet},
 };
 
 use super::observe::{FlowKey, Observations};
-use crate::policy::load::Loaded;
-
-fn bytes(ip: IpAddr) -> [u8; 16] {
-    let mut a = [0u8; 16];
-    match ip {
-        IpAddr::V4(v) => a[..4].copy_from_slice(&v.octets()),
-        IpAddr::V6(v) => a = v.octets(),
-    }
-    a
-}
+use crate::policy::{compile::addr_bytes, load::Loaded};
 
 /// The first packet of `k` (a TCP SYN, a UDP datagram, an ICMP request), or with `modbus`
 /// `(unit, function)` a segment carrying that one request, from `mac`.
 pub fn first_packet(k: &FlowKey, mac: [u8; 6], modbus: Option<(u8, u8)>) -> Packet {
-    let v6 = k.client.is_ipv6();
     let dport = match k.proto {
         1 | 58 => k.port << 8,
         6 | 17 => k.port,
         _ => 0,
     };
-    Packet {
-        kind: KIND_IP,
-        family: if v6 {
-            conduit_common::FAMILY_V6
-        } else {
-            conduit_common::FAMILY_V4
-        },
-        ethertype: if v6 { 0x86dd } else { 0x0800 },
-        src_mac: mac,
-        src: bytes(k.client),
-        dst: bytes(k.server),
-        proto: k.proto,
-        sport: 40000,
-        dport,
-        tcp_flags: match (k.proto, modbus) {
-            (6, None) => conduit_common::parse::TCP_SYN,
-            (6, Some(_)) => conduit_common::parse::TCP_ACK | conduit_common::parse::TCP_PSH,
-            _ => 0,
-        },
-        hop_limit: 64,
-        payload_len: if modbus.is_some() {
-            conduit_common::modbus::MBAP_AND_FUNCTION as u16
-        } else {
-            0
-        },
-        app: modbus
-            .map(|(u, f)| conduit_common::modbus::request_header(u, f))
-            .unwrap_or_default(),
-        ..Packet::default()
-    }
+    let ((family, client), (_, server)) = (addr_bytes(k.client), addr_bytes(k.server));
+    Packet::first(
+        family,
+        mac,
+        client,
+        server,
+        k.proto,
+        (40000, dport),
+        modbus,
+    )
 }
 
 /// The MAC a flow's client sends from: the one it was seen with one to one, else the one the

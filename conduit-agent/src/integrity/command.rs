@@ -1,6 +1,5 @@
 //! The command line of integrity (clap lives here only): `check --allowed-signers` and
 //! `conduit changelog verify|show`.
-use crate::exit::Exit;
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -15,6 +14,7 @@ use super::{
     signers,
 };
 use crate::cli::Format;
+use crate::exit::Exit;
 
 /// `conduit check --allowed-signers FILE [--signature SIG]`.
 #[derive(clap::Args, Debug, Clone)]

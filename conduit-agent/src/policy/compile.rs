@@ -103,7 +103,9 @@ fn stable_ids<'a>(
     out
 }
 
-fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+/// An address as the maps and the parser hold it: its family and 16 bytes (IPv4 in the first
+/// four).
+pub fn addr_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
     let mut a = [0u8; 16];
     match ip {
         IpAddr::V4(v4) => {
