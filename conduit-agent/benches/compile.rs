@@ -38,7 +38,6 @@ fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
-
 struct Row {
     assets: usize,
     conduits: usize,

@@ -3,8 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::{datapath::AttachMode, explain, run};
 use crate::exit::Exit;
+use crate::{datapath::AttachMode, explain, run};
 
 #[derive(Parser, Debug)]
 #[command(

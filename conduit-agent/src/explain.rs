@@ -8,10 +8,11 @@ use conduit_common::{
 };
 
 use crate::{
-    exit::Exit,
     cli::Format,
+    exit::Exit,
     policy::{
         addr,
+        compile::addr_bytes,
         load::load_file,
         model::{ICMP, ICMPV6, Proto, TCP, UDP},
         validate::fmt_mac,

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use crate::{
-    exit::Exit,
     agent::grants::{self, Reply, Request, Who},
     cli::PinArgs,
+    exit::Exit,
     policy::addr,
 };
 

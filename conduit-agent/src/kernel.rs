@@ -4,13 +4,13 @@
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
 use crate::{
-    exit::Exit,
     cli::Format,
     datapath::{
         Datapath, LoadOptions,
         budget::{self, StackReport},
         probe::{self, KernelReport, MIN_KERNEL, TESTED},
     },
+    exit::Exit,
 };
 
 #[derive(clap::Args, Debug)]

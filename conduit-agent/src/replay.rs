@@ -11,10 +11,10 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use conduit_common::{Reason, Verdict};
 
 use crate::{
-    exit::Exit,
     capture::{Capture, CaptureError, LINKTYPE_ETHERNET},
     cli::Format,
     datapath::Datapath,
+    exit::Exit,
     policy::load::{ReadError, load_file, read_policy},
 };
 

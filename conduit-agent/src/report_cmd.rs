@@ -3,8 +3,8 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::ValueEnum;
 
-use crate::report::{self, Format, Options, Source};
 use crate::exit::Exit;
+use crate::report::{self, Format, Options, Source};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ReportFormat {

@@ -2,9 +2,9 @@
 use std::process::ExitCode;
 
 use crate::{
-    exit::Exit,
     agent::{self, links, state},
     cli::{Format, LogFormat, PinArgs, RunArgs},
+    exit::Exit,
 };
 
 fn init_logging(format: LogFormat) {

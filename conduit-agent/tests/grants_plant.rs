@@ -13,9 +13,8 @@ use std::{
 
 use conduit_tests::{
     agent::Agent,
-    wait_for,
     plant::{Plant, Role},
-    require_root,
+    require_root, wait_for,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");

@@ -7,8 +7,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    thread::sleep,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use conduit_tests::{Netns, VethPair, agent::Agent, require_root};

@@ -84,7 +84,6 @@ struct Spec {
     conduits: Vec<ConduitSpec>,
 }
 
-
 fn yaml_list(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }

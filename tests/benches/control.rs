@@ -21,7 +21,7 @@
 //! CONDUIT_CONTROL_SIZES=1000,50000 picks other sizes.
 use std::{
     fmt::Write as _,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -33,8 +33,8 @@ use conduit_agent::{
     },
 };
 use conduit_tests::{
-    conduit_bin, median,
-    Netns, VethPair, agent::Agent, policygen::policy_text_at, report::machine, require_root,
+    Netns, VethPair, agent::Agent, conduit_bin, median, policygen::policy_text_at, report::machine,
+    require_root,
 };
 
 const CONDUITS: usize = 10_000;
@@ -48,7 +48,6 @@ const GOAL_RSS_100K_MIB: f64 = 64.0;
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
-
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "MET" } else { "missed" }
@@ -207,7 +206,6 @@ fn status_mib(pid: i32, field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-
 /// Polls until `done` (every 100 µs), failing if the agent exits or `limit` passes.
 fn until(
     agent: &mut Agent,
@@ -345,8 +343,18 @@ fn agent(bin: &Path, n: usize, reloads: usize) -> AgentRow {
         reloads,
         same_ms: median(&mut same),
         changed_ms: median(&mut changed),
-        log_changed_ms: median(&mut tail.iter().map(|v| field(v, "elapsed_ms")).collect::<Vec<_>>()),
-        log_write_ms: median(&mut tail.iter().map(|v| field(v, "write_us") / 1e3).collect::<Vec<_>>()),
+        log_changed_ms: median(
+            &mut tail
+                .iter()
+                .map(|v| field(v, "elapsed_ms"))
+                .collect::<Vec<_>>(),
+        ),
+        log_write_ms: median(
+            &mut tail
+                .iter()
+                .map(|v| field(v, "write_us") / 1e3)
+                .collect::<Vec<_>>(),
+        ),
         log_swap_max_us: lines
             .iter()
             .map(|v| field(v, "swap_us"))

@@ -39,7 +39,8 @@ use conduit_agent::policy::{
     validate::validate_bytes,
 };
 use conduit_tests::{
-    conduit_bin, median,Netns, VethPair, agent::Agent, frames, in_netns, unique_name};
+    Netns, VethPair, agent::Agent, conduit_bin, frames, in_netns, median, unique_name,
+};
 
 const SENDER: [u8; 4] = [10, 10, 1, 2];
 const GW_IN: [u8; 4] = [10, 10, 1, 1];
@@ -560,7 +561,6 @@ fn measure(t: &Topo, frame: &[u8], count: Count, secs: f64, rounds: usize) -> Sa
     })
 }
 
-
 /// Loads an nftables ruleset into the gateway namespace; the table is deleted on drop.
 struct Nft<'a> {
     g: &'a Netns,
@@ -647,7 +647,6 @@ fn iperf(t: &Topo, secs: f64) -> f64 {
         .unwrap_or_else(|| panic!("iperf3 gave no receiver rate: {}", j["error"]))
         / 1e9
 }
-
 
 struct Row {
     name: String,

@@ -242,7 +242,6 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
     }
 }
 
-
 fn random_v4(rng: &mut impl Rng, hosts: &[Host]) -> ([u8; 4], [u8; 6]) {
     let v4: Vec<&Host> = hosts.iter().filter(|h| h.v4.is_some()).collect();
     if !v4.is_empty() && rng.random_bool(0.8) {

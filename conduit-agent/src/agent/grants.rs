@@ -29,8 +29,8 @@ use tracing::{info, warn};
 
 use super::{Reloader, state};
 use crate::{
-    exit::Exit,
     datapath::Datapath,
+    exit::Exit,
     integrity::{Integrity, changelog::GrantLine, now_rfc3339},
     policy::{addr::human_duration, compile::boot_now_s},
 };
