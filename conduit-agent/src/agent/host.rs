@@ -86,16 +86,22 @@ pub fn has_routed_address(name: &str) -> bool {
 
 /// The name of an interface index, or the index as text.
 pub fn ifname(index: u32) -> String {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return index.to_string();
-    }
-    // SAFETY: if_indextoname wrote a NUL-terminated name into buf.
-    unsafe { CStr::from_ptr(buf.as_ptr()) }
-        .to_string_lossy()
-        .into_owned()
+    ioctl_socket()
+        .ok()
+        .and_then(|s| rustix::net::netdevice::index_to_name(&s, index).ok())
+        .unwrap_or_else(|| index.to_string())
+}
+
+/// A socket for the interface ioctls (SIOCGIFNAME, SIOCGIFINDEX), as libc's
+/// `if_indextoname`/`if_nametoindex` open one for each call.
+fn ioctl_socket() -> std::io::Result<rustix::fd::OwnedFd> {
+    use rustix::net::{AddressFamily, SocketFlags, SocketType, socket_with};
+    Ok(socket_with(
+        AddressFamily::INET,
+        SocketType::DGRAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?)
 }
 
 /// Whether an interface of this name exists (in this network namespace).
@@ -106,10 +112,10 @@ pub fn iface_exists(name: &str) -> bool {
 /// The index of the interface of this name (in this network namespace), if there is one. A
 /// device deleted and created again under the same name has a new index.
 pub fn ifindex(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    // SAFETY: c is a NUL-terminated string.
-    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (i != 0).then_some(i)
+    let s = ioctl_socket().ok()?;
+    rustix::net::netdevice::name_to_index(&s, name)
+        .ok()
+        .filter(|&i| i != 0)
 }
 
 /// This process's soft descriptor limit (`RLIMIT_NOFILE`); `u64::MAX` when unlimited.

@@ -784,11 +784,10 @@ fn check_bpffs(pin_dir: &Path) -> Result<(), Failure> {
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| fail(Exit::Rejected, "bad --pin-dir"))?;
-    // SAFETY: statfs fills the struct we own from a NUL-terminated path.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 || st.f_type as i64 != BPF_FS_MAGIC {
+    // `f_type`'s width differs between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    let on_bpffs = rustix::fs::statfs(dir).is_ok_and(|st| st.f_type as i64 == BPF_FS_MAGIC);
+    if !on_bpffs {
         return Err(fail(
             Exit::Failed,
             format!(
