@@ -128,6 +128,26 @@ zones:
     )
 }
 
+/// [`hmi_plc_policy`] with two conduits from the HMI's zone to the PLC's: `vendor-access`
+/// (tcp/22) with `vendor` among its keys (e.g. `expires: ...` or `on_demand: ...`), and
+/// `polling` (tcp/502), an ordinary one beside it.
+pub fn vendor_and_polling(site: &str, vendor: &str) -> String {
+    let conduits = format!(
+        "conduits:
+  - name: vendor-access
+    from: supervisory
+    to: control
+    {vendor}
+    rules: [{{ proto: tcp, ports: [22] }}]
+  - name: polling
+    from: supervisory
+    to: control
+    rules: [{{ proto: tcp, ports: [502] }}]
+"
+    );
+    hmi_plc_policy(site, "{}", &conduits)
+}
+
 /// Opens on-demand conduit `name`'s grant until `until` (CLOCK_BOOTTIME seconds) in the
 /// kernel's live slot and in the reference, as the agent's `conduit grant` does.
 pub fn grant_until(k: &mut Kernel, r: &mut Reference, name: &str, until: u32) {

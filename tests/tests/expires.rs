@@ -12,20 +12,7 @@ use conduit_tests::{
 };
 
 fn policy(expires: &str) -> String {
-    let conduits = format!(
-        "conduits:
-  - name: vendor-access
-    from: supervisory
-    to: control
-    expires: \"{expires}\"
-    rules: [{{ proto: tcp, ports: [22] }}]
-  - name: polling
-    from: supervisory
-    to: control
-    rules: [{{ proto: tcp, ports: [502] }}]
-"
-    );
-    kernel::hmi_plc_policy("expires-test", "{}", &conduits)
+    kernel::vendor_and_polling("expires-test", &format!("expires: \"{expires}\""))
 }
 
 /// The session's client port.

@@ -13,20 +13,7 @@ use conduit_tests::{
 };
 
 fn policy(max: &str) -> String {
-    let conduits = format!(
-        "conduits:
-  - name: vendor-access
-    from: supervisory
-    to: control
-    on_demand: {{ max: {max} }}
-    rules: [{{ proto: tcp, ports: [22] }}]
-  - name: polling
-    from: supervisory
-    to: control
-    rules: [{{ proto: tcp, ports: [502] }}]
-"
-    );
-    kernel::hmi_plc_policy("grants-test", "{}", &conduits)
+    kernel::vendor_and_polling("grants-test", &format!("on_demand: {{ max: {max} }}"))
 }
 
 /// The session's client port.

@@ -407,38 +407,37 @@ impl Reloader {
         let Ok(mut st) = self.shared.lock().map(|s| s.state.clone()) else {
             return Reply::failed("the agent is shutting down".into());
         };
+        let who = |sudo_user| Who {
+            user: peer_user.clone(),
+            sudo_user,
+        };
         let reply = match req {
             Request::Grant {
                 conduit,
                 seconds,
                 reason,
                 sudo_user,
-            } => {
-                let who = Who {
-                    user: peer_user,
-                    sudo_user,
-                };
-                grant(
-                    &mut dp,
-                    &mut st,
-                    &mut integrity,
-                    &conduit,
-                    seconds,
-                    reason,
-                    &who,
-                )
-            }
+            } => grant(
+                &mut dp,
+                &mut st,
+                &mut integrity,
+                &conduit,
+                seconds,
+                reason,
+                &who(sudo_user),
+            ),
             Request::Revoke {
                 conduit,
                 reason,
                 sudo_user,
-            } => {
-                let who = Who {
-                    user: peer_user,
-                    sudo_user,
-                };
-                revoke(&mut dp, &mut st, &mut integrity, &conduit, reason, &who)
-            }
+            } => revoke(
+                &mut dp,
+                &mut st,
+                &mut integrity,
+                &conduit,
+                reason,
+                &who(sudo_user),
+            ),
         };
         self.store_grants(st);
         reply
