@@ -252,6 +252,13 @@ fn on_demand_access_opens_ends_and_is_recorded() {
     let o = conduit(&a, &["grant", "vendor-access", "--for", "30m"], None);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no agent answers"), "{}", text(&o));
+    // The state file lost its record of the grant (only the kernel holds it): closing it is
+    // still a revocation, and recorded.
+    let state = a.state_dir.join("state.json");
+    let mut st: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    st["grants"] = serde_json::json!({});
+    std::fs::write(&state, st.to_string()).unwrap();
     let o = conduit(
         &a,
         &["revoke", "vendor-access", "--reason", "agent down"],

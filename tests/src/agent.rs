@@ -206,8 +206,11 @@ impl Agent {
     }
 
     /// Sends a signal to the agent (nsenter execs conduit: same PID).
+    /// Nothing when the process is not running (waited for already).
     pub fn signal(&self, sig: i32) {
-        crate::signal(self.pid() as u32, sig);
+        if let Some(c) = &self.child {
+            crate::signal(c.id(), sig);
+        }
     }
 
     /// Waits for the process to exit and returns its status code.

@@ -285,12 +285,18 @@ pub fn revoke(
         Ok((id, _)) => id,
         Err(r) => return r,
     };
+    // Open in the kernel, whatever the state file says (one that was lost or not written
+    // still leaves a grant the kernel enforces: closing it is a revocation to record).
+    let now = boot_now_s();
+    let kernel_open = dp
+        .grants()
+        .is_ok_and(|g| g.iter().any(|(k, v)| k.conduit == id && v.until > now));
     let removed = match dp.remove_grants(id) {
         Ok(n) => n,
         Err(e) => return Reply::failed(format!("removing the grant from the datapath: {e}")),
     };
     let record = st.grants.remove(conduit);
-    let open = record.as_ref().is_some_and(|r| r.left(boot_now_s()) > 0);
+    let open = kernel_open || record.as_ref().is_some_and(|r| r.left(now) > 0);
     if !open {
         return Reply::ok(format!(
             "conduit \"{conduit}\" has no open grant: it is closed{}",
