@@ -4,6 +4,7 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use conduit_common::{
     Reason, Verdict,
+    inspect::Request,
     verdict::{self, Packet},
 };
 
@@ -58,6 +59,20 @@ pub struct ExplainArgs {
         requires = "modbus_function"
     )]
     pub modbus_unit: u8,
+    /// Judge a DNP3 request with this application function code (0..255, e.g. 1 read, 5
+    /// direct operate, 13 cold restart) instead of the connection's first packet: a data
+    /// segment carrying one request frame from a master, as the datapath inspects it on
+    /// rules with a `dnp3` filter (needs --proto tcp).
+    #[arg(long, value_name = "CODE", conflicts_with = "modbus_function")]
+    pub dnp3_function: Option<u8>,
+    /// Outstation link address the DNP3 request goes to (with --dnp3-function).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value_t = 1,
+        requires = "dnp3_function"
+    )]
+    pub dnp3_outstation: u16,
     /// The interface the frame comes in on, on this host: adds the datapath's anti-spoofing
     /// checks (the source zone's `interfaces`, and its reverse path against this host's
     /// routing table). Run it on the gateway. Without it, those checks are not made.
@@ -103,6 +118,12 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         }
         (Reason::ModbusUnit, _) => {
             "the conduit's rule has a Modbus filter that does not allow this unit ID"
+        }
+        (Reason::Dnp3Function, _) => {
+            "the conduit's rule has a DNP3 filter that does not allow this function code"
+        }
+        (Reason::Dnp3Address, _) => {
+            "the conduit's rule has a DNP3 filter that does not list this outstation address"
         }
         (Reason::Expired, _) => {
             "the conduit has ended (its `expires` has passed): it allows nothing any more"
@@ -168,6 +189,9 @@ pub fn main(a: ExplainArgs) -> ExitCode {
     if a.modbus_function.is_some() && proto != TCP {
         return reject("--modbus-function needs --proto tcp (Modbus/TCP)");
     }
+    if a.dnp3_function.is_some() && proto != TCP {
+        return reject("--dnp3-function needs --proto tcp (DNP3 over TCP)");
+    }
     let src_asset = l.policy.asset_of(a.src);
     let src_mac = match &a.src_mac {
         Some(m) => match addr::mac(m) {
@@ -184,7 +208,15 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         dst,
         proto,
         (a.sport.unwrap_or(0), dport),
-        a.modbus_function.map(|f| (a.modbus_unit, f)),
+        a.modbus_function
+            .map(|function| Request::Modbus {
+                unit: a.modbus_unit,
+                function,
+            })
+            .or(a.dnp3_function.map(|function| Request::Dnp3 {
+                outstation: a.dnp3_outstation,
+                function,
+            })),
     );
     l.compiled.clock = a.at;
     for g in &a.grants {

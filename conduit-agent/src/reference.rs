@@ -153,8 +153,8 @@ impl Tables for Reference {
     fn failsafe(&self, key: &FailsafeKey) -> bool {
         self.compiled.failsafe(key)
     }
-    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
-        self.compiled.modbus(key)
+    fn filter(&self, key: &FilterKey) -> Option<&Filter> {
+        self.compiled.filter(key)
     }
     fn ingress(&self, ifindex: u32) -> Option<IngressCfg> {
         self.compiled.ingress(ifindex)

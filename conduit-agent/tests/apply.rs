@@ -136,10 +136,10 @@ fn check_slot(pins: &Path, slot: u8, c: Option<&Compiled>) {
         &c.mac,
     );
     same(
-        MAP_MODBUS,
+        MAP_FILTERS,
         slot,
-        &hash(pins, MAP_MODBUS, slot, |k: &ModbusKey| k.slot),
-        &c.modbus,
+        &hash(pins, MAP_FILTERS, slot, |k: &FilterKey| k.slot),
+        &c.filters,
     );
     same(
         MAP_CONDUITS,
@@ -233,7 +233,7 @@ fn report_of<'a>(r: &'a ApplyReport, map: &str) -> &'a conduit_agent::datapath::
 const HASH_MAPS: [&str; 7] = [
     MAP_ID_EXACT,
     MAP_MAC,
-    MAP_MODBUS,
+    MAP_FILTERS,
     MAP_ZONES,
     MAP_LIVE,
     MAP_L2,

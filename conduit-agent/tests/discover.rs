@@ -1087,14 +1087,14 @@ proptest! {
             match t.parse::<u8>() {
                 Ok(n) => { allowed.insert(n); }
                 Err(_) => {
-                    let (_, s) = conduit_common::modbus::SETS.iter().find(|(n, _)| n == t).unwrap();
+                    let (_, s) = conduit_common::inspect::modbus::SETS.iter().find(|(n, _)| n == t).unwrap();
                     allowed.extend(s.iter().copied());
                 }
             }
         }
         prop_assert!(codes.is_subset(&allowed), "{codes:?} -> {tokens:?}");
         for n in codes.iter().filter(|c| tokens.contains(&c.to_string())) {
-            prop_assert!(conduit_common::modbus::SETS.iter().all(|(_, s)| !s.contains(n)), "{n} is in a set but listed by number");
+            prop_assert!(conduit_common::inspect::modbus::SETS.iter().all(|(_, s)| !s.contains(n)), "{n} is in a set but listed by number");
         }
     }
 }

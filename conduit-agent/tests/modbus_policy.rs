@@ -4,7 +4,7 @@
 use conduit_agent::policy::load::{Loaded, load_bytes};
 use conduit_common::{
     FAMILY_V4, Reason, Verdict,
-    modbus::request_header,
+    inspect::Request,
     parse::TCP_ACK,
     verdict::{KIND_IP, PROTO_TCP, Packet, decide},
 };
@@ -72,10 +72,9 @@ fn request(l: &Loaded, function: u8, unit: u8) -> (Verdict, Reason) {
         sport: 40000,
         dport: 502,
         tcp_flags: TCP_ACK,
-        payload_len: 8,
-        app: request_header(unit, function),
         ..Default::default()
     };
+    (p.payload_len, p.app) = Request::Modbus { unit, function }.payload();
     p.src[..4].copy_from_slice(&[10, 0, 0, 1]);
     p.dst[..4].copy_from_slice(&[10, 1, 0, 1]);
     let d = decide(&l.compiled, 0, &p, 0);
@@ -202,12 +201,12 @@ fn two_rules_of_one_conduit_must_not_disagree_on_a_port() {
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
       - { proto: tcp, ports: [\"500-510\"] }",
     ));
-    has(&e, 17, "different `modbus` filters; merge them");
+    has(&e, 17, "different filters (`modbus`, `dnp3`); merge them");
     let e = errors(&policy(
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
       - { proto: any }",
     ));
-    has(&e, 17, "different `modbus` filters");
+    has(&e, 17, "different filters (`modbus`, `dnp3`)");
     // Disjoint ports, or the same filter: fine.
     load(&policy(
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
@@ -259,9 +258,9 @@ fn identical_filters_share_one_entry_and_compilation_is_deterministic() {
     let (a, _) = load(&yaml);
     let (b, _) = load(&yaml);
     assert_eq!(a.compiled, b.compiled);
-    assert_eq!(a.compiled.modbus.len(), 2);
-    assert_eq!(a.compiled.settings.modbus, 1);
+    assert_eq!(a.compiled.filters.len(), 2);
+    assert_eq!(a.compiled.settings.inspect, 1);
     let (c, _) = load(&policy("      - { proto: tcp, ports: [502] }"));
-    assert_eq!(c.compiled.settings.modbus, 0);
-    assert!(c.compiled.modbus.is_empty());
+    assert_eq!(c.compiled.settings.inspect, 0);
+    assert!(c.compiled.filters.is_empty());
 }

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use conduit_common::modbus::READ;
+use conduit_common::inspect::modbus::READ;
 use conduit_tests::{
     Netns, VethPair,
     capture::{PcapWriter, replay_json, run_json, tshark_fields},

@@ -12,7 +12,7 @@ pub const PINNED_MAPS: &[&str] = &[
     MAP_ID_CIDR,
     MAP_MAC,
     MAP_CONDUITS,
-    MAP_MODBUS,
+    MAP_FILTERS,
     MAP_ZONES,
     MAP_LIVE,
     MAP_GRANTS,
@@ -128,10 +128,15 @@ pub enum Reason {
     /// A packet of an on-demand conduit (`on_demand`, SPEC §8) that no open grant opens: it
     /// was never granted, its grant ended or was revoked.
     NotGranted = 16,
+    /// A DNP3 request whose application function code the conduit's rule does not allow
+    /// (SPEC §9).
+    Dnp3Function = 17,
+    /// A DNP3 frame to an outstation link address the conduit's rule does not list.
+    Dnp3Address = 18,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -149,6 +154,8 @@ impl Reason {
         Reason::ModbusUnit,
         Reason::Expired,
         Reason::NotGranted,
+        Reason::Dnp3Function,
+        Reason::Dnp3Address,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -170,6 +177,8 @@ impl Reason {
             Reason::ModbusUnit => "modbus_unit",
             Reason::Expired => "expired",
             Reason::NotGranted => "not_granted",
+            Reason::Dnp3Function => "dnp3_function",
+            Reason::Dnp3Address => "dnp3_address",
         }
     }
 }
@@ -225,9 +234,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(17));
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(19));
         // The names are part of SPEC §2 (and the README's extensions) and must never change.
-        let names: [&str; 17] = Reason::ALL.map(Reason::as_str);
+        let names: [&str; 19] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -247,7 +256,9 @@ mod tests {
                 "modbus_function",
                 "modbus_unit",
                 "expired",
-                "not_granted"
+                "not_granted",
+                "dnp3_function",
+                "dnp3_address"
             ]
         );
     }
@@ -477,7 +488,12 @@ pub struct Event {
     pub dst: [u8; 16],
     /// Events of this flow suppressed since its previous event.
     pub suppressed: u32,
-    pub _pad2: u32,
+    /// A request a filter denied (`crate::inspect::request`): its protocol
+    /// (`crate::inspect::MODBUS`, `DNP3`; 0: none, as older builds wrote), function code and
+    /// address (Modbus unit ID, DNP3 outstation).
+    pub protocol: u8,
+    pub function: u8,
+    pub address: u16,
 }
 const _: () = assert!(core::mem::size_of::<Event>() == 80);
 
@@ -571,7 +587,7 @@ pub const LPM_CONDUIT_ANY_PROTO_BITS: u32 = 72;
 pub const LPM_CONDUIT_ANY_PORT_BITS: u32 = 80;
 pub const LPM_CONDUIT_FULL_BITS: u32 = 96;
 
-/// The conduit a rule belongs to, and the rule's Modbus/TCP filter if it has one.
+/// The conduit a rule belongs to, and the rule's inspection filter if it has one.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ConduitHit {
@@ -582,42 +598,55 @@ pub struct ConduitHit {
     /// [`CONDUIT_ON_DEMAND`]: the conduit's traits (0 in older builds).
     pub flags: u8,
     pub _pad: u16,
-    /// The rule's Modbus filter (`CDT_MODBUS` key with the slot), or 0: no inspection.
-    pub modbus: u32,
+    /// The rule's inspection filter ([`MAP_FILTERS`] key with the slot), or 0: none.
+    pub filter: u32,
     /// The conduit's end (`expires`), in seconds since the Unix epoch, compared with the
     /// kernel's CLOCK_TAI; 0: none. (Padding in older builds, so their entries never end.)
     pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<ConduitHit>() == 16);
 
-/// Modbus filters of the rules that have one: [`ModbusKey`] → [`ModbusRule`].
-pub const MAP_MODBUS: &str = "CDT_MODBUS";
-pub const MAX_MODBUS_FILTERS: u32 = 4096;
+/// Inspection filters of the rules that have one (`modbus`, `dnp3`): [`FilterKey`] →
+/// [`Filter`]. (`CDT_MODBUS` in 0.1, with Modbus's layout only; a new name for a new layout.)
+pub const MAP_FILTERS: &str = "CDT_FILTERS";
+pub const MAX_FILTERS: u32 = 4096;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ModbusKey {
+pub struct FilterKey {
     pub slot: u32,
-    /// [`ConduitHit::modbus`], from 1.
+    /// [`ConduitHit::filter`], from 1.
     pub filter: u32,
 }
-const _: () = assert!(core::mem::size_of::<ModbusKey>() == 8);
+const _: () = assert!(core::mem::size_of::<FilterKey>() == 8);
 
-/// What a Modbus client may send on a rule.
+/// What a client may send on a rule, for one protocol (`crate::inspect`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ModbusRule {
-    /// `MODBUS_*` bits.
-    pub flags: u32,
-    /// Allowed function codes: bit `fc % 32` of word `fc / 32` (codes 1..=127).
-    pub functions: [u32; 4],
-    /// Allowed unit IDs (when [`MODBUS_ANY_UNIT`] is clear): bit `u % 32` of word `u / 32`.
+pub struct Filter {
+    /// `crate::inspect::MODBUS`, `DNP3`: the protocol whose check applies.
+    pub proto: u8,
+    /// [`FILTER_ANY_ADDRESS`].
+    pub flags: u8,
+    /// DNP3: how many entries of `outstations` are used.
+    pub n_outstations: u8,
+    pub _pad: u8,
+    /// Allowed request codes (Modbus function, DNP3 application function): bit `c % 32` of
+    /// word `c / 32`.
+    pub codes: [u32; 8],
+    /// Modbus: allowed unit IDs (when [`FILTER_ANY_ADDRESS`] is clear), a bitmap like `codes`.
     pub units: [u32; 8],
+    /// DNP3: allowed outstation link addresses (when [`FILTER_ANY_ADDRESS`] is clear), the
+    /// first `n_outstations`.
+    pub outstations: [u16; MAX_OUTSTATIONS],
 }
-const _: () = assert!(core::mem::size_of::<ModbusRule>() == 52);
+const _: () = assert!(core::mem::size_of::<Filter>() == 132);
 
-/// Every unit ID is allowed (no `unit_ids` in the rule).
-pub const MODBUS_ANY_UNIT: u32 = 2;
+/// The most outstation addresses one `dnp3` filter lists.
+pub const MAX_OUTSTATIONS: usize = 32;
+
+/// Every address (Modbus unit ID, DNP3 outstation) is allowed: the rule lists none.
+pub const FILTER_ANY_ADDRESS: u8 = 1;
 
 /// Whether bit `i` of a bitmap of 32-bit words is set (false past its end).
 #[inline(always)]
@@ -783,9 +812,10 @@ pub struct Settings {
     pub unknown_mode: u8,
     /// `defaults.log` for denials that no conduit is involved in.
     pub log: u32,
-    /// 1 when a rule of the policy has a `modbus` section: data segments of established TCP
-    /// flows are then looked up again so that the live filter applies to them.
-    pub modbus: u32,
+    /// 1 when a rule of the policy has an inspection filter (`modbus`, `dnp3`): data
+    /// segments of established TCP flows are then looked up again so that the live filter
+    /// applies to them.
+    pub inspect: u32,
     /// [`SKIP_FAILSAFE`] | [`SKIP_MACS`]: optional tables the slot leaves empty, whose
     /// lookups a packet skips. Zero (what this field held as padding in older builds) means
     /// every lookup runs: a slot that says nothing is judged the careful way.
@@ -827,8 +857,8 @@ mod pod_policy {
     unsafe impl aya::Pod for EventRate {}
     unsafe impl aya::Pod for DropKey {}
     unsafe impl aya::Pod for ConduitDropKey {}
-    unsafe impl aya::Pod for ModbusKey {}
-    unsafe impl aya::Pod for ModbusRule {}
+    unsafe impl aya::Pod for FilterKey {}
+    unsafe impl aya::Pod for Filter {}
     unsafe impl aya::Pod for crate::flow::FlowVal {}
     unsafe impl aya::Pod for ZoneIfKey {}
     unsafe impl aya::Pod for IngressCfg {}

@@ -77,7 +77,7 @@ pub struct FlowVal {
     /// The initiator's and the responder's zones under that generation.
     pub src_zone: u32,
     pub dst_zone: u32,
-    /// The Modbus filter of the rule that matches the initiator's packets under that
+    /// The inspection filter of the rule that matches the initiator's packets under that
     /// generation (`ConduitHit::modbus`), 0 for none.
     pub filter: u32,
     /// [`CACHE_FWD`] | [`CACHE_REV`]: which directions have a cached verdict.

@@ -5,10 +5,13 @@
 //! fixed-width integers and byte arrays only, explicit padding, and a compile-time size check.
 #![no_std]
 
+#[cfg(test)]
+extern crate std;
+
 pub mod abi;
 pub mod flow;
+pub mod inspect;
 pub mod learn;
-pub mod modbus;
 pub mod parse;
 pub mod verdict;
 

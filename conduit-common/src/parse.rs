@@ -5,6 +5,7 @@
 //! Fail closed: anything that cannot be parsed safely is `Err(Malformed)`.
 use crate::{
     abi::{FAMILY_V4, FAMILY_V6},
+    inspect::WINDOW,
     verdict::{
         KIND_ARP, KIND_IP, KIND_OTHER, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet,
     },
@@ -14,6 +15,10 @@ use crate::{
 pub trait Frame {
     /// The `N` bytes at `off`, or `None` if the frame is shorter than `off + N`.
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
+    /// Copies the first `min(len, WINDOW)` of the `len` bytes at `off` to the start of `out`
+    /// (the caller has checked that the frame holds them), leaving the rest of `out` as it
+    /// is.
+    fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]);
     /// The frame's length in bytes.
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
@@ -28,6 +33,12 @@ impl Frame for [u8] {
         let mut out = [0u8; N];
         out.copy_from_slice(s);
         Some(out)
+    }
+    fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]) {
+        let n = len.min(WINDOW);
+        if let Some(s) = self.get(off..off + n) {
+            out[..n].copy_from_slice(s);
+        }
     }
     fn len(&self) -> usize {
         <[u8]>::len(self)
@@ -269,13 +280,8 @@ fn parse_l4<F: Frame + ?Sized>(
             let data = off + doff;
             // At most 65535 - 20 - 20: the IP length is 16 bits.
             p.payload_len = (end - data) as u16;
-            // Load first, then look at the length: a load guarded only by the IP length
-            // lets the compiler drop the bounds check that the verifier needs.
-            if let Some(app) = f.load::<8>(data)
-                && end - data >= 8
-            {
-                p.app = app;
-            }
+            // The payload lies within the datagram, which lies within the frame.
+            f.load_window(data, end - data, &mut p.app);
         }
         PROTO_UDP => {
             let u: [u8; 8] = f.load(off).ok_or(Malformed)?;

@@ -7,6 +7,7 @@ use crate::{
         CACHE_FWD, CACHE_REV, FLOW_FWD, FLOW_LEARN_MODBUS, FLOW_MONITOR, FLOW_NEW, FLOW_NONE,
         FLOW_REV, FlowKey, FlowVal, alive, flow_key, flow_port, next_state, reply_shaped, tracked,
     },
+    inspect::{Request, WINDOW},
     parse::TCP_RST,
 };
 
@@ -36,8 +37,9 @@ pub trait Tables {
     fn granted(&self, key: &ConduitKey) -> bool;
     /// Whether the destination is the gateway itself on a failsafe port.
     fn failsafe(&self, key: &FailsafeKey) -> bool;
-    /// A rule's Modbus filter, read in place (it is too large to copy onto the BPF stack).
-    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule>;
+    /// A rule's inspection filter, read in place (it is too large to copy onto the BPF
+    /// stack).
+    fn filter(&self, key: &FilterKey) -> Option<&Filter>;
     /// What is known of an ingress interface ([`MAP_INGRESS`]).
     fn ingress(&self, ifindex: u32) -> Option<IngressCfg>;
     /// Whether a zone lists an interface ([`MAP_ZONE_IFS`]).
@@ -149,18 +151,18 @@ pub fn check_ingress<T: Tables, F: Fib>(t: &T, fib: &F, slot: u8, p: &Packet, d:
     }
 }
 
-/// The verdict of the Modbus filter of the rule `hit` on a client-to-server packet, if the
-/// rule has one (see [`crate::modbus`]).
+/// The verdict of the inspection filter `filter` (0: none) of slot `slot` on a
+/// client-to-server packet (see [`crate::inspect`]).
 #[inline(always)]
-fn inspect<T: Tables>(t: &T, slot: u8, hit: &ConduitHit, p: &Packet) -> Option<Reason> {
-    if hit.modbus == 0 {
+fn inspect<T: Tables>(t: &T, slot: u8, filter: u32, p: &Packet) -> Option<Reason> {
+    if filter == 0 {
         return None;
     }
-    let key = ModbusKey {
+    let key = FilterKey {
         slot: slot as u32,
-        filter: hit.modbus,
+        filter,
     };
-    crate::modbus::check(t.modbus(&key), p)
+    crate::inspect::check(t.filter(&key), p)
 }
 
 /// The failsafe table's entry for one of the gateway's own IPv6 addresses as a destination
@@ -207,9 +209,9 @@ pub struct Packet {
     pub hop_limit: u8,
     /// TCP payload length in bytes (from the IP length, so Ethernet padding is not payload).
     pub payload_len: u16,
-    /// The first 8 bytes of the TCP payload when it has at least 8 (a Modbus MBAP header
-    /// and function code), else zeros.
-    pub app: [u8; 8],
+    /// The first bytes of the TCP payload, up to [`WINDOW`], zeros after the payload's end:
+    /// what protocol inspection reads (`crate::inspect`).
+    pub app: [u8; WINDOW],
     /// 1 for an ICMP/ICMPv6 error (unreachable, too big, time exceeded, parameter problem)
     /// whose quoted packet was sent by this packet's destination: the quoted packet's
     /// protocol, ports (echo: identifier twice) and destination below, so that the error can
@@ -229,7 +231,8 @@ impl Packet {
     /// The first packet of a flow as a host sends it, for judging a flow without a frame
     /// (`conduit explain`, `conduit discover`'s proof): from `src_mac`, `family`'s addresses
     /// `src` → `dst`, a TCP SYN, a UDP datagram or an ICMP message (`ports.1` holds its type
-    /// << 8), or with `modbus` `(unit, function)` a TCP segment carrying that one request.
+    /// << 8), or with `request` a TCP segment of an established connection carrying that one
+    /// request.
     /// Neighbour discovery comes with hop limit 255 (RFC 4861), everything else with 64.
     pub fn first(
         family: u8,
@@ -238,10 +241,11 @@ impl Packet {
         dst: [u8; 16],
         proto: u8,
         ports: (u16, u16),
-        modbus: Option<(u8, u8)>,
+        request: Option<Request>,
     ) -> Packet {
         let v6 = family == FAMILY_V6;
         let nd = proto == PROTO_ICMPV6 && (133..=137).contains(&(ports.1 >> 8));
+        let (payload_len, app) = request.map_or((0, [0; WINDOW]), |r| r.payload());
         Packet {
             kind: KIND_IP,
             family,
@@ -252,21 +256,14 @@ impl Packet {
             proto,
             sport: ports.0,
             dport: ports.1,
-            tcp_flags: match (proto, modbus) {
+            tcp_flags: match (proto, request) {
                 (PROTO_TCP, None) => crate::parse::TCP_SYN,
                 (PROTO_TCP, Some(_)) => crate::parse::TCP_ACK | crate::parse::TCP_PSH,
                 _ => 0,
             },
             hop_limit: if nd { 255 } else { 64 },
-            payload_len: if modbus.is_some() {
-                crate::modbus::MBAP_AND_FUNCTION as u16
-            } else {
-                0
-            },
-            app: match modbus {
-                Some((unit, function)) => crate::modbus::request_header(unit, function),
-                None => [0; 8],
-            },
+            payload_len,
+            app,
             // Not a fragment, not an ICMP error about another flow, no ingress interface.
             ..Packet::default()
         }
@@ -295,7 +292,7 @@ pub struct Decision {
     pub log: bool,
     /// How the frame relates to the flow table (`flow::FLOW_*`).
     pub flow: u8,
-    /// The Modbus filter of the rule that matched an allowed initiator's packet (new or
+    /// The inspection filter of the rule that matched an allowed initiator's packet (new or
     /// established flow), 0 for none: kept in the flow for the fast path. A `u16` so that
     /// the struct has no padding: the BPF verifier rejects a copy whose padding bytes the
     /// compiler fills from a pointer register.
@@ -307,7 +304,7 @@ pub struct Decision {
     pub expires: u32,
 }
 const _: () = assert!(core::mem::size_of::<Decision>() == 28);
-const _: () = assert!(MAX_MODBUS_FILTERS <= u16::MAX as u32);
+const _: () = assert!(MAX_FILTERS <= u16::MAX as u32);
 
 /// Resolves an address: exact `ip` assets first, then the longest CIDR, else `unknown`.
 #[inline(always)]
@@ -541,7 +538,7 @@ impl<T: Tables> Judge<'_, T> {
         }
     }
 
-    /// A denial by a conduit's own filter (Modbus inspection): the conduit is named, so that
+    /// A denial by a conduit's own filter (protocol inspection): the conduit is named, so that
     /// the drop is counted per conduit, and the conduit's `log` decides the audit event.
     #[inline(always)]
     fn deny_by(&self, reason: Reason, hit: &ConduitHit) -> Decision {
@@ -778,13 +775,13 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             && let Some(end) = live(&v)
             && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, flow_port(p, false))
         {
-            // In a policy with Modbus filters, the live policy's filter judges every
+            // In a policy with inspection filters, the live policy's filter judges every
             // client-to-server segment with data (so a reload that narrows a conduit to
             // read-only applies to sessions already open).
             let mut filter = 0;
-            if settings.modbus == 1 && p.proto == PROTO_TCP {
-                filter = hit.modbus as u16;
-                if let Some(reason) = inspect(t, slot, &hit, p) {
+            if settings.inspect == 1 && p.proto == PROTO_TCP {
+                filter = hit.filter as u16;
+                if let Some(reason) = inspect(t, slot, hit.filter, p) {
                     let mut d = j.deny_by(reason, &hit);
                     if d.verdict == Verdict::WouldDeny {
                         d.flow = FLOW_FWD;
@@ -857,7 +854,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             }
             return d;
         }
-        if let Some(reason) = inspect(t, slot, &hit, p) {
+        if let Some(reason) = inspect(t, slot, hit.filter, p) {
             return j.deny_by(reason, &hit);
         }
         let mut d = j.allow(Reason::Conduit, Some(hit));
@@ -865,8 +862,8 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         if tracked {
             d.flow = FLOW_NEW;
             // What the established path finds for the flow's next packets.
-            if settings.modbus == 1 && p.proto == PROTO_TCP {
-                d.filter = hit.modbus as u16;
+            if settings.inspect == 1 && p.proto == PROTO_TCP {
+                d.filter = hit.filter as u16;
             }
         }
         return d;
@@ -922,7 +919,7 @@ impl Decision {
 /// (two for a reply), and returns [`Fast::Decided`]; otherwise `out` is untouched and the
 /// full decision must run: [`Fast::NoFlow`] when no flow exists under the keys `decide`
 /// would look up, [`Fast::Full`] for no verdict cached for this generation, another source
-/// MAC, an expired flow, a fragment, a reset, an ICMP error, or a Modbus segment that the
+/// MAC, an expired flow, a fragment, a reset, an ICMP error, or an inspected segment that the
 /// filter would not let through. (An out-parameter, not an `Option`: the BPF verifier rejects the
 /// niche-encoded copies the compiler makes of an `Option<Decision>`.)
 ///
@@ -931,7 +928,7 @@ impl Decision {
 /// (the key) and the source MAC, and [`check_ingress`] on the ingress interface (both
 /// cached per direction; a route change after the verdict does not move an open flow to
 /// another interface's check, see the README); the flow's conduit was live under
-/// this generation when the verdict was cached; what remains (expiry, Modbus inspection of
+/// this generation when the verdict was cached; what remains (expiry, inspection of
 /// the initiator's data) is checked here on every packet.
 #[inline(always)]
 pub fn fast_path<T: Tables, F: FlowTable>(
@@ -1037,19 +1034,13 @@ fn cached<T: Tables>(
     let mut learn = false;
     if dir == FLOW_FWD {
         d.filter = v.filter as u16;
-        if v.filter != 0 {
-            let key = ModbusKey {
-                slot: slot as u32,
-                filter: v.filter,
-            };
-            if crate::modbus::check(t.modbus(&key), p).is_some() {
-                // Denied by the filter: the full path says how and counts it.
-                return Hit::No;
-            }
+        if inspect(t, slot, v.filter, p).is_some() {
+            // Denied by the filter: the full path says how and counts it.
+            return Hit::No;
         }
         // A learning flow's Modbus request other than the last one learned.
         if v.state & FLOW_LEARN_MODBUS != 0
-            && let Some((unit, f)) = crate::modbus::request(p)
+            && let Some((unit, f)) = crate::inspect::modbus::request(p)
             && v.learned != [unit, f]
         {
             v.learned = [unit, f];

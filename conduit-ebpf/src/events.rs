@@ -6,6 +6,7 @@
 use conduit_common::{
     EVENT_WINDOW_NS, EVSTAT_FLOOD, EVSTAT_LOST, EVSTAT_SUPPRESSED, Event, EventRate,
     flow::{FlowKey, flow_key},
+    inspect,
     verdict::{Decision, Packet},
 };
 
@@ -81,6 +82,11 @@ pub fn emit(d: &Decision, p: Option<&Packet>, ifindex: u32, now: u64) {
         ev.dport = p.dport;
         ev.src = p.src;
         ev.dst = p.dst;
+        if let Some((protocol, function, address)) = inspect::request(d.reason, p) {
+            ev.protocol = protocol;
+            ev.function = function;
+            ev.address = address;
+        }
     }
     if CDT_EVENTS.output(&ev, 0).is_err() {
         bump(EVSTAT_LOST);

@@ -6,7 +6,7 @@ use conduit_common::{
         FLOW_FWD, FLOW_LEARN_ANSWERED, FLOW_LEARN_MODBUS, FLOW_LEARN_STATE, FLOW_MONITOR, FLOW_NEW,
         FLOW_REV, FlowKey, FlowVal, alive, next_state, state_key,
     },
-    modbus,
+    inspect::modbus,
     parse::TCP_RST,
     verdict::{Decision, FlowTable, PROTO_TCP, Packet},
 };

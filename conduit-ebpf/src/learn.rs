@@ -3,12 +3,12 @@
 //! maps: a record is never evicted, a record that does not fit is counted.
 use aya_ebpf::bindings::BPF_NOEXIST;
 use conduit_common::{
+    inspect::modbus,
     learn::{
         LEARN_ANSWERED, LEARN_DENIED, LEARN_MAC_VARIES, LEARN_NEW, LEARN_NONE,
         LEARN_SERVER_MAC_VARIES, LEARNSTAT_DROPPED, LEARNSTAT_MODBUS_DROPPED, LearnModbusVal,
         LearnNote, LearnVal, event, key, modbus_key, note_mac,
     },
-    modbus,
     verdict::Packet,
 };
 

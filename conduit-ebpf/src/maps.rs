@@ -41,9 +41,9 @@ pub static CDT_MAC: HashMap<MacKey, MacBinding> =
 pub static CDT_CONDUITS: LpmTrie<LpmConduitData, ConduitHit> =
     LpmTrie::with_max_entries(SLOTS * MAX_CONDUIT_ENTRIES, NO_PREALLOC);
 
-#[map(name = "CDT_MODBUS")]
-pub static CDT_MODBUS: HashMap<ModbusKey, ModbusRule> =
-    HashMap::with_max_entries(SLOTS * MAX_MODBUS_FILTERS, NO_PREALLOC);
+#[map(name = "CDT_FILTERS")]
+pub static CDT_FILTERS: HashMap<FilterKey, Filter> =
+    HashMap::with_max_entries(SLOTS * MAX_FILTERS, NO_PREALLOC);
 
 #[map(name = "CDT_ZONES")]
 pub static CDT_ZONES: HashMap<ZoneKey, ZoneCfg> = HashMap::with_max_entries(SLOTS * MAX_ZONES, 0);

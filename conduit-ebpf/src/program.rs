@@ -2,12 +2,13 @@
 //! and turn the verdict into an XDP action.
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::{bpf_ktime_get_coarse_ns, generated::bpf_xdp_load_bytes},
     macros::xdp,
     programs::XdpContext,
 };
 use conduit_common::{
     Verdict,
+    inspect::WINDOW,
     learn::LearnNote,
     parse::{Frame, parse_into},
     verdict::{
@@ -34,6 +35,7 @@ static CONDUIT_LEARN: u32 = 0;
 
 /// The packet as the shared parser sees it: every load is bounds-checked against data_end.
 struct XdpFrame {
+    ctx: *mut aya_ebpf::bindings::xdp_md,
     start: usize,
     end: usize,
 }
@@ -47,6 +49,19 @@ impl Frame for XdpFrame {
         }
         // SAFETY: [at, at + N) lies within [data, data_end), checked just above.
         Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
+    }
+
+    /// With `bpf_xdp_load_bytes` straight into the packet in the per-CPU scratch: a copy of
+    /// a variable length that direct packet access would do byte by byte, on the stack.
+    #[inline(always)]
+    fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]) {
+        let n = if len < WINDOW { len } else { WINDOW };
+        if n == 0 {
+            return;
+        }
+        // SAFETY: `out` holds WINDOW bytes and 0 < n <= WINDOW; the kernel checks the
+        // frame's bounds (a copy past its end fails and leaves `out` as it was).
+        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, out.as_mut_ptr().cast(), n as u32) };
     }
 
     #[inline(always)]
@@ -156,8 +171,8 @@ struct Run {
 /// The shared parser over the frame, out of line for the same reason as [`full`]; false
 /// when the frame is malformed.
 #[inline(never)]
-fn parse(start: usize, end: usize, p: &mut Packet) -> bool {
-    parse_into(&XdpFrame { start, end }, p).is_ok()
+fn parse(ctx: *mut aya_ebpf::bindings::xdp_md, start: usize, end: usize, p: &mut Packet) -> bool {
+    parse_into(&XdpFrame { ctx, start, end }, p).is_ok()
 }
 
 /// The decision for a frame that does not parse, and its audit event.
@@ -184,6 +199,7 @@ pub fn conduit_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn judge(ctx: &XdpContext) -> u32 {
     let frame = XdpFrame {
+        ctx: ctx.ctx,
         start: ctx.data(),
         end: ctx.data_end(),
     };
@@ -219,7 +235,7 @@ fn judge(ctx: &XdpContext) -> u32 {
     let mut d = Decision::FAIL_CLOSED;
     // What the learning code records: `learn::FIRST_REPLY` | `MODBUS` | `RENEWED`.
     let mut found = 0;
-    let parsed = parse(frame.start, frame.end, p);
+    let parsed = parse(frame.ctx, frame.start, frame.end, p);
     if parsed {
         p.ifindex = ifindex;
         let p: &Packet = p;

@@ -93,10 +93,10 @@ impl Tables for KernelTables {
     }
 
     #[inline(always)]
-    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
+    fn filter(&self, key: &FilterKey) -> Option<&Filter> {
         // SAFETY: read in place; BPF_F_NO_PREALLOC keeps a deleted element readable (RCU)
         // until the program returns, and the agent only deletes filters of the idle slot.
-        unsafe { CDT_MODBUS.get(key) }
+        unsafe { CDT_FILTERS.get(key) }
     }
 
     #[inline(always)]

@@ -105,7 +105,7 @@ fn entries(c: &Compiled) -> usize {
         + c.id_cidr.len()
         + c.mac.len()
         + c.conduits.len()
-        + c.modbus.len()
+        + c.filters.len()
         + c.zones.len()
         + c.live.len()
         + c.l2.len()

@@ -26,6 +26,7 @@ fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
         ports,
         icmp_types: None,
         modbus: None,
+        dnp3: None,
     }
 }
 
@@ -111,7 +112,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
     };
     let mut read_only = rule(6, Some(vec![(1502, 1502)]));
     read_only.modbus = Some(ModbusFilter {
-        functions: conduit_common::modbus::READ.to_vec(),
+        functions: conduit_common::inspect::modbus::READ.to_vec(),
         unit_ids: Some(vec![1]),
     });
     let mut cs = vec![

@@ -16,6 +16,32 @@ pub fn checksum(data: &[u8]) -> u16 {
     !(sum as u16)
 }
 
+/// The most payload bytes of an [`L4::TcpData`].
+pub const TCP_DATA: usize = 64;
+
+/// `bytes` as [`L4::TcpData`] payload: `(data, len)`.
+pub fn tcp_data(bytes: &[u8]) -> ([u8; TCP_DATA], u8) {
+    let mut d = [0u8; TCP_DATA];
+    d[..bytes.len()].copy_from_slice(bytes);
+    (d, bytes.len() as u8)
+}
+
+/// A DNP3 link frame from `master` to `outstation` with `user` as user data (transport
+/// header, application header, function code, objects), every CRC right, as
+/// [`L4::TcpData`] payload.
+pub fn dnp3_frame(outstation: u16, master: u16, control: u8, user: &[u8]) -> ([u8; TCP_DATA], u8) {
+    use conduit_common::inspect::dnp3::{BLOCK, START, crc};
+    let mut b = vec![START[0], START[1], 5 + user.len() as u8, control];
+    b.extend_from_slice(&outstation.to_le_bytes());
+    b.extend_from_slice(&master.to_le_bytes());
+    b.extend_from_slice(&crc(&b[..8]).to_le_bytes());
+    for block in user.chunks(BLOCK) {
+        b.extend_from_slice(block);
+        b.extend_from_slice(&crc(block).to_le_bytes());
+    }
+    tcp_data(&b)
+}
+
 /// The transport part of a frame.
 #[derive(Clone, Copy, Debug)]
 pub enum L4 {
@@ -43,15 +69,15 @@ pub enum L4 {
         sport: u16,
         dport: u16,
         flags: u8,
-        data: [u8; 24],
+        data: [u8; TCP_DATA],
         len: u8,
     },
 }
 
 /// A Modbus/TCP request ADU (MBAP header, function code, `pdu` after it) as [`L4::TcpData`]
 /// payload: `(data, len)`.
-pub fn modbus_adu(transaction: u16, unit: u8, function: u8, pdu: &[u8]) -> ([u8; 24], u8) {
-    let mut d = [0u8; 24];
+pub fn modbus_adu(transaction: u16, unit: u8, function: u8, pdu: &[u8]) -> ([u8; TCP_DATA], u8) {
+    let mut d = [0u8; TCP_DATA];
     d[..2].copy_from_slice(&transaction.to_be_bytes());
     d[4..6].copy_from_slice(&(2 + pdu.len() as u16).to_be_bytes());
     d[6] = unit;

@@ -206,6 +206,68 @@ pub fn plc_to_hmi(client: u16, port: u16, flags: u8) -> Vec<u8> {
     crate::frames::v4(crate::frames::MAC_B, PLC, HMI, l4)
 }
 
+/// A segment with `payload` of the TCP session from the HMI's port `client` to the PLC's
+/// `port`, sent by the HMI (`to_plc`) or by the PLC.
+pub fn data_segment(to_plc: bool, client: u16, port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let (data, len) = crate::frames::tcp_data(payload);
+    let (sport, dport) = if to_plc {
+        (client, port)
+    } else {
+        (port, client)
+    };
+    let l4 = crate::frames::L4::TcpData {
+        sport,
+        dport,
+        flags,
+        data,
+        len,
+    };
+    if to_plc {
+        crate::frames::v4(crate::frames::MAC_A, HMI, PLC, l4)
+    } else {
+        crate::frames::v4(crate::frames::MAC_B, PLC, HMI, l4)
+    }
+}
+
+/// Runs `frame` through kernel and reference, which must agree; returns the XDP action, the
+/// reason and the verdict.
+pub fn step(
+    k: &mut Kernel,
+    r: &mut Reference,
+    frame: &[u8],
+) -> (u32, conduit_common::Reason, conduit_common::Verdict) {
+    let (action, t) = k.run(frame);
+    let want = r.judge(frame, conduit_agent::reference::monotonic_ns());
+    assert_eq!(
+        as_trace(&want, r.last_fast, t.seq),
+        t,
+        "kernel and reference disagree"
+    );
+    (
+        action,
+        conduit_common::Reason::try_from(t.reason).unwrap(),
+        conduit_common::Verdict::try_from(t.verdict).unwrap(),
+    )
+}
+
+/// Per-conduit counters of a filter's drops: packets with `verdict` and `reason`, and the
+/// conduits that have any.
+pub fn filter_drops(
+    k: &Kernel,
+    verdict: conduit_common::Verdict,
+    reason: Option<conduit_common::Reason>,
+) -> (u64, std::collections::BTreeSet<u32>) {
+    let drops = k.dp.conduit_drops().unwrap();
+    let n = drops
+        .iter()
+        .filter(|(key, _)| {
+            key.verdict == verdict as u32 && reason.is_none_or(|r| key.reason == r as u32)
+        })
+        .map(|(_, c)| c.packets)
+        .sum();
+    (n, drops.keys().map(|key| key.conduit).collect())
+}
+
 /// Runs `frame` through the kernel and the reference, which must agree, and checks what the
 /// kernel did: (XDP action, reason, whether the fast path decided).
 pub fn expect(

@@ -192,10 +192,11 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
                 granted.push(format!("c{c}"));
             }
         }
-        // One Modbus filter per conduit (two tcp rules of a conduit on the same port must
-        // not differ in it), on every tcp rule; then no `proto: any` rule either.
-        let modbus = if rng.random_bool(0.4) {
-            Some(format!(
+        // One inspection filter (Modbus or DNP3) per conduit (two tcp rules of a conduit on
+        // the same port must not differ in it), on every tcp rule; then no `proto: any`
+        // rule either.
+        let modbus = match rng.random_range(0..10) {
+            0..=3 => Some(format!(
                 ", modbus: {{ functions: [{}]{} }}",
                 ["read", "read, write", "3", "read, 90"]
                     .choose(rng)
@@ -205,9 +206,19 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
                 } else {
                     ""
                 }
-            ))
-        } else {
-            None
+            )),
+            4..=5 => Some(format!(
+                ", dnp3: {{ functions: [{}]{} }}",
+                ["read", "read, unsolicited", "5", "read, control, 13"]
+                    .choose(rng)
+                    .unwrap(),
+                if rng.random_bool(0.5) {
+                    ", outstations: [10, 1024]"
+                } else {
+                    ""
+                }
+            )),
+            _ => None,
         };
         let mb = modbus.as_deref().unwrap_or("");
         y += "    rules:\n";
@@ -304,14 +315,73 @@ fn random_l4(rng: &mut impl Rng, ports: &[u16], v6: bool) -> L4 {
                 id: rng.random_range(0..4),
             }
         }
-        9..=10 => {
+        9 => {
             let sport = port(rng);
             let dport = if rng.random_bool(0.5) { 502 } else { port(rng) };
             random_modbus(rng, sport, dport)
         }
+        10 => {
+            let sport = port(rng);
+            let dport = if rng.random_bool(0.5) {
+                20000
+            } else {
+                port(rng)
+            };
+            random_dnp3(rng, sport, dport)
+        }
         _ => L4::Raw {
             proto: *[47u8, 50, 132].choose(rng).unwrap(),
         },
+    }
+}
+
+/// A TCP data segment that is mostly a DNP3 request frame: function codes and outstation
+/// addresses inside and outside the generated filters, link services, frames longer than the
+/// inspection window, and broken framing (start bytes, CRCs, length, two frames in one
+/// segment, a frame cut short, a non-first transport segment or application fragment, a
+/// frame from an outstation).
+fn random_dnp3(rng: &mut impl Rng, sport: u16, dport: u16) -> L4 {
+    let function = *[0u8, 1, 2, 3, 5, 13, 20, 21, 129, 255].choose(rng).unwrap();
+    let outstation = *[10u16, 1024, 11, 0xffff].choose(rng).unwrap();
+    let control = *[0xC4u8, 0xC4, 0xC4, 0xC3, 0xC0, 0xC9, 0x80, 0x44, 0xC7]
+        .choose(rng)
+        .unwrap();
+    let mut user = Vec::new();
+    if matches!(control, 0xC4 | 0xC3 | 0x44) || rng.random_bool(0.1) {
+        user.extend_from_slice(&[0xC0 | rng.random_range(0..64), 0xC0, function]);
+        let objects = *[0usize, 0, 3, 13, 14, 30, 40].choose(rng).unwrap();
+        user.extend((0..objects).map(|i| i as u8));
+    }
+    // Not the first transport segment, or not the first application fragment.
+    let (at, bit) = *[(0, 0x40u8), (1, 0x80)].choose(rng).unwrap();
+    if rng.random_bool(0.15)
+        && let Some(b) = user.get_mut(at)
+    {
+        *b &= !bit;
+    }
+    let (mut data, mut len) = frames::dnp3_frame(outstation, 1, control, &user);
+    let n = usize::from(len);
+    match rng.random_range(0..14) {
+        0 => data[1] = 0x65,
+        1 => data[8] ^= 1,
+        2 if n > 12 => data[n.min(28) - 1] ^= 0x10,
+        3 => data[2] = data[2].wrapping_add(rng.random_range(1..4)),
+        4 => {
+            // A second frame right after the first.
+            let (second, l2) = frames::dnp3_frame(outstation, 1, 0xC4, &[0xC1, 0xC1, 1]);
+            let take = (frames::TCP_DATA - n).min(usize::from(l2));
+            data[n..n + take].copy_from_slice(&second[..take]);
+            len += take as u8;
+        }
+        5 => len = rng.random_range(1..n as u8),
+        _ => {}
+    }
+    L4::TcpData {
+        sport,
+        dport,
+        flags: *[0x18u8, 0x10, 0x19].choose(rng).unwrap(),
+        data,
+        len,
     }
 }
 
@@ -332,7 +402,7 @@ fn random_modbus(rng: &mut impl Rng, sport: u16, dport: u16) -> L4 {
             // A second ADU right after the first.
             let n = usize::from(len);
             let (second, l2) = frames::modbus_adu(7, unit, 3, &[0, 1]);
-            let take = (24 - n).min(usize::from(l2));
+            let take = (frames::TCP_DATA - n).min(usize::from(l2));
             data[n..n + take].copy_from_slice(&second[..take]);
             len += take as u8;
         }

@@ -144,11 +144,11 @@ fn object_maps_match_common_types() {
             abi::MAX_DROP_KEYS,
         ),
         (
-            abi::MAP_MODBUS,
+            abi::MAP_FILTERS,
             HASH,
-            size_of::<abi::ModbusKey>(),
-            size_of::<abi::ModbusRule>(),
-            S * abi::MAX_MODBUS_FILTERS,
+            size_of::<abi::FilterKey>(),
+            size_of::<abi::Filter>(),
+            S * abi::MAX_FILTERS,
         ),
         (
             abi::MAP_CONDUIT_DROPS,

@@ -40,7 +40,7 @@ fn segment_with(
     flags: u8,
     payload: &[u8],
 ) -> Vec<u8> {
-    let mut data = [0u8; 24];
+    let mut data = [0u8; frames::TCP_DATA];
     data[..payload.len()].copy_from_slice(payload);
     frames::v4(
         mac,

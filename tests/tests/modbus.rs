@@ -2,11 +2,10 @@
 //! the reference model: a session on a read-only conduit, framing that fails closed, replies
 //! not inspected, monitor mode, per-conduit counters, and a reload that narrows a conduit
 //! while a session is open.
-use conduit_agent::reference::monotonic_ns;
 use conduit_common::{Reason, Verdict, flow};
 use conduit_tests::{
-    frames::{self, L4, modbus_adu},
-    kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},
+    frames::modbus_adu,
+    kernel::{self, ACK, SYN, SYN_ACK, XDP_DROP, XDP_PASS, step},
     require_root,
 };
 
@@ -40,38 +39,12 @@ const READ_ONLY_UNIT_1: &str = ", modbus: { functions: [read], unit_ids: [1] }";
 
 /// A client-to-server segment with `payload`.
 fn to_plc(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut data = [0u8; 24];
-    data[..payload.len()].copy_from_slice(payload);
-    frames::v4(
-        frames::MAC_A,
-        HMI,
-        PLC,
-        L4::TcpData {
-            sport: CLIENT_PORT,
-            dport: 502,
-            flags,
-            data,
-            len: payload.len() as u8,
-        },
-    )
+    kernel::data_segment(true, CLIENT_PORT, 502, flags, payload)
 }
 
 /// A server-to-client segment with `payload`.
 fn to_hmi(flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut data = [0u8; 24];
-    data[..payload.len()].copy_from_slice(payload);
-    frames::v4(
-        frames::MAC_B,
-        PLC,
-        HMI,
-        L4::TcpData {
-            sport: 502,
-            dport: CLIENT_PORT,
-            flags,
-            data,
-            len: payload.len() as u8,
-        },
-    )
+    kernel::data_segment(false, CLIENT_PORT, 502, flags, payload)
 }
 
 fn adu(unit: u8, function: u8, pdu: &[u8]) -> Vec<u8> {
@@ -81,28 +54,8 @@ fn adu(unit: u8, function: u8, pdu: &[u8]) -> Vec<u8> {
 
 const PSH_ACK: u8 = 0x18;
 
-/// Runs `frame` through kernel and reference; both must agree; returns (action, reason).
-fn step(
-    k: &mut Kernel,
-    r: &mut conduit_agent::reference::Reference,
-    frame: &[u8],
-) -> (u32, Reason, Verdict) {
-    let (action, t) = k.run(frame);
-    let want = r.judge(frame, monotonic_ns());
-    assert_eq!(
-        kernel::as_trace(&want, r.last_fast, t.seq),
-        t,
-        "kernel and reference disagree"
-    );
-    (
-        action,
-        Reason::try_from(t.reason).unwrap(),
-        Verdict::try_from(t.verdict).unwrap(),
-    )
-}
-
 /// Opens the TCP session HMI → PLC:502 (SYN, SYN-ACK, ACK), all allowed.
-fn handshake(k: &mut Kernel, r: &mut conduit_agent::reference::Reference) {
+fn handshake(k: &mut kernel::Kernel, r: &mut conduit_agent::reference::Reference) {
     assert_eq!(step(k, r, &to_plc(SYN, &[])).1, Reason::Conduit);
     assert_eq!(step(k, r, &to_hmi(SYN_ACK, &[])).1, Reason::Reply);
     assert_eq!(step(k, r, &to_plc(ACK, &[])).1, Reason::Conduit);
@@ -162,18 +115,11 @@ fn read_only_conduit_passes_reads_and_drops_writes() {
     let (action, reason, _) = step(&mut k, &mut r, &to_plc(ACK, &[]));
     assert_eq!((action, reason), (XDP_PASS, Reason::Conduit));
     // Per-conduit counters of the filter's drops.
-    let drops = k.dp.conduit_drops().unwrap();
-    let count = |reason: Reason| -> u64 {
-        drops
-            .iter()
-            .filter(|(key, _)| key.reason == reason as u32 && key.verdict == Verdict::Deny as u32)
-            .map(|(_, c)| c.packets)
-            .sum()
-    };
+    let count = |reason| kernel::filter_drops(&k, Verdict::Deny, Some(reason)).0;
     assert_eq!(count(Reason::ModbusFunction), 6);
     assert_eq!(count(Reason::ModbusUnit), 1);
     assert_eq!(count(Reason::Malformed), 4);
-    let ids: std::collections::BTreeSet<u32> = drops.keys().map(|key| key.conduit).collect();
+    let ids = kernel::filter_drops(&k, Verdict::Deny, None).1;
     assert_eq!(
         ids.into_iter().collect::<Vec<_>>(),
         vec![r.compiled.conduit_ids["hmi-reads-plc"]]
@@ -229,15 +175,7 @@ fn monitor_mode_passes_and_counts_would_drop() {
         step(&mut k, &mut r, &to_plc(PSH_ACK, &adu(1, 3, &[0, 1, 0, 1]))).2,
         Verdict::Allow
     );
-    let drops = k.dp.conduit_drops().unwrap();
-    assert_eq!(
-        drops
-            .iter()
-            .filter(|(key, _)| key.verdict == Verdict::WouldDeny as u32)
-            .map(|(_, c)| c.packets)
-            .sum::<u64>(),
-        1
-    );
+    assert_eq!(kernel::filter_drops(&k, Verdict::WouldDeny, None).0, 1);
 }
 
 /// A reload that makes a read-write conduit read-only applies to the session already open:

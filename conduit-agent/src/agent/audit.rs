@@ -1,7 +1,7 @@
 //! The audit log (SPEC §4): events from the kernel's ring buffer, written as JSON lines.
 use std::{io::Write, net::IpAddr, time::SystemTime};
 
-use conduit_common::{Event, FAMILY_V4, FAMILY_V6, Reason, Verdict};
+use conduit_common::{Event, FAMILY_V4, FAMILY_V6, Reason, Verdict, inspect};
 use serde_json::json;
 
 use super::{host::ifname, state::State};
@@ -79,7 +79,7 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
     let zone = |id: u32| st.zone_name(id);
     let icmp = ev.arp == 0 && matches!(ev.proto, 1 | 58);
     let ports = ev.family != 0 && ev.arp == 0 && !icmp;
-    let v = json!({
+    let mut v = json!({
         "ts": rfc3339(wall),
         "verdict": Verdict::try_from(ev.verdict).map(Verdict::as_str).unwrap_or("?"),
         "reason": Reason::try_from(ev.reason).map(Reason::as_str).unwrap_or("?"),
@@ -95,6 +95,17 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
         "interface": ifname(ev.ifindex),
         "suppressed_before": ev.suppressed,
     });
+    // A request a filter denied: which, on which protocol.
+    let request = match ev.protocol {
+        inspect::MODBUS => Some(("modbus", "unit")),
+        inspect::DNP3 => Some(("dnp3", "outstation")),
+        _ => None,
+    };
+    if let (Some((protocol, address)), Some(o)) = (request, v.as_object_mut()) {
+        o.insert("protocol".into(), protocol.into());
+        o.insert("function".into(), ev.function.into());
+        o.insert(address.into(), ev.address.into());
+    }
     v.to_string()
 }
 

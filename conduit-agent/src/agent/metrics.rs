@@ -139,7 +139,7 @@ impl Collector for KernelCollector {
                 })
                 .collect()
         };
-        // Denials by a conduit's own filter (Modbus inspection), per conduit.
+        // Denials by a conduit's own filter (protocol inspection), per conduit.
         let (mut cdropped, mut cwould) = (Vec::new(), Vec::new());
         if let Ok(drops) = s.view.conduit_drops() {
             for (k, c) in drops {
@@ -162,7 +162,7 @@ impl Collector for KernelCollector {
         }
         out.push(family(
             "conduit_inspection_dropped_packets_total",
-            "Packets a conduit's own filter dropped (Modbus function or unit not allowed, malformed Modbus), by conduit and reason.",
+            "Packets a conduit's own filter dropped (Modbus or DNP3 function, unit or outstation not allowed, malformed), by conduit and reason.",
             MetricType::COUNTER,
             cdropped,
         ));

@@ -614,7 +614,7 @@ impl Datapath {
                 lpm(&c.id_cidr),
             )?,
             self.sync(MAP_MAC, slot, |k: &MacKey| u32::from(k.slot), pairs(&c.mac))?,
-            self.sync(MAP_MODBUS, slot, |k: &ModbusKey| k.slot, pairs(&c.modbus))?,
+            self.sync(MAP_FILTERS, slot, |k: &FilterKey| k.slot, pairs(&c.filters))?,
             self.sync(
                 MAP_CONDUITS,
                 slot,

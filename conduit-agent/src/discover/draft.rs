@@ -143,13 +143,13 @@ impl Modbus {
     pub fn has_programming(&self) -> bool {
         self.functions
             .iter()
-            .any(|f| conduit_common::modbus::PROGRAMMING.contains(f))
+            .any(|f| conduit_common::inspect::modbus::PROGRAMMING.contains(f))
     }
 }
 
 /// See [`Modbus::function_tokens`].
 pub fn covering_sets(seen: &BTreeSet<u8>) -> Vec<String> {
-    let sets = conduit_common::modbus::SETS;
+    let sets = conduit_common::inspect::modbus::SETS;
     let in_some: BTreeSet<u8> = seen
         .iter()
         .copied()

@@ -74,7 +74,7 @@ impl Source for LearnDir {
                 proto: id.proto,
                 port: id.port,
             };
-            let is_modbus = id.proto == 6 && id.port == conduit_common::modbus::PORT;
+            let is_modbus = id.proto == 6 && id.port == conduit_common::inspect::modbus::PORT;
             obs.flow(FlowObservation {
                 key,
                 stats: FlowStats {

@@ -5,6 +5,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use conduit_common::{
     Verdict,
+    inspect::Request,
     verdict::{self, Decision, Packet},
 };
 
@@ -20,7 +21,16 @@ pub fn first_packet(k: &FlowKey, mac: [u8; 6], modbus: Option<(u8, u8)>) -> Pack
         _ => 0,
     };
     let ((family, client), (_, server)) = (addr_bytes(k.client), addr_bytes(k.server));
-    Packet::first(family, mac, client, server, k.proto, (40000, dport), modbus)
+    let request = modbus.map(|(unit, function)| Request::Modbus { unit, function });
+    Packet::first(
+        family,
+        mac,
+        client,
+        server,
+        k.proto,
+        (40000, dport),
+        request,
+    )
 }
 
 /// The MAC a flow's client sends from: the one it was seen with one to one, else the one the

@@ -30,7 +30,7 @@ const IDLE_OTHER: u64 = conduit_common::flow::TIMEOUT_OTHER;
 /// How often (capture time) idle connections are swept.
 const SWEEP_EVERY: u64 = 30 * SEC;
 /// The registered Modbus/TCP port.
-pub const MODBUS_PORT: u16 = conduit_common::modbus::PORT;
+pub const MODBUS_PORT: u16 = conduit_common::inspect::modbus::PORT;
 
 type End = (IpAddr, u16);
 
@@ -190,7 +190,8 @@ impl Tracker {
                     }
                     (state, _) => state,
                 };
-                if from_client && let Some((unit, f)) = conduit_common::modbus::request(p) {
+                if from_client && let Some((unit, f)) = conduit_common::inspect::modbus::request(p)
+                {
                     c.stats.modbus.entry(unit).or_default().insert(f);
                 }
             }

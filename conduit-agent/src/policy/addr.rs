@@ -241,45 +241,86 @@ pub fn ethertype(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A Modbus function-code entry: a named set (`read`, `write`, `diagnostics`,
-/// `programming`) or a code in 1..=127 (128..=255 are exception responses, 0 is invalid).
-pub fn modbus_functions(s: &str) -> Result<Vec<u8>, String> {
-    use conduit_common::modbus::SETS;
+/// A filter's code entry: one of the protocol's named sets (`sets`), or a number in `range`.
+/// `what` names the codes in messages ("Modbus function code").
+fn codes(
+    s: &str,
+    what: &str,
+    sets: &[(&str, &[u8])],
+    range: std::ops::RangeInclusive<u8>,
+) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    if let Some(&(_, codes)) = SETS.iter().find(|(name, _)| *name == s) {
+    if let Some(&(_, codes)) = sets.iter().find(|(name, _)| *name == s) {
         return Ok(codes.to_vec());
     }
-    let names = || SETS.iter().map(|(n, _)| *n);
+    let names = || sets.iter().map(|(n, _)| *n);
+    let (lo, hi) = (*range.start(), *range.end());
     match s.parse::<u32>() {
-        Ok(n @ 1..=127) => Ok(vec![n as u8]),
+        Ok(n) if (u32::from(lo)..=u32::from(hi)).contains(&n) => Ok(vec![n as u8]),
         Ok(n) => Err(format!(
-            "Modbus function code `{n}` is out of range: request function codes are 1..127"
+            "{what} code `{n}` is out of range: request function codes are {lo}..{hi}"
         )),
         Err(_) => {
             let hint = super::diag::did_you_mean(s, names())
                 .map(|h| format!("did you mean `{h}`? "))
                 .unwrap_or_default();
             Err(format!(
-                "`{s}` is not a Modbus function set or code; {hint}use a code 1..127 or one of: {}",
+                "`{s}` is not a {what} set or code; {hint}use a code {lo}..{hi} or one of: {}",
                 names().collect::<Vec<_>>().join(", ")
             ))
         }
     }
 }
 
-/// A Modbus unit ID, 0..=255 (0 is the broadcast and TCP-gateway address, 255 the usual
-/// "this device" value of Modbus/TCP servers).
-pub fn modbus_unit(s: &str) -> Result<u8, String> {
+/// A filter's address entry: a number in `0..=max`. `what` names it in messages.
+fn address(s: &str, what: &str, max: u16, note: &str) -> Result<u16, String> {
     match s.trim().parse::<u32>() {
-        Ok(n @ 0..=255) => Ok(n as u8),
-        Ok(n) => Err(format!(
-            "Modbus unit ID `{n}` is out of range: unit IDs are 0..255"
-        )),
+        Ok(n) if n <= u32::from(max) => Ok(n as u16),
+        Ok(n) => Err(format!("{what} `{n}` is out of range: {note}")),
         Err(_) => Err(format!(
-            "`{}` is not a Modbus unit ID: use a number 0..255",
+            "`{}` is not a {what}: use a number 0..{max}",
             s.trim()
         )),
     }
+}
+
+/// A Modbus function-code entry: a named set (`read`, `write`, `diagnostics`,
+/// `programming`) or a code in 1..=127 (128..=255 are exception responses, 0 is invalid).
+pub fn modbus_functions(s: &str) -> Result<Vec<u8>, String> {
+    codes(
+        s,
+        "Modbus function",
+        conduit_common::inspect::modbus::SETS,
+        1..=127,
+    )
+}
+
+/// A Modbus unit ID, 0..=255 (0 is the broadcast and TCP-gateway address, 255 the usual
+/// "this device" value of Modbus/TCP servers).
+pub fn modbus_unit(s: &str) -> Result<u8, String> {
+    address(s, "Modbus unit ID", 255, "unit IDs are 0..255").map(|u| u as u8)
+}
+
+/// A DNP3 application function-code entry: a named set (`read`, `control`, `restart`, ...)
+/// or a code in 0..=255 (requests are 0..=33; 129..=131 are the outstation's responses).
+pub fn dnp3_functions(s: &str) -> Result<Vec<u8>, String> {
+    codes(
+        s,
+        "DNP3 function",
+        conduit_common::inspect::dnp3::SETS,
+        0..=255,
+    )
+}
+
+/// A DNP3 outstation link address, 0..=65535 (0xFFFD..=0xFFFF are broadcast addresses, and
+/// pass only where listed).
+pub fn dnp3_outstation(s: &str) -> Result<u16, String> {
+    address(
+        s,
+        "DNP3 outstation address",
+        u16::MAX,
+        "link addresses are 0..65535",
+    )
 }
 
 /// An instant in RFC 3339 (`2026-12-02T18:00:00Z`, `2026-12-02T19:00:00+01:00`): seconds

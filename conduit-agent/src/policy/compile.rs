@@ -17,7 +17,7 @@ use conduit_common::{
 
 use super::{
     diag::Pos,
-    model::{Addr, LogLevel, ModbusFilter, Mode, Policy, Proto, ReversePath, Rule},
+    model::{Addr, LogLevel, Mode, Policy, Proto, ReversePath, Rule},
 };
 
 /// A policy compiled for one slot: the map contents, and the names behind the IDs.
@@ -30,8 +30,8 @@ pub struct Compiled {
     pub mac: BTreeMap<MacKey, MacBinding>,
     /// (prefix length in bits, data) → conduit.
     pub conduits: BTreeMap<(u32, LpmConduitData), ConduitHit>,
-    /// The rules' Modbus filters, one entry per distinct filter.
-    pub modbus: BTreeMap<ModbusKey, ModbusRule>,
+    /// The rules' inspection filters, one entry per distinct filter.
+    pub filters: BTreeMap<FilterKey, Filter>,
     /// Every zone's settings, and `unknown`'s (its reverse-path check).
     pub zones: BTreeMap<ZoneKey, ZoneCfg>,
     /// The zones' `interfaces`, by name.
@@ -181,22 +181,37 @@ fn mode_code(m: Mode) -> u8 {
     }
 }
 
-/// The datapath form of a rule's Modbus filter: bitmaps of the allowed function codes and
-/// unit IDs.
-fn modbus_rule(m: &ModbusFilter) -> ModbusRule {
-    let mut r = ModbusRule::default();
-    for &f in &m.functions {
-        set_bit(&mut r.functions, usize::from(f));
-    }
-    match &m.unit_ids {
-        None => r.flags |= MODBUS_ANY_UNIT,
-        Some(units) => {
-            for &u in units {
-                set_bit(&mut r.units, usize::from(u));
-            }
+/// The datapath form of a rule's inspection filter, if it has one: bitmaps of the allowed
+/// codes and Modbus unit IDs, the list of DNP3 outstations.
+fn filter(r: &Rule) -> Option<Filter> {
+    use conduit_common::inspect;
+    let (f, (units, outstations)) = match (&r.modbus, &r.dnp3) {
+        (Some(m), _) => (
+            inspect::filter(inspect::MODBUS, &m.functions),
+            (m.unit_ids.as_deref(), None),
+        ),
+        (None, Some(d)) => (
+            inspect::filter(inspect::DNP3, &d.functions),
+            (None, d.outstations.as_deref()),
+        ),
+        (None, None) => return None,
+    };
+    let mut f = f;
+    if let Some(units) = units {
+        f.flags &= !FILTER_ANY_ADDRESS;
+        for &u in units {
+            set_bit(&mut f.units, usize::from(u));
         }
     }
-    r
+    if let Some(list) = outstations {
+        // Validation keeps the list within MAX_OUTSTATIONS.
+        f.flags &= !FILTER_ANY_ADDRESS;
+        f.n_outstations = list.len().min(MAX_OUTSTATIONS) as u8;
+        for (slot, &a) in f.outstations.iter_mut().zip(list) {
+            *slot = a;
+        }
+    }
+    Some(f)
 }
 
 /// Compiles `p` for policy slot `slot` (0 or 1).
@@ -233,11 +248,11 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         l2_allow: u8::from(p.defaults.l2_default_allow),
         unknown_mode: mode_code(p.defaults.mode),
         log: log_code(p.defaults.log),
-        modbus: u32::from(
+        inspect: u32::from(
             p.conduits
                 .iter()
                 .flat_map(|x| &x.rules)
-                .any(|r| r.modbus.is_some()),
+                .any(|r| r.modbus.is_some() || r.dnp3.is_some()),
         ),
         skip: 0,
     };
@@ -342,7 +357,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
     };
     let mut entries: BTreeMap<(u32, LpmConduitData), ConduitHit> = BTreeMap::new();
-    let mut filters: BTreeMap<ModbusRule, u32> = BTreeMap::new();
+    let mut filters: BTreeMap<Filter, u32> = BTreeMap::new();
     for x in &p.conduits {
         let cid = c.conduit_ids[&x.name];
         let log = log_code(x.log.unwrap_or(p.defaults.log)) as u8;
@@ -381,12 +396,11 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         }
         for rule in &x.rules {
             // Identical filters share one entry; IDs in order of first use, from 1.
-            let filter = match &rule.modbus {
+            let filter = match filter(rule) {
                 None => 0,
-                Some(m) => {
-                    let r = modbus_rule(m);
+                Some(f) => {
                     let n = filters.len() as u32 + 1;
-                    *filters.entry(r).or_insert(n)
+                    *filters.entry(f).or_insert(n)
                 }
             };
             let mut won_any = false;
@@ -397,7 +411,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
                         log,
                         flags,
                         _pad: 0,
-                        modbus: filter,
+                        filter,
                         expires,
                     };
                     let e = entries.entry((plen, data)).or_insert(hit);
@@ -413,11 +427,11 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
     c.conduits = entries;
     c.mark_conduit_sources();
     c.set_skip();
-    c.modbus = filters
+    c.filters = filters
         .into_iter()
         .map(|(rule, filter)| {
             (
-                ModbusKey {
+                FilterKey {
                     slot: u32::from(slot),
                     filter,
                 },
@@ -443,9 +457,9 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         ("zones", c.zones.len() - 1, MAX_ZONES - 1),
         ("zone interfaces", c.zone_ifs.len(), MAX_ZONE_IFS),
         (
-            "distinct Modbus filters",
-            c.modbus.len(),
-            MAX_MODBUS_FILTERS,
+            "distinct inspection filters (`modbus`, `dnp3`)",
+            c.filters.len(),
+            MAX_FILTERS,
         ),
         ("conduits", c.live.len(), MAX_CONDUITS),
         ("allowed EtherTypes", c.l2.len(), MAX_L2_ETHERTYPES),
@@ -632,8 +646,8 @@ impl Tables for Compiled {
             .get(&key.conduit)
             .is_some_and(|&until| boot_now_s() < until)
     }
-    fn modbus(&self, key: &ModbusKey) -> Option<&ModbusRule> {
-        self.modbus.get(key)
+    fn filter(&self, key: &FilterKey) -> Option<&Filter> {
+        self.filters.get(key)
     }
 
     fn failsafe(&self, key: &FailsafeKey) -> bool {

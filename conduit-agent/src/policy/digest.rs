@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
-use super::model::{Conduit, Defaults, ModbusFilter, Policy, Rule, Zone};
+use super::model::{Conduit, Defaults, Dnp3Filter, ModbusFilter, Policy, Rule, Zone};
 
 /// The digests of one policy: 16 hex digits (64 bits of sha256) per item. Enough to tell a
 /// change: the policy's own sha256 is what proves which file it was.
@@ -75,16 +75,29 @@ fn rule(h: &mut Hasher, r: &Rule) {
         ports,
         icmp_types,
         modbus,
+        dnp3,
     } = r;
     let _ = write!(h, "rule({proto:?},{ports:?},{icmp_types:?},");
-    match modbus {
-        Some(ModbusFilter {
-            functions,
-            unit_ids,
-        }) => {
+    match (modbus, dnp3) {
+        (
+            Some(ModbusFilter {
+                functions,
+                unit_ids,
+            }),
+            _,
+        ) => {
             let _ = write!(h, "modbus({functions:?},{unit_ids:?}))");
         }
-        None => {
+        (
+            None,
+            Some(Dnp3Filter {
+                functions,
+                outstations,
+            }),
+        ) => {
+            let _ = write!(h, "dnp3({functions:?},{outstations:?}))");
+        }
+        (None, None) => {
             let _ = write!(h, "-)");
         }
     }

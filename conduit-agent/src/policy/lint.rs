@@ -7,7 +7,22 @@ use super::{
 };
 
 /// The registered Modbus/TCP port.
-const MODBUS_PORT: u16 = 502;
+/// The protocols a rule can inspect, for lint [L8]: registered port, name, the rule's key,
+/// and what passes without a filter.
+const INSPECTED: [(u16, &str, &str, &str); 2] = [
+    (
+        conduit_common::inspect::modbus::PORT,
+        "Modbus/TCP",
+        "modbus",
+        "programming and stop",
+    ),
+    (
+        conduit_common::inspect::dnp3::PORT,
+        "DNP3",
+        "dnp3",
+        "operate, restart and file transfer",
+    ),
+];
 
 /// SL-T of a zone by name; `unknown` (the outside world) counts as SL 1.
 fn sl(p: &Policy, zone: &str) -> u8 {
@@ -61,24 +76,28 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
                     sl(p, target)));
             }
         }
-        // 8. Modbus/TCP into a high-SL zone without a function filter: any client allowed to
-        //    read could also write, or stop and reprogram the PLC (function 90, 125, 126).
-        //    A `modbus` filter (read-only is least privilege) settles it.
+        // 8. An industrial protocol into a high-SL zone without its filter: any client
+        //    allowed to read could also write, or stop and reprogram the PLC (Modbus 90,
+        //    125, 126), or operate a breaker and restart the outstation (DNP3 5, 13). A
+        //    filter (read-only is least privilege) settles it.
         if let Some(target) = high_into.first() {
             for r in x.rules.iter().filter(|r| {
                 // A wide-open rule has its own, stronger warning ([L1]).
                 r.modbus.is_none()
+                    && r.dnp3.is_none()
                     && !r.is_wide_open()
                     && r.proto == super::model::Proto::Number(super::model::TCP)
-                    && r.ports.as_ref().is_some_and(|ports| {
-                        ports
-                            .iter()
-                            .any(|&(lo, hi)| lo <= MODBUS_PORT && MODBUS_PORT <= hi)
-                    })
             }) {
-                d.warning(r.pos, format!(
-                    "[L8] conduit \"{}\" allows Modbus/TCP (port 502) into zone \"{target}\" (SL-T {}) without a `modbus` filter: every function code passes, programming and stop included; add `modbus: {{ functions: [read] }}` (least privilege), or list what the clients must send",
-                    x.name, sl(p, target)));
+                for (port, what, key, passes) in INSPECTED {
+                    if r.ports
+                        .as_ref()
+                        .is_some_and(|ports| ports.iter().any(|&(lo, hi)| lo <= port && port <= hi))
+                    {
+                        d.warning(r.pos, format!(
+                            "[L8] conduit \"{}\" allows {what} (port {port}) into zone \"{target}\" (SL-T {}) without a `{key}` filter: every function code passes, {passes} included; add `{key}: {{ functions: [read] }}` (least privilege), or list what the clients must send",
+                            x.name, sl(p, target)));
+                    }
+                }
             }
         }
         // 3. The conduit's own SL-T must reach the highest of the zones it joins.

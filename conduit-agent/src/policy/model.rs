@@ -155,8 +155,20 @@ pub struct Rule {
     pub ports: Option<Vec<(u16, u16)>>,
     /// ICMP types; `None`: every type.
     pub icmp_types: Option<Vec<u8>>,
-    /// The Modbus/TCP filter of a tcp rule; `None`: no inspection.
+    /// The Modbus/TCP filter of a tcp rule; `None`: no Modbus inspection.
     pub modbus: Option<ModbusFilter>,
+    /// The DNP3 filter of a tcp rule; `None`: no DNP3 inspection. A rule has one filter
+    /// at most.
+    pub dnp3: Option<Dnp3Filter>,
+}
+
+/// `dnp3:` of a rule, resolved: sorted, deduplicated function codes and outstation
+/// addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dnp3Filter {
+    pub functions: Vec<u8>,
+    /// `None`: every outstation.
+    pub outstations: Option<Vec<u16>>,
 }
 
 /// `modbus:` of a rule, resolved: sorted, deduplicated function codes and unit IDs.
@@ -172,7 +184,7 @@ impl ModbusFilter {
     pub fn is_read_only(&self) -> bool {
         self.functions
             .iter()
-            .all(|f| conduit_common::modbus::READ.contains(f))
+            .all(|f| conduit_common::inspect::modbus::READ.contains(f))
     }
 }
 

@@ -132,8 +132,9 @@ pub struct Rule {
     pub ports: Option<Spanned<Vec<S>>>,
     pub icmp_types: Option<Spanned<Vec<S>>>,
     pub modbus: Option<Spanned<Modbus>>,
+    pub dnp3: Option<Spanned<Dnp3>>,
 }
-pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus"];
+pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus", "dnp3"];
 
 /// `modbus:` of a tcp rule: the function codes (named sets or numbers) and unit IDs a
 /// client may send.
@@ -142,6 +143,15 @@ pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus"];
 pub struct Modbus {
     pub functions: Spanned<Vec<S>>,
     pub unit_ids: Option<Spanned<Vec<S>>>,
+}
+
+/// `dnp3:` of a tcp rule: the application function codes (named sets or numbers) a master
+/// may send, and the outstation link addresses it may send them to.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Dnp3 {
+    pub functions: Spanned<Vec<S>>,
+    pub outstations: Option<Spanned<Vec<S>>>,
 }
 
 /// A zone name or a list of zone names (`from`, `to`).

@@ -2,6 +2,7 @@
 //! "Strictness of the file" and "Identity").
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use conduit_common::MAX_OUTSTATIONS;
 use marked_yaml::{LoadError, LoaderOptions, Node, Spanned};
 
 use super::{
@@ -11,10 +12,11 @@ use super::{
     raw::{self, S},
 };
 
-/// Whether two rules of one conduit both reach some TCP port with different Modbus filters.
-fn modbus_conflict(a: &Rule, b: &Rule) -> bool {
+/// Whether two rules of one conduit both reach some TCP port with different inspection
+/// filters.
+fn filter_conflict(a: &Rule, b: &Rule) -> bool {
     let tcp = |r: &Rule| matches!(r.proto, Proto::Any | Proto::Number(TCP));
-    if a.modbus == b.modbus || !tcp(a) || !tcp(b) {
+    if (&a.modbus, &a.dnp3) == (&b.modbus, &b.dnp3) || !tcp(a) || !tcp(b) {
         return false;
     }
     match (&a.ports, &b.ports) {
@@ -392,8 +394,8 @@ impl Validator<'_> {
                 };
                 match self.rule(&r.value, r.pos) {
                     Some(rule) => {
-                        if rule.modbus.is_some() {
-                            self.err(rule.pos, "a failsafe entry cannot have `modbus`: failsafe traffic to the gateway is never inspected");
+                        if rule.modbus.is_some() || rule.dnp3.is_some() {
+                            self.err(rule.pos, "a failsafe entry cannot have `modbus` or `dnp3`: failsafe traffic to the gateway is never inspected");
                             ok = false;
                         } else if rule.proto == Proto::Any || rule.icmp_types.is_some() {
                             self.err(rule.pos, "a failsafe entry names a port-based protocol (tcp or udp) and its ports, e.g. { proto: tcp, ports: [22] }");
@@ -492,54 +494,68 @@ impl Validator<'_> {
                 Some(v)
             }
         };
+        if let (Some(m), Some(d)) = (&r.modbus, &r.dnp3) {
+            self.err(
+                pos(m).max(pos(d)),
+                "a rule inspects one protocol: `modbus` and `dnp3` need rules of their own (on their own ports)",
+            );
+            return None;
+        }
         let modbus = match &r.modbus {
             None => None,
             Some(m) => {
-                if proto != Proto::Number(TCP) {
-                    self.err(
-                        pos(m),
-                        format!(
-                            "`modbus` only applies to tcp rules (Modbus/TCP), not to `{}`",
-                            proto.name()
-                        ),
-                    );
-                    return None;
-                }
-                let mut functions = Vec::new();
-                if m.functions.is_empty() {
-                    self.err(pos(&m.functions), "`functions: []` would allow no Modbus request; list the allowed sets or codes, e.g. [read]");
-                    ok = false;
-                }
-                for f in m.functions.iter() {
-                    match self.parse(f, addr::modbus_functions) {
-                        Some(v) => functions.extend(v),
-                        None => ok = false,
-                    }
-                }
-                functions.sort_unstable();
-                functions.dedup();
-                let unit_ids = match &m.unit_ids {
-                    None => None,
-                    Some(list) => {
-                        if list.is_empty() {
-                            self.err(pos(list), "`unit_ids: []` would allow no Modbus request; remove it to allow every unit ID, or list them");
-                            ok = false;
-                        }
-                        let mut v = Vec::new();
-                        for u in list.iter() {
-                            match self.parse(u, addr::modbus_unit) {
-                                Some(x) => v.push(x),
-                                None => ok = false,
-                            }
-                        }
-                        v.sort_unstable();
-                        v.dedup();
-                        Some(v)
-                    }
-                };
+                self.tcp_only(proto, pos(m), "modbus", "Modbus/TCP")?;
+                let functions = self.codes(
+                    &m.functions,
+                    "Modbus",
+                    "[read]",
+                    addr::modbus_functions,
+                    &mut ok,
+                );
+                let unit_ids = self.addresses(
+                    &m.unit_ids,
+                    "`unit_ids: []` would allow no Modbus request; remove it to allow every unit ID, or list them",
+                    addr::modbus_unit,
+                    &mut ok,
+                );
                 Some(ModbusFilter {
                     functions,
                     unit_ids,
+                })
+            }
+        };
+        let dnp3 = match &r.dnp3 {
+            None => None,
+            Some(d) => {
+                self.tcp_only(proto, pos(d), "dnp3", "DNP3 over TCP")?;
+                let functions = self.codes(
+                    &d.functions,
+                    "DNP3",
+                    "[read]",
+                    addr::dnp3_functions,
+                    &mut ok,
+                );
+                let outstations = self.addresses(
+                    &d.outstations,
+                    "`outstations: []` would allow no DNP3 request; remove it to allow every outstation, or list their link addresses",
+                    addr::dnp3_outstation,
+                    &mut ok,
+                );
+                if let (Some(list), Some(v)) = (&d.outstations, &outstations)
+                    && v.len() > MAX_OUTSTATIONS
+                {
+                    self.err(
+                        pos(list),
+                        format!(
+                            "{} outstation addresses: a `dnp3` filter lists {MAX_OUTSTATIONS} at most; give the outstations behind one address a rule of their own (on their own port), or drop `outstations` to allow every address",
+                            v.len()
+                        ),
+                    );
+                    ok = false;
+                }
+                Some(Dnp3Filter {
+                    functions,
+                    outstations,
                 })
             }
         };
@@ -549,7 +565,74 @@ impl Validator<'_> {
             ports,
             icmp_types,
             modbus,
+            dnp3,
         })
+    }
+
+    /// Refuses a protocol filter (`key`) on a rule that is not tcp.
+    fn tcp_only(&mut self, proto: Proto, at: Pos, key: &str, over: &str) -> Option<()> {
+        if proto == Proto::Number(TCP) {
+            return Some(());
+        }
+        self.err(
+            at,
+            format!(
+                "`{key}` only applies to tcp rules ({over}), not to `{}`",
+                proto.name()
+            ),
+        );
+        None
+    }
+
+    /// A filter's `functions`: named sets or codes, at least one; sorted, deduplicated.
+    fn codes(
+        &mut self,
+        list: &Spanned<Vec<S>>,
+        protocol: &str,
+        example: &str,
+        parse: fn(&str) -> Result<Vec<u8>, String>,
+        ok: &mut bool,
+    ) -> Vec<u8> {
+        if list.is_empty() {
+            self.err(pos(list), format!("`functions: []` would allow no {protocol} request; list the allowed sets or codes, e.g. {example}"));
+            *ok = false;
+        }
+        let mut v = Vec::new();
+        for f in list.iter() {
+            match self.parse(f, parse) {
+                Some(codes) => v.extend(codes),
+                None => *ok = false,
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// A filter's address list (`unit_ids`, `outstations`), if given: at least one; sorted,
+    /// deduplicated.
+    fn addresses<T: Ord>(
+        &mut self,
+        list: &Option<Spanned<Vec<S>>>,
+        empty: &str,
+        parse: fn(&str) -> Result<T, String>,
+        ok: &mut bool,
+    ) -> Option<Vec<T>> {
+        let list = list.as_ref()?;
+        if list.is_empty() {
+            self.err(pos(list), empty);
+            *ok = false;
+        }
+        let mut v = Vec::new();
+        for a in list.iter() {
+            match self.parse(a, parse) {
+                Some(x) => v.push(x),
+                None => *ok = false,
+            }
+        }
+        v.sort_unstable();
+        v.dedup();
+        Some(v)
     }
 
     fn zones(&mut self, node: &Node) -> Option<Vec<Zone>> {
@@ -941,9 +1024,9 @@ impl Validator<'_> {
                     // Two rules of one conduit that cover the same TCP port with different Modbus filters
                     // would make the filter depend on which rule the lookup finds: refuse.
                     for (i, b) in rules.iter().enumerate() {
-                        if let Some(a) = rules[..i].iter().find(|a| modbus_conflict(a, b)) {
+                        if let Some(a) = rules[..i].iter().find(|a| filter_conflict(a, b)) {
                             self.err(b.pos, format!(
-                                "this rule and the rule at line {} of conduit \"{cname}\" both allow tcp port(s) in common with different `modbus` filters; merge them into one rule (or give them disjoint ports)",
+                                "this rule and the rule at line {} of conduit \"{cname}\" both allow tcp port(s) in common with different filters (`modbus`, `dnp3`); merge them into one rule (or give them disjoint ports)",
                                 a.pos.line));
                             ok = false;
                         }

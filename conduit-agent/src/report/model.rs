@@ -143,7 +143,7 @@ pub struct ConduitEntry {
     pub bytes: Option<u64>,
     /// Packets per gateway.
     pub per_gateway: BTreeMap<String, u64>,
-    /// Packets its own filter (Modbus) dropped / would drop, by reason.
+    /// Packets its own filter (Modbus, DNP3) dropped / would drop, by reason.
     pub inspection_dropped: BTreeMap<String, u64>,
     pub inspection_would_drop: BTreeMap<String, u64>,
     pub owner: Option<String>,
@@ -238,7 +238,7 @@ fn mac(m: &[u8; 6]) -> String {
 }
 
 /// A rule in words: `tcp 102, 44818, 20000-20010`, `icmp echo-request`, `any protocol`,
-/// `tcp 502 (modbus read; units 1, 2)`.
+/// `tcp 502 (modbus read; units 1, 2)`, `tcp 20000 (dnp3 read, unsolicited; outstations 10)`.
 pub fn rule_text(r: &Rule) -> String {
     let mut s = match r.proto {
         Proto::Any => "any protocol".to_owned(),
@@ -269,20 +269,38 @@ pub fn rule_text(r: &Rule) -> String {
         s.push(' ');
         s.push_str(&list.join(", "));
     }
-    if let Some(m) = &r.modbus {
-        let mut rest: Vec<u8> = m.functions.clone();
+    let filter = match (&r.modbus, &r.dnp3) {
+        (Some(m), _) => Some((
+            "modbus",
+            conduit_common::inspect::modbus::SETS,
+            &m.functions,
+            m.unit_ids
+                .as_ref()
+                .map(|u| ("units", u.iter().map(u8::to_string).collect::<Vec<_>>())),
+        )),
+        (None, Some(d)) => Some((
+            "dnp3",
+            conduit_common::inspect::dnp3::SETS,
+            &d.functions,
+            d.outstations
+                .as_ref()
+                .map(|o| ("outstations", o.iter().map(u16::to_string).collect())),
+        )),
+        (None, None) => None,
+    };
+    if let Some((key, sets, functions, addresses)) = filter {
+        let mut rest: Vec<u8> = functions.clone();
         let mut names = Vec::new();
-        for (name, set) in conduit_common::modbus::SETS {
+        for (name, set) in sets {
             if set.iter().all(|f| rest.contains(f)) {
                 names.push((*name).to_owned());
                 rest.retain(|f| !set.contains(f));
             }
         }
         names.extend(rest.iter().map(u8::to_string));
-        s.push_str(&format!(" (modbus {}", names.join(", ")));
-        if let Some(units) = &m.unit_ids {
-            let u: Vec<String> = units.iter().map(u8::to_string).collect();
-            s.push_str(&format!("; units {}", u.join(", ")));
+        s.push_str(&format!(" ({key} {}", names.join(", ")));
+        if let Some((what, list)) = addresses {
+            s.push_str(&format!("; {what} {}", list.join(", ")));
         }
         s.push(')');
     }

@@ -6,8 +6,9 @@
 //! segments, a payload shorter than the MBAP header and function code) cannot be judged from
 //! this segment alone and is `malformed`: fail closed. Modbus clients send one request and
 //! wait for its answer, so this holds for the polling traffic of HMIs and SCADA masters.
+use super::WINDOW;
 use crate::{
-    abi::{MODBUS_ANY_UNIT, ModbusRule, Reason, bit},
+    abi::{FILTER_ANY_ADDRESS, Filter, Reason, bit},
     verdict::{PROTO_TCP, Packet},
 };
 
@@ -47,24 +48,17 @@ pub const SETS: &[(&str, &[u8])] = &[
     ("programming", PROGRAMMING),
 ];
 
-/// The verdict of a rule's Modbus filter on a client-to-server packet: `None` when it passes
-/// (no payload, or an allowed request), else the reason to deny it. A filter that cannot be
-/// found (`None`) denies every request: fail closed.
+/// The verdict of a rule's Modbus filter on a client-to-server TCP segment with payload
+/// (see [`super::check`]): `None` when it passes, else the reason to deny it.
 #[inline(always)]
-pub fn check(rule: Option<&ModbusRule>, p: &Packet) -> Option<Reason> {
-    if p.proto != PROTO_TCP || p.payload_len == 0 {
-        return None;
-    }
-    let Some(hit) = rule else {
-        return Some(Reason::ModbusFunction);
-    };
+pub fn check(f: &Filter, p: &Packet) -> Option<Reason> {
     let Some((unit, function)) = adu(p.payload_len, &p.app) else {
         return Some(Reason::Malformed);
     };
-    if hit.flags & MODBUS_ANY_UNIT == 0 && !bit(&hit.units, usize::from(unit)) {
+    if f.flags & FILTER_ANY_ADDRESS == 0 && !bit(&f.units, usize::from(unit)) {
         return Some(Reason::ModbusUnit);
     }
-    if !bit(&hit.functions, usize::from(function)) {
+    if !bit(&f.codes, usize::from(function)) {
         return Some(Reason::ModbusFunction);
     }
     None
@@ -74,7 +68,7 @@ pub fn check(rule: Option<&ModbusRule>, p: &Packet) -> Option<Reason> {
 /// MBAP header of protocol 0 and a length of 2..=254 that matches the segment), as the
 /// filters frame it; `None` for anything else.
 #[inline(always)]
-pub fn adu(payload_len: u16, app: &[u8; 8]) -> Option<(u8, u8)> {
+pub fn adu(payload_len: u16, app: &[u8; WINDOW]) -> Option<(u8, u8)> {
     if usize::from(payload_len) < MBAP_AND_FUNCTION {
         return None;
     }
@@ -105,27 +99,27 @@ pub fn request_header(unit: u8, function: u8) -> [u8; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::set_bit;
+    use crate::{
+        abi::set_bit,
+        inspect::{MODBUS, Request, check as inspect, filter},
+    };
 
-    fn hit(functions: &[u8], units: Option<&[u8]>) -> ModbusRule {
-        let mut h = ModbusRule::default();
-        for &f in functions {
-            set_bit(&mut h.functions, usize::from(f));
-        }
-        match units {
-            None => h.flags |= MODBUS_ANY_UNIT,
-            Some(u) => u
-                .iter()
-                .for_each(|&u| set_bit(&mut h.units, usize::from(u))),
+    fn hit(functions: &[u8], units: Option<&[u8]>) -> Filter {
+        let mut h = filter(MODBUS, functions);
+        if let Some(u) = units {
+            h.flags = 0;
+            u.iter()
+                .for_each(|&u| set_bit(&mut h.units, usize::from(u)));
         }
         h
     }
 
     fn req(unit: u8, function: u8) -> Packet {
+        let (payload_len, app) = Request::Modbus { unit, function }.payload();
         Packet {
             proto: PROTO_TCP,
-            payload_len: 8,
-            app: request_header(unit, function),
+            payload_len,
+            app,
             ..Default::default()
         }
     }
@@ -134,11 +128,11 @@ mod tests {
     fn read_only_rule() {
         let h = hit(READ, None);
         for f in READ {
-            assert_eq!(check(Some(&h), &req(1, *f)), None, "function {f}");
+            assert_eq!(inspect(Some(&h), &req(1, *f)), None, "function {f}");
         }
         for f in [5u8, 6, 15, 16, 23, 8, 90, 0, 128, 255] {
             assert_eq!(
-                check(Some(&h), &req(1, f)),
+                inspect(Some(&h), &req(1, f)),
                 Some(Reason::ModbusFunction),
                 "{f}"
             );
@@ -148,10 +142,10 @@ mod tests {
     #[test]
     fn unit_ids() {
         let h = hit(READ, Some(&[1, 2]));
-        assert_eq!(check(Some(&h), &req(1, 3)), None);
-        assert_eq!(check(Some(&h), &req(2, 3)), None);
-        assert_eq!(check(Some(&h), &req(3, 3)), Some(Reason::ModbusUnit));
-        assert_eq!(check(Some(&h), &req(255, 3)), Some(Reason::ModbusUnit));
+        assert_eq!(inspect(Some(&h), &req(1, 3)), None);
+        assert_eq!(inspect(Some(&h), &req(2, 3)), None);
+        assert_eq!(inspect(Some(&h), &req(3, 3)), Some(Reason::ModbusUnit));
+        assert_eq!(inspect(Some(&h), &req(255, 3)), Some(Reason::ModbusUnit));
     }
 
     #[test]
@@ -160,26 +154,30 @@ mod tests {
         let mut p = req(1, 3);
         // No payload (SYN, ACK, FIN): nothing to inspect.
         p.payload_len = 0;
-        assert_eq!(check(Some(&h), &p), None);
+        assert_eq!(inspect(Some(&h), &p), None);
         // Shorter than MBAP + function.
         p.payload_len = 5;
-        assert_eq!(check(Some(&h), &p), Some(Reason::Malformed));
+        assert_eq!(inspect(Some(&h), &p), Some(Reason::Malformed));
         // Two ADUs in one segment, or an ADU split over segments: length disagrees.
         let mut p = req(1, 3);
         p.payload_len = 16;
-        assert_eq!(check(Some(&h), &p), Some(Reason::Malformed));
+        assert_eq!(inspect(Some(&h), &p), Some(Reason::Malformed));
         // Protocol id other than 0.
         let mut p = req(1, 3);
         p.app[3] = 1;
-        assert_eq!(check(Some(&h), &p), Some(Reason::Malformed));
+        assert_eq!(inspect(Some(&h), &p), Some(Reason::Malformed));
         // Length 1 (no function code) and 255 (too long).
         for len in [1u16, 255] {
             let mut p = req(1, 3);
             p.app[4..6].copy_from_slice(&len.to_be_bytes());
             p.payload_len = len + 6;
-            assert_eq!(check(Some(&h), &p), Some(Reason::Malformed), "length {len}");
+            assert_eq!(
+                inspect(Some(&h), &p),
+                Some(Reason::Malformed),
+                "length {len}"
+            );
         }
         // A filter that is missing from the map denies: fail closed.
-        assert_eq!(check(None, &req(1, 3)), Some(Reason::ModbusFunction));
+        assert_eq!(inspect(None, &req(1, 3)), Some(Reason::Malformed));
     }
 }

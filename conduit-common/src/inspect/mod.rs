@@ -1,0 +1,112 @@
+//! Protocol inspection: what a client may send on a conduit's rule, judged on every
+//! client-to-server TCP segment with data, by the kernel and by the reference alike.
+//!
+//! The structure: one compiled filter layout for every protocol ([`Filter`] in
+//! `CDT_FILTERS`, chosen by the rule's [`crate::ConduitHit::filter`]); one window of the
+//! segment's first bytes in the parsed packet ([`Packet::app`], [`WINDOW`] bytes); one
+//! dispatcher ([`check`]); and one module per protocol holding its framing, its check, its
+//! named code sets and the request `explain` builds ([`Request`]). Adding a protocol means:
+//! a module here with `check`, `SETS` and a request builder, an arm in [`check`] and
+//! [`Request`], its reasons in [`crate::Reason`], and its section of the policy schema in the
+//! agent (`policy::raw`, `policy::validate`, `policy::compile`).
+//!
+//! Fail closed everywhere: a segment a protocol's module cannot judge with certainty from
+//! the window alone is `malformed`.
+use crate::{
+    abi::{Filter, Reason},
+    verdict::{PROTO_TCP, Packet},
+};
+
+pub mod dnp3;
+pub mod modbus;
+
+/// [`Filter::proto`]: Modbus/TCP ([`modbus`]).
+pub const MODBUS: u8 = 1;
+/// [`Filter::proto`]: DNP3 over TCP ([`dnp3`]).
+pub const DNP3: u8 = 2;
+
+/// How many bytes of a TCP segment's payload the parser keeps ([`Packet::app`]): what the
+/// deepest check reads (DNP3: the link header and the first data block with its CRC, 28
+/// bytes), rounded up to whole 8-byte words.
+pub const WINDOW: usize = 32;
+
+/// The verdict of a rule's filter on a client-to-server packet: `None` when it passes (not
+/// TCP, no payload, or an allowed request), else the reason to deny it. A filter that cannot
+/// be found (`None`: the policy was swapped under the packet) or of a protocol this build
+/// does not know denies every data segment: fail closed.
+#[inline(always)]
+pub fn check(filter: Option<&Filter>, p: &Packet) -> Option<Reason> {
+    if p.proto != PROTO_TCP || p.payload_len == 0 {
+        return None;
+    }
+    let Some(f) = filter else {
+        return Some(Reason::Malformed);
+    };
+    match f.proto {
+        MODBUS => modbus::check(f, p),
+        DNP3 => dnp3::check(f, p),
+        _ => Some(Reason::Malformed),
+    }
+}
+
+/// The request a filter denied with `reason`, for the audit line: `(protocol, function code,
+/// address)` (Modbus: unit ID; DNP3: outstation). `None` for other reasons, `malformed`
+/// included (its bytes mean nothing certain).
+#[inline(always)]
+pub fn request(reason: Reason, p: &Packet) -> Option<(u8, u8, u16)> {
+    match reason {
+        Reason::ModbusFunction | Reason::ModbusUnit => {
+            Some((MODBUS, p.app[7], u16::from(p.app[6])))
+        }
+        Reason::Dnp3Function | Reason::Dnp3Address => Some((
+            DNP3,
+            p.app[dnp3::HEADER + 2],
+            u16::from_le_bytes([p.app[4], p.app[5]]),
+        )),
+        _ => None,
+    }
+}
+
+/// One request of a client, as `conduit explain` judges it: the payload of a segment that
+/// carries exactly that request, framed as its protocol's module expects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    Modbus { unit: u8, function: u8 },
+    Dnp3 { outstation: u16, function: u8 },
+}
+
+impl Request {
+    /// The payload's length and its first [`WINDOW`] bytes.
+    pub fn payload(&self) -> (u16, [u8; WINDOW]) {
+        let mut app = [0u8; WINDOW];
+        let len = match *self {
+            Request::Modbus { unit, function } => {
+                app[..modbus::MBAP_AND_FUNCTION]
+                    .copy_from_slice(&modbus::request_header(unit, function));
+                modbus::MBAP_AND_FUNCTION
+            }
+            Request::Dnp3 {
+                outstation,
+                function,
+            } => {
+                let frame = dnp3::request(outstation, dnp3::EXPLAIN_MASTER, function, 0);
+                app[..frame.len()].copy_from_slice(&frame);
+                frame.len()
+            }
+        };
+        (len as u16, app)
+    }
+}
+
+/// The filter of one protocol with its codes and addresses, for tests and the compiler.
+pub fn filter(proto: u8, codes: &[u8]) -> Filter {
+    let mut f = Filter {
+        proto,
+        flags: crate::abi::FILTER_ANY_ADDRESS,
+        ..Filter::default()
+    };
+    for &c in codes {
+        crate::abi::set_bit(&mut f.codes, usize::from(c));
+    }
+    f
+}
