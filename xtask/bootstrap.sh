@@ -19,7 +19,7 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool libxml2-utils
       prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip iperf3
       qemu-system-x86 busybox-static xz-utils binutils xdp-tools chromium fonts-dejavu-core
-      openssh-client)   # openssh-client: ssh-keygen, which signs and checks policies in the tests
+      openssh-client python3-venv)   # openssh-client: ssh-keygen, which signs and checks policies in the tests
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,6 +35,11 @@ fi
 # recommended fonts: fonts-dejavu-core is the font the report asks for first.
 # prometheus' Debian package starts a server through systemd where systemd runs; tests start
 # their own on loopback, so nothing here depends on it.
+
+# --- Test peers from PyPI ------------------------------------------------------------------
+# A real DNP3 outstation and master for the inspection tests (opendnp3 through the yadnp3
+# wheel), in a virtualenv of the checkout's own; quick when it is there.
+tests/dnp3/install.sh "$root/target/peers/dnp3"
 
 # --- bpffs ---------------------------------------------------------------------------------
 if ! mount | grep -q ' /sys/fs/bpf type bpf '; then

@@ -1,0 +1,161 @@
+//! DNP3 inspection (SPEC §9, issue 18) with real traffic, as root: the real agent on the
+//! plant harness (routed), a real DNP3 outstation (opendnp3, through the `yadnp3` binding that
+//! `./xtask/bootstrap.sh` installs) on PLC 1 and a real master on the HMI. Through a
+//! conduit with `dnp3: { functions: [read, unsolicited], outstations: [10] }` the master's
+//! integrity polls get their answers; its write, direct operate, select-before-operate and
+//! cold restart get none, are counted per conduit and reason, and are logged with the
+//! protocol, the function code and the outstation.
+use std::{path::PathBuf, process::Stdio};
+
+use conduit_tests::{
+    agent::Agent,
+    plant::{Plant, Role},
+    require_root, wait_for,
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_conduit");
+const PORT: u16 = 20000;
+const OUTSTATION: &str = "10";
+
+/// The virtualenv with the DNP3 library (`tests/dnp3/install.sh`, run by the bootstrap).
+fn python() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let py = root.join("target/peers/dnp3/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run ./xtask/bootstrap.sh (it installs the DNP3 test peers)",
+        py.display()
+    );
+    py
+}
+
+fn script(name: &str) -> String {
+    format!("{}/../tests/dnp3/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
+    require_root();
+    let py = python();
+    let plant = Plant::new(conduit_tests::plant::Mode::Routed);
+    let mut policy = plant.policy_yaml();
+    policy.push_str(
+        "  - name: scada-dnp3
+    from: supervisory
+    to: control
+    sources: [hmi-1]
+    destinations: [plc-1]
+    log: deny
+    rules:
+      - { proto: tcp, ports: [20000], dnp3: { functions: [read, unsolicited], outstations: [10] } }
+",
+    );
+    let a = Agent::start(BIN.as_ref(), &plant.gw, &plant.ports(), &policy, &[]);
+    let plc1 = plant.ip(Role::Plc1).to_owned();
+    let _outstation = Kill(
+        plant
+            .ns(Role::Plc1)
+            .command(py.to_str().unwrap())
+            .args([
+                &script("outstation.py"),
+                "0.0.0.0",
+                &PORT.to_string(),
+                OUTSTATION,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the DNP3 outstation"),
+    );
+    wait_for("the outstation listens", || {
+        let out = plant.run(Role::Plc1, &["ss", "-ltnH", "sport", "=", ":20000"]);
+        !out.stdout.is_empty()
+    });
+
+    let master = |reqs: &[&str]| -> serde_json::Value {
+        let mut argv = vec![
+            py.to_str().unwrap().to_owned(),
+            script("master.py"),
+            plc1.clone(),
+            PORT.to_string(),
+            OUTSTATION.to_owned(),
+            "1".to_owned(),
+        ];
+        argv.extend(reqs.iter().map(|s| (*s).to_owned()));
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let out = plant.run(Role::Hmi, &argv);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "master.py: {e}: {text} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    // Each request in a session of its own: a dropped segment stalls its TCP session (TCP
+    // sends it again and it is dropped again, as any data dropped mid-stream).
+    for (req, want) in [
+        ("read", "ok"),
+        ("operate", "no_answer"),
+        ("cold_restart", "no_answer"),
+        ("write", "no_answer"),
+        ("select_operate", "no_answer"),
+        ("read", "ok"),
+    ] {
+        let got = master(&[req]);
+        assert_eq!(got["connected"], true, "{got}");
+        assert_eq!(
+            got["results"][req],
+            want,
+            "{req}: {got}\naudit log:\n{}",
+            std::fs::read_to_string(&a.audit_log).unwrap_or_default()
+        );
+    }
+
+    // Counted per conduit and reason (the master may send a dropped request more than once).
+    let dropped = |reason: &str| {
+        a.metric(
+            &plant.gw,
+            &format!(
+                "conduit_inspection_dropped_packets_total{{conduit=\"scada-dnp3\",reason=\"{reason}\"}}"
+            ),
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        dropped("dnp3_function") >= 4.0,
+        "{}",
+        dropped("dnp3_function")
+    );
+    // Logged with the protocol, the function and the outstation.
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("the audit lines of the dropped requests", || {
+        for line in std::fs::read_to_string(&a.audit_log)
+            .unwrap_or_default()
+            .lines()
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            if v["reason"] == "dnp3_function" {
+                assert_eq!(v["conduit"], "scada-dnp3", "{v}");
+                assert_eq!(v["protocol"], "dnp3", "{v}");
+                assert_eq!(v["outstation"], 10, "{v}");
+                assert_eq!(v["dport"], PORT, "{v}");
+                seen.insert(v["function"].as_u64().unwrap());
+            }
+        }
+        // Write (2), select (3), direct operate (5), cold restart (13); operate (4) never
+        // goes out, its select got no answer.
+        [2, 3, 5, 13].iter().all(|f| seen.contains(f))
+    });
+    drop(a);
+}
+
+/// A process of the test's, ended (by its PID) when the test ends, passed or failed.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
