@@ -1,6 +1,6 @@
-//! The `modbus` section of a tcp rule: what it accepts, every error it reports (with the line
-//! of the offending value), the lint that asks for it, and what the compiled policy decides for
-//! requests (through `decide`, the function the XDP program runs).
+//! The `modbus` and `dnp3` sections of a tcp rule: what they accept, every error they report
+//! (with the line of the offending value), the lint that asks for them, and what the compiled
+//! policy decides for requests (through `decide`, the function the XDP program runs).
 use conduit_agent::policy::load::{Loaded, load_bytes};
 use conduit_common::{
     FAMILY_V4, Reason, Verdict,
@@ -64,17 +64,22 @@ fn has(errors: &[String], line: usize, needle: &str) {
 
 /// The verdict on a request segment hmi → plc:502 with `function` and `unit`.
 fn request(l: &Loaded, function: u8, unit: u8) -> (Verdict, Reason) {
+    judge(l, 502, Request::Modbus { unit, function })
+}
+
+/// The verdict on a segment hmi → plc:`port` carrying `request`.
+fn judge(l: &Loaded, port: u16, request: Request) -> (Verdict, Reason) {
     let mut p = Packet {
         kind: KIND_IP,
         family: FAMILY_V4,
         ethertype: 0x0800,
         proto: PROTO_TCP,
         sport: 40000,
-        dport: 502,
+        dport: port,
         tcp_flags: TCP_ACK,
         ..Default::default()
     };
-    (p.payload_len, p.app) = Request::Modbus { unit, function }.payload();
+    (p.payload_len, p.app) = request.payload();
     p.src[..4].copy_from_slice(&[10, 0, 0, 1]);
     p.dst[..4].copy_from_slice(&[10, 1, 0, 1]);
     let d = decide(&l.compiled, 0, &p, 0);
@@ -263,4 +268,145 @@ fn identical_filters_share_one_entry_and_compilation_is_deterministic() {
     let (c, _) = load(&policy("      - { proto: tcp, ports: [502] }"));
     assert_eq!(c.compiled.settings.inspect, 0);
     assert!(c.compiled.filters.is_empty());
+}
+
+#[test]
+fn dnp3_named_sets_codes_and_outstations() {
+    let dnp3 = |l: &Loaded, function: u8, outstation: u16| {
+        judge(
+            l,
+            20000,
+            Request::Dnp3 {
+                outstation,
+                function,
+            },
+        )
+    };
+    let (l, warnings) = load(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [read, unsolicited, 24], outstations: [10, 1024] } }",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for f in [0u8, 1, 20, 21, 22, 24] {
+        assert_eq!(dnp3(&l, f, 10), (Verdict::Allow, Reason::Conduit), "{f}");
+    }
+    for f in [2u8, 3, 4, 5, 6, 7, 13, 14, 18, 23, 25, 32, 129] {
+        assert_eq!(
+            dnp3(&l, f, 1024),
+            (Verdict::Deny, Reason::Dnp3Function),
+            "{f}"
+        );
+    }
+    for o in [0u16, 11, 0xfffd, 0xffff] {
+        assert_eq!(dnp3(&l, 1, o), (Verdict::Deny, Reason::Dnp3Address), "{o}");
+    }
+    // Every named set, every outstation.
+    let (l, _) = load(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [write, control, freeze, restart, application, time, files, auth] } }",
+    ));
+    for f in (2u8..=19).chain(23..=33) {
+        assert_eq!(dnp3(&l, f, 7), (Verdict::Allow, Reason::Conduit), "{f}");
+    }
+    for f in [0u8, 1, 20, 21, 22, 34, 255] {
+        assert_eq!(dnp3(&l, f, 7), (Verdict::Deny, Reason::Dnp3Function), "{f}");
+    }
+    // A Modbus request on a DNP3 rule is not DNP3: malformed.
+    assert_eq!(
+        judge(
+            &l,
+            20000,
+            Request::Modbus {
+                unit: 1,
+                function: 3
+            }
+        ),
+        (Verdict::Deny, Reason::Malformed)
+    );
+}
+
+#[test]
+fn dnp3_mistakes_are_errors_on_their_line() {
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [raed] } }",
+    ));
+    has(
+        &e,
+        16,
+        "`raed` is not a DNP3 function set or code; did you mean `read`?",
+    );
+    has(
+        &e,
+        16,
+        "read, write, control, freeze, restart, application, unsolicited, time, files, auth",
+    );
+    let many: Vec<String> = (1..=33).map(|i| i.to_string()).collect();
+    for (rule, message) in [
+        (
+            "dnp3: { functions: [256] }",
+            "out of range: request function codes are 0..255",
+        ),
+        (
+            "dnp3: { functions: [] }",
+            "`functions: []` would allow no DNP3 request",
+        ),
+        (
+            "dnp3: { functions: [read], outstations: [] }",
+            "`outstations: []`",
+        ),
+        (
+            "dnp3: { functions: [read], outstations: [65536] }",
+            "link addresses are 0..65535",
+        ),
+        (
+            "dnp3: { functions: [read], outstations: [ten] }",
+            "is not a DNP3 outstation address",
+        ),
+        (
+            &format!(
+                "dnp3: {{ functions: [read], outstations: [{}] }}",
+                many.join(", ")
+            ),
+            "33 outstation addresses: a `dnp3` filter lists 32 at most",
+        ),
+        (
+            "modbus: { functions: [read] }, dnp3: { functions: [read] }",
+            "a rule inspects one protocol",
+        ),
+    ] {
+        let e = errors(&policy(&format!(
+            "      - {{ proto: tcp, ports: [20000], {rule} }}"
+        )));
+        has(&e, 16, message);
+    }
+    let e = errors(&policy(
+        "      - { proto: udp, ports: [20000], dnp3: { functions: [read] } }",
+    ));
+    has(&e, 16, "`dnp3` only applies to tcp rules (DNP3 over TCP)");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [read], units: [1] } }",
+    ));
+    assert!(
+        e.iter().any(|m| m.contains("units")),
+        "unknown key inside dnp3: {e:?}"
+    );
+    // Two rules reaching port 20000 with different filters.
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [read] } }
+      - { proto: tcp, ports: [\"19999-20001\"], dnp3: { functions: [control] } }",
+    ));
+    has(&e, 17, "different filters (`modbus`, `dnp3`)");
+}
+
+#[test]
+fn lint_l8_asks_for_a_dnp3_filter_into_high_zones() {
+    let (_, warnings) = load(&policy("      - { proto: tcp, ports: [20000] }"));
+    assert!(
+        warnings.iter().any(|w| w.contains("[L8]")
+            && w.contains("DNP3 (port 20000)")
+            && w.contains("`dnp3: { functions: [read] }`")),
+        "{warnings:?}"
+    );
+    let (_, warnings) = load(&policy(
+        "      - { proto: tcp, ports: [20000], dnp3: { functions: [read, control] } }",
+    ));
+    assert!(!warnings.iter().any(|w| w.contains("[L8]")), "{warnings:?}");
 }
