@@ -4,11 +4,15 @@
 //! conduit with `dnp3: { functions: [read, unsolicited], outstations: [10] }` the master's
 //! integrity polls get their answers; its write, direct operate, select-before-operate and
 //! cold restart get none, are counted per conduit and reason, and are logged with the
-//! protocol, the function code and the outstation.
+//! protocol, the function code and the outstation. The HMI's traffic, captured as it
+//! leaves the HMI, is then replayed: every request tshark's DNP3 dissector decodes gets the
+//! verdict its function code calls for, and `conduit explain --dnp3-function` agrees with
+//! `conduit replay` frame by frame.
 use std::{path::PathBuf, process::Stdio};
 
 use conduit_tests::{
     agent::Agent,
+    capture::{PcapWriter, replay_json, run_json, tshark_fields},
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -92,6 +96,10 @@ fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
             )
         })
     };
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("hmi.pcap");
+    let hmi = plant.host(Role::Hmi);
+    let dump = PcapWriter::start(&hmi.ns, &hmi.dev, &pcap, "tcp port 20000");
     // Each request in a session of its own: a dropped segment stalls its TCP session (TCP
     // sends it again and it is dropped again, as any data dropped mid-stream).
     for (req, want) in [
@@ -111,6 +119,9 @@ fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
             std::fs::read_to_string(&a.audit_log).unwrap_or_default()
         );
     }
+
+    dump.stop();
+    replay_agrees_with_tshark_and_explain(&a, &pcap);
 
     // Counted per conduit and reason (the master may send a dropped request more than once).
     let dropped = |reason: &str| {
@@ -148,6 +159,77 @@ fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
         [2, 3, 5, 13].iter().all(|f| seen.contains(f))
     });
     drop(a);
+}
+
+/// `conduit replay` of the HMI's capture: requests tshark decodes get the verdict their
+/// function code calls for, the same as `conduit explain` gives; the outstation's answers
+/// are replies.
+fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
+    let replay = replay_json(BIN, &a.policy, pcap);
+    let frames = replay["frames"].as_array().unwrap();
+    let fields = [
+        "frame.number",
+        "ip.src",
+        "ip.dst",
+        "tcp.dstport",
+        "tcp.len",
+        "dnp3.dst",
+        "dnp3.al.func",
+    ];
+    let decoded = tshark_fields(pcap, &fields);
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for line in decoded.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let n: usize = f[0].parse().unwrap();
+        let v = &frames[n - 1];
+        let (src, dst, dport, len, outstation, function) = (f[1], f[2], f[3], f[4], f[5], f[6]);
+        if dport != "20000" {
+            assert_eq!(v["reason"], "reply", "frame {n} ({line}): {v}");
+            continue;
+        }
+        if len == "0" {
+            continue;
+        }
+        assert!(
+            !function.is_empty(),
+            "frame {n} ({line}): a request tshark did not decode"
+        );
+        let code: u8 = function.parse().unwrap();
+        let expected = if [0, 1, 20, 21, 22].contains(&code) {
+            "conduit"
+        } else {
+            "dnp3_function"
+        };
+        assert_eq!(v["reason"], expected, "frame {n} ({line}): {v}");
+        *seen.entry(format!("{expected} {code}")).or_default() += 1;
+        let explain = run_json(
+            std::process::Command::new(BIN)
+                .arg("explain")
+                .arg(&a.policy)
+                .args([
+                    "--src", src, "--dst", dst, "--proto", "tcp", "--dport", dport,
+                ])
+                .args(["--dnp3-function", function, "--dnp3-outstation", outstation])
+                .args(["--format", "json"]),
+        );
+        for k in ["verdict", "reason", "conduit"] {
+            assert_eq!(
+                v[k], explain[k],
+                "frame {n} ({line}): {k}: replay {v} vs explain {explain}"
+            );
+        }
+    }
+    // Reads allowed; write (2), select (3), direct operate (5), cold restart (13) dropped.
+    let why = format!("{seen:?}\ntshark:\n{decoded}");
+    for key in [
+        "conduit 1",
+        "dnp3_function 2",
+        "dnp3_function 3",
+        "dnp3_function 5",
+        "dnp3_function 13",
+    ] {
+        assert!(seen.contains_key(key), "{key}: {why}");
+    }
 }
 
 /// A process of the test's, ended (by its PID) when the test ends, passed or failed.

@@ -53,7 +53,12 @@ fn v6(last: u8, net: u8) -> [u8; 16] {
 
 /// Asserts that the kernel drops `frame` with `reason` and that the reference agrees.
 fn denied(frame: &[u8], reason: Reason) {
-    let (mut k, mut r) = kernel::with_policy(POLICY);
+    denied_by(POLICY, frame, reason);
+}
+
+/// [`denied`] under `policy`.
+fn denied_by(policy: &str, frame: &[u8], reason: Reason) {
+    let (mut k, mut r) = kernel::with_policy(policy);
     let (action, t) = k.run(frame);
     let want = r.judge(frame, monotonic_ns());
     assert_eq!(
@@ -418,6 +423,145 @@ fn neighbor_discovery_types_are_no_channel_between_zones() {
             (t.verdict, Reason::try_from(t.reason)),
             (*verdict as u32, Ok(*reason)),
             "case {i}: {t:?}"
+        );
+    }
+}
+
+/// The office may poll the RTU (10.1.0.10, outstation 10) over DNP3, read-only.
+const DNP3_POLICY: &str = r#"
+version: 1
+site: bypass-dnp3
+defaults: { mode: enforce }
+zones:
+  - name: office
+    security_level: 1
+    assets: [{ name: lan, cidr: 10.0.0.0/24 }]
+  - name: plant
+    security_level: 2
+    assets: [{ name: rtu, ip: 10.1.0.10 }]
+conduits:
+  - name: poll
+    from: office
+    to: plant
+    rules: [{ proto: tcp, ports: [20000], dnp3: { functions: [read], outstations: [10] } }]
+"#;
+
+/// A DNP3 frame from master 1 to `outstation` with link `control` and `user` data.
+fn dnp3(outstation: u16, control: u8, user: &[u8]) -> Vec<u8> {
+    let (d, n) = frames::dnp3_frame(outstation, 1, control, user);
+    d[..usize::from(n)].to_vec()
+}
+
+/// A segment of the master's session carrying `payload`, behind `vlans` and `options` bytes
+/// of IPv4 options.
+fn to_rtu(payload: &[u8], vlans: &[u16], options: usize) -> Vec<u8> {
+    let (data, len) = frames::tcp_data(payload);
+    let l4 = L4::TcpData {
+        sport: 40000,
+        dport: 20000,
+        flags: 0x18,
+        data,
+        len,
+    };
+    let mut f = frames::eth(frames::MAC_B, frames::MAC_A, vlans, 0x0800);
+    f.extend(frames::ipv4(
+        SRC,
+        PLC,
+        6,
+        &l4.bytes(),
+        V4Opts {
+            options,
+            ..Default::default()
+        },
+    ));
+    f
+}
+
+/// Direct operate (5) on a CROB, hidden every way a parser could be led to see a read.
+#[test]
+fn dnp3_operate_hidden_from_a_read_only_filter() {
+    require_root();
+    const REQUEST: u8 = 0xC4;
+    let crob = [12, 1, 0x28, 1, 0, 0, 0, 3, 1, 0xE8, 3, 0, 0, 0, 0, 0, 0, 0];
+    let request = |outstation, function| {
+        let mut user = vec![0xC0, 0xC0, function];
+        user.extend_from_slice(&crob);
+        dnp3(outstation, REQUEST, &user)
+    };
+    // The control case: a read passes, behind VLAN tags and IPv4 options too.
+    let (mut k, _) = kernel::with_policy(DNP3_POLICY);
+    for (vlans, options) in [(&[][..], 0), (&[0x88a8, 0x8100][..], 40)] {
+        let f = to_rtu(&request(10, 1), vlans, options);
+        assert_eq!(
+            k.run(&f).1.reason,
+            Reason::Conduit as u32,
+            "{vlans:?} {options}"
+        );
+    }
+    // The operate itself, wherever the headers put it.
+    for (vlans, options) in [
+        (&[][..], 0),
+        (&[0x8100][..], 12),
+        (&[0x88a8, 0x8100][..], 40),
+    ] {
+        let f = to_rtu(&request(10, 5), vlans, options);
+        denied_by(DNP3_POLICY, &f, Reason::Dnp3Function);
+    }
+    // Behind a read in the same segment.
+    let mut two = request(10, 1);
+    two.extend(request(10, 5));
+    // In a frame whose transport header says it continues an earlier message, or whose
+    // application header says it continues an earlier fragment.
+    let mut continued = crob.to_vec();
+    continued.splice(0..0, [0x01, 0xC0, 5]);
+    let mut fragment = crob.to_vec();
+    fragment.splice(0..0, [0xC0, 0x40, 5]);
+    // In user data under a link function that carries none (reset link states), or under
+    // a primary function that is not user data.
+    let mut under_reset = crob.to_vec();
+    under_reset.splice(0..0, [0xC0, 0xC0, 5]);
+    // With a length field that claims only the read, the operate in the tail.
+    let mut short = request(10, 1);
+    short.truncate(10 + 3 + 2);
+    short[2] = 5 + 3;
+    let c = conduit_common::inspect::dnp3::crc(&short[..8]).to_le_bytes();
+    short[8..10].copy_from_slice(&c);
+    let c = conduit_common::inspect::dnp3::crc(&[0xC0, 0xC0, 1]).to_le_bytes();
+    short[13..15].copy_from_slice(&c);
+    short.extend(request(10, 5));
+    // A corrupted first block (the outstation would drop it, so would Conduit).
+    let mut corrupt = request(10, 5);
+    corrupt[26] ^= 0xff;
+    for (what, payload) in [
+        ("behind a read", two),
+        ("as a continued message", dnp3(10, REQUEST, &continued)),
+        ("as a continued fragment", dnp3(10, REQUEST, &fragment)),
+        ("under reset link states", dnp3(10, 0xC0, &under_reset)),
+        ("under link function 7", dnp3(10, 0xC7, &under_reset)),
+        ("past a short length field", short),
+        ("with a corrupted first block", corrupt),
+        (
+            "with the direction of an outstation",
+            dnp3(10, 0x44, &under_reset),
+        ),
+    ] {
+        let f = to_rtu(&payload, &[], 0);
+        let (mut k, mut r) = kernel::with_policy(DNP3_POLICY);
+        let (action, t) = k.run(&f);
+        let want = r.judge(&f, monotonic_ns());
+        assert_eq!(kernel::as_trace(&want, r.last_fast, t.seq), t, "{what}");
+        assert_eq!(
+            (action, Reason::try_from(t.reason)),
+            (XDP_DROP, Ok(Reason::Malformed)),
+            "{what}"
+        );
+    }
+    // To the broadcast addresses and to another outstation.
+    for dest in [0xfffdu16, 0xfffe, 0xffff, 11] {
+        denied_by(
+            DNP3_POLICY,
+            &to_rtu(&request(dest, 1), &[], 0),
+            Reason::Dnp3Address,
         );
     }
 }
