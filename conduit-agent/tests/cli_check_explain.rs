@@ -582,7 +582,7 @@ fn explain_port_ranges_and_narrowing_of_the_example() {
     };
     // The vendor's tool ports: on demand, closed until granted.
     verdict(
-        &j("10.3.0.30", "10.2.0.11", "20000"),
+        &j("10.3.0.30", "10.2.0.11", "20001"),
         "deny",
         "not_granted",
         Some("vendor-tools"),

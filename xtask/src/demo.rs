@@ -237,7 +237,7 @@ pub fn run() -> Result<()> {
     for (host, port) in [
         ("plc1", "502"),
         ("plc1", "102"),
-        ("plc1", "20000"),
+        ("plc1", "20001"),
         ("plc2", "502"),
         ("historian", "443"),
     ] {
@@ -319,8 +319,8 @@ pub fn run() -> Result<()> {
     );
     outcome(
         false,
-        tcp(&p, "engws", "10.2.0.10", "20000"),
-        "eng-ws → plc-1 tcp/20000 (no grant)",
+        tcp(&p, "engws", "10.2.0.10", "20001"),
+        "eng-ws → plc-1 tcp/20001 (no grant)",
     )?;
     let pin_dir = p.pin_dirs.last().context("the agent's pin dir")?.clone();
     let admin = |args: &[&str]| -> Result<String> {
@@ -350,8 +350,8 @@ pub fn run() -> Result<()> {
     println!("  {}", said.trim());
     outcome(
         true,
-        tcp(&p, "engws", "10.2.0.10", "20000"),
-        "granted: eng-ws → plc-1 tcp/20000",
+        tcp(&p, "engws", "10.2.0.10", "20001"),
+        "granted: eng-ws → plc-1 tcp/20001",
     )?;
     for l in admin(&["status"])?
         .lines()
@@ -363,8 +363,8 @@ pub fn run() -> Result<()> {
     println!("  {}", admin(&["revoke", "vendor-tools"])?.trim());
     outcome(
         false,
-        tcp(&p, "engws", "10.2.0.10", "20000"),
-        "revoked: eng-ws → plc-1 tcp/20000",
+        tcp(&p, "engws", "10.2.0.10", "20001"),
+        "revoked: eng-ws → plc-1 tcp/20001",
     )?;
 
     step("rollout: put the control zone in monitor mode (reload by SIGHUP), observe, then enforce");
