@@ -482,7 +482,8 @@ fn to_rtu(payload: &[u8], vlans: &[u16], options: usize) -> Vec<u8> {
 fn dnp3_operate_hidden_from_a_read_only_filter() {
     require_root();
     const REQUEST: u8 = 0xC4;
-    let crob = [12, 1, 0x28, 1, 0, 0, 0, 3, 1, 0xE8, 3, 0, 0, 0, 0, 0, 0, 0];
+    // A CROB header and the start of its object (two such frames fit one test segment).
+    let crob = [12, 1, 0x28, 1, 0, 0, 0, 3, 1, 0xE8];
     let request = |outstation, function| {
         let mut user = vec![0xC0, 0xC0, function];
         user.extend_from_slice(&crob);
@@ -531,7 +532,7 @@ fn dnp3_operate_hidden_from_a_read_only_filter() {
     short.extend(request(10, 5));
     // A corrupted first block (the outstation would drop it, so would Conduit).
     let mut corrupt = request(10, 5);
-    corrupt[26] ^= 0xff;
+    corrupt[20] ^= 0xff;
     for (what, payload) in [
         ("behind a read", two),
         ("as a continued message", dnp3(10, REQUEST, &continued)),
