@@ -4,6 +4,8 @@
 //! compile the very same code. Shared types follow the ABI rules of `DESIGN.md`: `#[repr(C)]`,
 //! fixed-width integers and byte arrays only, explicit padding, and a compile-time size check.
 #![no_std]
+// `inspect::byte`'s register barrier (the bpf target's inline assembly is unstable).
+#![cfg_attr(target_arch = "bpf", feature(asm_experimental_arch))]
 
 #[cfg(test)]
 extern crate std;

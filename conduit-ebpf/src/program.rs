@@ -40,6 +40,34 @@ struct XdpFrame {
     end: usize,
 }
 
+impl XdpFrame {
+    /// Copies the `C` bytes at `off + at` to `out[at..]` when `len - at` holds them, and
+    /// moves `at` past them.
+    #[inline(always)]
+    fn chunk<const C: usize>(
+        &self,
+        off: usize,
+        len: usize,
+        at: &mut usize,
+        out: &mut [u8; WINDOW],
+    ) {
+        if len - *at < C {
+            return;
+        }
+        // SAFETY: `*at + C <= len <= WINDOW`, so the copy stays within `out`; the kernel
+        // checks the frame's bounds (a copy past its end fails and leaves `out` as it was).
+        unsafe {
+            bpf_xdp_load_bytes(
+                self.ctx,
+                (off + *at) as u32,
+                out.as_mut_ptr().add(*at).cast(),
+                C as u32,
+            )
+        };
+        *at += C;
+    }
+}
+
 impl Frame for XdpFrame {
     #[inline(always)]
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]> {
@@ -51,17 +79,23 @@ impl Frame for XdpFrame {
         Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
     }
 
-    /// With `bpf_xdp_load_bytes` straight into the packet in the per-CPU scratch: a copy of
-    /// a variable length that direct packet access would do byte by byte, on the stack.
+    /// With `bpf_xdp_load_bytes` straight into the packet in the per-CPU scratch (direct
+    /// packet access would copy byte by byte, through the stack), in chunks of constant
+    /// sizes: the window's length in binary (32, or 16, 8, 4, 2, 1). One call with the
+    /// length itself would need the verifier to know that it is not zero, and Debian 12's
+    /// 6.1 cannot learn that (it refines ranges on `<`, `<=`, `>`, `>=` only, and the
+    /// compiler turns `len >= 1` into `len != 0`); it refused that program.
     #[inline(always)]
     fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]) {
-        let n = if len < WINDOW { len } else { WINDOW };
-        if n == 0 {
-            return;
-        }
-        // SAFETY: `out` holds WINDOW bytes and 0 < n <= WINDOW; the kernel checks the
-        // frame's bounds (a copy past its end fails and leaves `out` as it was).
-        unsafe { bpf_xdp_load_bytes(self.ctx, off as u32, out.as_mut_ptr().cast(), n as u32) };
+        const _: () = assert!(WINDOW == 32);
+        let len = if len < WINDOW { len } else { WINDOW };
+        let mut at = 0;
+        self.chunk::<32>(off, len, &mut at, out);
+        self.chunk::<16>(off, len, &mut at, out);
+        self.chunk::<8>(off, len, &mut at, out);
+        self.chunk::<4>(off, len, &mut at, out);
+        self.chunk::<2>(off, len, &mut at, out);
+        self.chunk::<1>(off, len, &mut at, out);
     }
 
     #[inline(always)]

@@ -218,7 +218,7 @@ pub fn check(f: &Filter, p: &crate::verdict::Packet) -> Option<Reason> {
         i += 1;
     }
     // `n` is at most 16, so the block's CRC lies within the window (bytes 12..=27).
-    let (Some(&lo), Some(&hi)) = (a.get(HEADER + n), a.get(HEADER + n + 1)) else {
+    let (Some(lo), Some(hi)) = (super::byte(a, HEADER + n), super::byte(a, HEADER + n + 1)) else {
         return Some(Reason::Malformed);
     };
     if !c != u16::from_le_bytes([lo, hi])

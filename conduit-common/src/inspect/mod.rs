@@ -30,6 +30,33 @@ pub const DNP3: u8 = 2;
 /// bytes), rounded up to whole 8-byte words.
 pub const WINDOW: usize = 32;
 
+/// Byte `at` of the window, `None` past it: the one way protocol checks read the window at
+/// an offset they computed.
+///
+/// For the verifier, the index is masked to the window right before the load, behind a
+/// register barrier the compiler cannot see through. A bounds check alone is not enough on
+/// Debian 12's 6.1: when the compiler keeps the offset on the stack, checks it in one
+/// register and loads it again into another for the access, that verifier does not carry the
+/// check over, and it refused the program for a load "outside of the allowed memory range".
+/// A mask gives the value its bound wherever it travels after.
+#[inline(always)]
+pub fn byte(a: &[u8; WINDOW], at: usize) -> Option<u8> {
+    if at >= WINDOW {
+        return None;
+    }
+    #[cfg(target_arch = "bpf")]
+    let at = {
+        let mut x = at;
+        // SAFETY: one move of the register onto itself: it reads and writes no memory and
+        // leaves `x` as it is (an empty template would leave a line-info record with no
+        // instruction, which the kernel refuses).
+        unsafe { core::arch::asm!("{0} = {0}", inout(reg) x, options(pure, nomem, nostack)) };
+        x
+    };
+    const _: () = assert!(WINDOW.is_power_of_two());
+    Some(a[at & (WINDOW - 1)])
+}
+
 /// The verdict of a rule's filter on a client-to-server packet: `None` when it passes (not
 /// TCP, no payload, or an allowed request), else the reason to deny it. A filter that cannot
 /// be found (`None`: the policy was swapped under the packet) or of a protocol this build
