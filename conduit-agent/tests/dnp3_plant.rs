@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::Stdio};
 
 use conduit_tests::{
     agent::Agent,
-    capture::{PcapWriter, replay_json, run_json, tshark_fields},
+    capture::{PcapWriter, explain_agrees, replay_json, tshark_fields},
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -203,22 +203,14 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
         };
         assert_eq!(v["reason"], expected, "frame {n} ({line}): {v}");
         *seen.entry(format!("{expected} {code}")).or_default() += 1;
-        let explain = run_json(
-            std::process::Command::new(BIN)
-                .arg("explain")
-                .arg(&a.policy)
-                .args([
-                    "--src", src, "--dst", dst, "--proto", "tcp", "--dport", dport,
-                ])
-                .args(["--dnp3-function", function, "--dnp3-outstation", outstation])
-                .args(["--format", "json"]),
+        explain_agrees(
+            BIN,
+            &a.policy,
+            v,
+            (src, dst, dport),
+            &["--dnp3-function", function, "--dnp3-outstation", outstation],
+            &format!("frame {n} ({line})"),
         );
-        for k in ["verdict", "reason", "conduit"] {
-            assert_eq!(
-                v[k], explain[k],
-                "frame {n} ({line}): {k}: replay {v} vs explain {explain}"
-            );
-        }
     }
     // Reads allowed; write (2), select (3), direct operate (5), cold restart (13) dropped.
     let why = format!("{seen:?}\ntshark:\n{decoded}");

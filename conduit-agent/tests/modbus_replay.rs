@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     path::Path,
-    process::{Command, Stdio},
+    process::Stdio,
     thread::sleep,
     time::{Duration, Instant},
 };
@@ -13,7 +13,7 @@ use std::{
 use conduit_common::inspect::modbus::READ;
 use conduit_tests::{
     Netns, VethPair,
-    capture::{PcapWriter, replay_json, run_json, tshark_fields},
+    capture::{PcapWriter, explain_agrees, replay_json, tshark_fields},
     require_root, unique_name,
 };
 
@@ -172,23 +172,15 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         };
         assert_eq!(v["reason"], expected, "frame {n} ({line}): {v}");
         *seen.entry(expected).or_default() += 1;
-        let explain = run_json(
-            Command::new(BIN)
-                .arg("explain")
-                .arg(&policy)
-                .args([
-                    "--src", src, "--dst", dst, "--proto", "tcp", "--dport", dport,
-                ])
-                .args(["--modbus-function", &fc.to_string()])
-                .args(["--modbus-unit", &unit.to_string()])
-                .args(["--format", "json"]),
+        let (fc, unit) = (fc.to_string(), unit.to_string());
+        explain_agrees(
+            BIN,
+            &policy,
+            v,
+            (src, dst, dport),
+            &["--modbus-function", &fc, "--modbus-unit", &unit],
+            &format!("frame {n} ({line})"),
         );
-        for k in ["verdict", "reason", "conduit"] {
-            assert_eq!(
-                v[k], explain[k],
-                "frame {n} ({line}): {k}: replay {v} vs explain {explain}"
-            );
-        }
     }
     // 4 reads and 4 writes to unit 1, one read to unit 2 (and their answers).
     let why = format!("{seen:?}\ntshark:\n{decoded}");

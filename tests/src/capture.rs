@@ -88,6 +88,36 @@ fn wait_for(child: &mut Child, what: &str, line_holding: &str) {
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
 }
 
+/// `conduit explain` (the binary `bin`) of a TCP segment from `src` to `dst:dport` under
+/// `policy`, with the request flags `request` (e.g. `--modbus-function 6`), must give the
+/// verdict, reason and conduit that `conduit replay` gave the captured frame (`replayed`, one
+/// of replay's JSON frames); `what` names the frame in the failure.
+pub fn explain_agrees(
+    bin: &str,
+    policy: &Path,
+    replayed: &serde_json::Value,
+    (src, dst, dport): (&str, &str, &str),
+    request: &[&str],
+    what: &str,
+) {
+    let explain = run_json(
+        Command::new(bin)
+            .arg("explain")
+            .arg(policy)
+            .args([
+                "--src", src, "--dst", dst, "--proto", "tcp", "--dport", dport,
+            ])
+            .args(request)
+            .args(["--format", "json"]),
+    );
+    for k in ["verdict", "reason", "conduit"] {
+        assert_eq!(
+            replayed[k], explain[k],
+            "{what}: {k}: replay {replayed} vs explain {explain}"
+        );
+    }
+}
+
 /// Runs a command that must succeed and print JSON; returns the JSON.
 pub fn run_json(cmd: &mut Command) -> serde_json::Value {
     let out = cmd.output().expect("run the command");
