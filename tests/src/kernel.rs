@@ -188,22 +188,12 @@ pub const ACK: u8 = 0x10;
 /// A segment of the TCP session from the HMI's port `client` to the PLC's `port`, sent by the
 /// HMI.
 pub fn hmi_to_plc(client: u16, port: u16, flags: u8) -> Vec<u8> {
-    let l4 = crate::frames::L4::Tcp {
-        sport: client,
-        dport: port,
-        flags,
-    };
-    crate::frames::v4(crate::frames::MAC_A, HMI, PLC, l4)
+    data_segment(true, client, port, flags, &[])
 }
 
 /// A segment of the same session sent by the PLC.
 pub fn plc_to_hmi(client: u16, port: u16, flags: u8) -> Vec<u8> {
-    let l4 = crate::frames::L4::Tcp {
-        sport: port,
-        dport: client,
-        flags,
-    };
-    crate::frames::v4(crate::frames::MAC_B, PLC, HMI, l4)
+    data_segment(false, client, port, flags, &[])
 }
 
 /// A segment with `payload` of the TCP session from the HMI's port `client` to the PLC's
