@@ -185,25 +185,19 @@ fn mode_code(m: Mode) -> u8 {
 /// codes and Modbus unit IDs, the list of DNP3 outstations.
 fn filter(r: &Rule) -> Option<Filter> {
     use conduit_common::inspect;
-    let (f, (units, outstations)) = match (&r.modbus, &r.dnp3) {
-        (Some(m), _) => (
-            inspect::filter(inspect::MODBUS, &m.functions),
-            (m.unit_ids.as_deref(), None),
-        ),
-        (None, Some(d)) => (
-            inspect::filter(inspect::DNP3, &d.functions),
-            (None, d.outstations.as_deref()),
-        ),
-        (None, None) => return None,
-    };
-    let mut f = f;
-    if let Some(units) = units {
-        f.flags &= !FILTER_ANY_ADDRESS;
-        for &u in units {
-            set_bit(&mut f.units, usize::from(u));
+    if let Some(m) = &r.modbus {
+        let mut f = inspect::filter(inspect::MODBUS, &m.functions);
+        if let Some(units) = &m.unit_ids {
+            f.flags &= !FILTER_ANY_ADDRESS;
+            for &u in units {
+                set_bit(&mut f.units, usize::from(u));
+            }
         }
+        return Some(f);
     }
-    if let Some(list) = outstations {
+    let d = r.dnp3.as_ref()?;
+    let mut f = inspect::filter(inspect::DNP3, &d.functions);
+    if let Some(list) = &d.outstations {
         // Validation keeps the list within MAX_OUTSTATIONS.
         f.flags &= !FILTER_ANY_ADDRESS;
         f.n_outstations = list.len().min(MAX_OUTSTATIONS) as u8;
