@@ -174,6 +174,7 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
         "tcp.len",
         "dnp3.dst",
         "dnp3.al.func",
+        "tcp.analysis.retransmission",
     ];
     let decoded = tshark_fields(pcap, &fields);
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
@@ -181,7 +182,8 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
         let f: Vec<&str> = line.split(',').collect();
         let n: usize = f[0].parse().unwrap();
         let v = &frames[n - 1];
-        let (src, dst, dport, len, outstation, function) = (f[1], f[2], f[3], f[4], f[5], f[6]);
+        let (src, dst, dport, len, outstation, function, resent) =
+            (f[1], f[2], f[3], f[4], f[5], f[6], f[7]);
         if dport != "20000" {
             // The outstation's answers, as the HMI receives them: routed, from the gateway's
             // MAC, which the policy does not bind to PLC 1. The gateway judged them above.
@@ -191,8 +193,13 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
             continue;
         }
         if function.is_empty() {
-            // A retransmission of a dropped request (or a fragment tshark's reassembly took
-            // as one): tshark does not dissect it again. The first copy was checked.
+            // A retransmission of a dropped request: tshark does not dissect it again (the
+            // first copy was checked below). It must be dropped again, never passed.
+            assert!(
+                !resent.is_empty(),
+                "frame {n} ({line}): a request tshark did not decode"
+            );
+            assert_eq!(v["verdict"], "deny", "frame {n} ({line}): {v}");
             continue;
         }
         let code: u8 = function.parse().unwrap();
