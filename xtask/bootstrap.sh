@@ -40,6 +40,8 @@ fi
 # A real DNP3 outstation and master for the inspection tests (opendnp3 through the yadnp3
 # wheel), in a virtualenv of the checkout's own; quick when it is there.
 tests/dnp3/install.sh "$root/target/peers/dnp3"
+# A real EtherNet/IP (CIP) server and client: cpppo's Logix simulator and pycomm3.
+tests/enip/install.sh "$root/target/peers/enip"
 
 # --- bpffs ---------------------------------------------------------------------------------
 if ! mount | grep -q ' /sys/fs/bpf type bpf '; then

@@ -73,6 +73,12 @@ pub struct ExplainArgs {
         requires = "dnp3_function"
     )]
     pub dnp3_outstation: u16,
+    /// Judge an EtherNet/IP request with this CIP service code (0..127, e.g. 0x0E
+    /// Get_Attribute_Single, 0x4D Write Tag, 0x05 Reset; `0x` for hex) to the Identity object,
+    /// unconnected (SendRRData), instead of the connection's first packet, as the datapath
+    /// inspects it on rules with an `enip` filter (needs --proto tcp).
+    #[arg(long, value_name = "SERVICE", value_parser = cip_service, conflicts_with_all = ["modbus_function", "dnp3_function"])]
+    pub enip_service: Option<u8>,
     /// The interface the frame comes in on, on this host: adds the datapath's anti-spoofing
     /// checks (the source zone's `interfaces`, and its reverse path against this host's
     /// routing table). Run it on the gateway. Without it, those checks are not made.
@@ -124,6 +130,9 @@ fn why(reason: Reason, verdict: Verdict) -> &'static str {
         }
         (Reason::Dnp3Address, _) => {
             "the conduit's rule has a DNP3 filter that does not list this outstation address"
+        }
+        (Reason::EnipService, _) => {
+            "the conduit's rule has an EtherNet/IP filter that does not allow this CIP service"
         }
         (Reason::Expired, _) => {
             "the conduit has ended (its `expires` has passed): it allows nothing any more"
@@ -192,6 +201,9 @@ pub fn main(a: ExplainArgs) -> ExitCode {
     if a.dnp3_function.is_some() && proto != TCP {
         return reject("--dnp3-function needs --proto tcp (DNP3 over TCP)");
     }
+    if a.enip_service.is_some() && proto != TCP {
+        return reject("--enip-service needs --proto tcp (EtherNet/IP)");
+    }
     let src_asset = l.policy.asset_of(a.src);
     let src_mac = match &a.src_mac {
         Some(m) => match addr::mac(m) {
@@ -216,7 +228,8 @@ pub fn main(a: ExplainArgs) -> ExitCode {
             .or(a.dnp3_function.map(|function| Request::Dnp3 {
                 outstation: a.dnp3_outstation,
                 function,
-            })),
+            }))
+            .or(a.enip_service.map(|code| Request::Enip { code })),
     );
     l.compiled.clock = a.at;
     for g in &a.grants {
@@ -324,4 +337,19 @@ pub fn main(a: ExplainArgs) -> ExitCode {
         }
     }
     Exit::Ok.into()
+}
+
+/// A CIP service code for `--enip-service`: 0..127, decimal or `0x` hex.
+fn cip_service(s: &str) -> Result<u8, String> {
+    let n = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u8::from_str_radix(hex, 16),
+        None => s.parse::<u8>(),
+    }
+    .map_err(|_| format!("`{s}` is not a CIP service code: use 0..127 (e.g. 14 or 0x0e)"))?;
+    if n > 127 {
+        return Err(format!(
+            "CIP service `{s}` is a response code (128..255): requests are 0..127"
+        ));
+    }
+    Ok(n)
 }

@@ -158,7 +158,7 @@ fn every_mistake_is_an_error_on_its_line() {
         let e = errors(&policy(&format!(
             "      - {{ proto: tcp, ports: [502], modbus: {{ functions: [{code}] }} }}"
         )));
-        has(&e, 16, "out of range: request function codes are 1..127");
+        has(&e, 16, "out of range: requests are 1..127");
     }
     for (rule, message) in [
         (
@@ -342,7 +342,7 @@ fn dnp3_mistakes_are_errors_on_their_line() {
     for (rule, message) in [
         (
             "dnp3: { functions: [256] }",
-            "out of range: request function codes are 0..255",
+            "out of range: requests are 0..255",
         ),
         (
             "dnp3: { functions: [] }",
@@ -409,4 +409,97 @@ fn lint_l8_asks_for_a_dnp3_filter_into_high_zones() {
         "      - { proto: tcp, ports: [20000], dnp3: { functions: [read, control] } }",
     ));
     assert!(!warnings.iter().any(|w| w.contains("[L8]")), "{warnings:?}");
+}
+
+#[test]
+fn enip_named_sets_and_services() {
+    use conduit_common::inspect::enip::{CONNECTION_MANAGER, FORWARD_OPEN, UNCONNECTED_SEND};
+    let enip = |l: &Loaded, code: u8| judge(l, 44818, Request::Enip { code });
+    let (l, warnings) = load(&policy(
+        "      - { proto: tcp, ports: [44818], enip: { services: [read, connection, 0x10] } }",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    for c in [
+        0x01u8,
+        0x03,
+        0x0E,
+        0x4C,
+        0x52,
+        0x10,
+        CONNECTION_MANAGER | FORWARD_OPEN,
+    ] {
+        assert_eq!(enip(&l, c), (Verdict::Allow, Reason::Conduit), "{c:#x}");
+    }
+    for c in [
+        0x02u8,
+        0x05,
+        0x07,
+        0x4D,
+        0x4E,
+        0x53,
+        CONNECTION_MANAGER | 0x56,
+    ] {
+        assert_eq!(enip(&l, c), (Verdict::Deny, Reason::EnipService), "{c:#x}");
+    }
+    // An Unconnected_Send with nothing inside cannot be judged.
+    assert_eq!(
+        enip(&l, CONNECTION_MANAGER | UNCONNECTED_SEND),
+        (Verdict::Deny, Reason::Malformed)
+    );
+    let (l, _) = load(&policy(
+        "      - { proto: tcp, ports: [44818], enip: { services: [write, admin] } }",
+    ));
+    for c in [0x02u8, 0x10, 0x4D, 0x4E, 0x53, 0x05, 0x06, 0x07, 0x15, 0x16] {
+        assert_eq!(enip(&l, c), (Verdict::Allow, Reason::Conduit), "{c:#x}");
+    }
+    for c in [0x0Eu8, 0x4C, CONNECTION_MANAGER | FORWARD_OPEN] {
+        assert_eq!(enip(&l, c), (Verdict::Deny, Reason::EnipService), "{c:#x}");
+    }
+}
+
+#[test]
+fn enip_mistakes_are_errors_on_their_line() {
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [44818], enip: { services: [raed] } }",
+    ));
+    has(
+        &e,
+        16,
+        "`raed` is not a CIP service set or code; did you mean `read`?",
+    );
+    has(&e, 16, "read, write, admin, connection");
+    for (rule, message) in [
+        (
+            "enip: { services: [128] }",
+            "out of range: requests are 0..127",
+        ),
+        (
+            "enip: { services: [] }",
+            "`services: []` would allow no EtherNet/IP request",
+        ),
+        (
+            "dnp3: { functions: [read] }, enip: { services: [read] }",
+            "a rule inspects one protocol",
+        ),
+    ] {
+        let e = errors(&policy(&format!(
+            "      - {{ proto: tcp, ports: [44818], {rule} }}"
+        )));
+        has(&e, 16, message);
+    }
+    let e = errors(&policy(
+        "      - { proto: udp, ports: [44818], enip: { services: [read] } }",
+    ));
+    has(&e, 16, "`enip` only applies to tcp rules (EtherNet/IP)");
+    let e = errors(&policy(
+        "      - { proto: tcp, ports: [44818], enip: { functions: [read] } }",
+    ));
+    assert!(e.iter().any(|m| m.contains("functions")), "{e:?}");
+    let (_, warnings) = load(&policy("      - { proto: tcp, ports: [44818] }"));
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("[L8]") && w.contains("EtherNet/IP (port 44818)")),
+        "{warnings:?}"
+    );
 }

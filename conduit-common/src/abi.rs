@@ -133,10 +133,12 @@ pub enum Reason {
     Dnp3Function = 17,
     /// A DNP3 frame to an outstation link address the conduit's rule does not list.
     Dnp3Address = 18,
+    /// An EtherNet/IP request whose CIP service the conduit's rule does not allow (SPEC §9).
+    EnipService = 19,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::Conduit,
         Reason::IntraZone,
         Reason::Reply,
@@ -156,6 +158,7 @@ impl Reason {
         Reason::NotGranted,
         Reason::Dnp3Function,
         Reason::Dnp3Address,
+        Reason::EnipService,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -179,6 +182,7 @@ impl Reason {
             Reason::NotGranted => "not_granted",
             Reason::Dnp3Function => "dnp3_function",
             Reason::Dnp3Address => "dnp3_address",
+            Reason::EnipService => "enip_service",
         }
     }
 }
@@ -234,9 +238,9 @@ mod tests {
             assert_eq!(*r as u32, i as u32);
             assert_eq!(Reason::try_from(i as u32), Ok(*r));
         }
-        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(19));
+        assert_eq!(Reason::try_from(Reason::ALL.len() as u32), Err(20));
         // The names are part of SPEC §2 (and the README's extensions) and must never change.
-        let names: [&str; 19] = Reason::ALL.map(Reason::as_str);
+        let names: [&str; 20] = Reason::ALL.map(Reason::as_str);
         assert_eq!(
             names,
             [
@@ -258,7 +262,8 @@ mod tests {
                 "expired",
                 "not_granted",
                 "dnp3_function",
-                "dnp3_address"
+                "dnp3_address",
+                "enip_service"
             ]
         );
     }
@@ -624,15 +629,15 @@ const _: () = assert!(core::mem::size_of::<FilterKey>() == 8);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Filter {
-    /// `crate::inspect::MODBUS`, `DNP3`: the protocol whose check applies.
+    /// `crate::inspect::MODBUS`, `DNP3`, `ENIP`: the protocol whose check applies.
     pub proto: u8,
     /// [`FILTER_ANY_ADDRESS`].
     pub flags: u8,
     /// DNP3: how many entries of `outstations` are used.
     pub n_outstations: u8,
     pub _pad: u8,
-    /// Allowed request codes (Modbus function, DNP3 application function): bit `c % 32` of
-    /// word `c / 32`.
+    /// Allowed request codes (Modbus function, DNP3 application function, CIP service as
+    /// `crate::inspect::enip::code` makes it): bit `c % 32` of word `c / 32`.
     pub codes: [u32; 8],
     /// Modbus: allowed unit IDs (when [`FILTER_ANY_ADDRESS`] is clear), a bitmap like `codes`.
     pub units: [u32; 8],

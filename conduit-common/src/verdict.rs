@@ -178,7 +178,7 @@ pub fn link_scoped(a: &[u8; 16]) -> bool {
 }
 
 /// What the parser found in a frame (or what `explain` was told).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Packet {
     /// [`KIND_IP`], [`KIND_ARP`] or [`KIND_OTHER`].
     pub kind: u8,
@@ -225,6 +225,36 @@ pub struct Packet {
     /// `--in`): the interface checks are then not made.
     pub ifindex: u32,
     pub _pad: u32,
+}
+
+/// All zeros (written out: arrays longer than 32 have no derived `Default`).
+impl Default for Packet {
+    fn default() -> Self {
+        Packet {
+            kind: 0,
+            family: 0,
+            ethertype: 0,
+            src_mac: [0; 6],
+            arp_sha: [0; 6],
+            src: [0; 16],
+            dst: [0; 16],
+            proto: 0,
+            fragment: 0,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            hop_limit: 0,
+            payload_len: 0,
+            app: [0; WINDOW],
+            icmp_error: 0,
+            inner_proto: 0,
+            inner_sport: 0,
+            inner_dport: 0,
+            inner_dst: [0; 16],
+            ifindex: 0,
+            _pad: 0,
+        }
+    }
 }
 
 impl Packet {

@@ -81,15 +81,16 @@ impl Frame for XdpFrame {
 
     /// With `bpf_xdp_load_bytes` straight into the packet in the per-CPU scratch (direct
     /// packet access would copy byte by byte, through the stack), in chunks of constant
-    /// sizes: the window's length in binary (32, or 16, 8, 4, 2, 1). One call with the
+    /// sizes: the window's length in binary (64, or 32, 16, 8, 4, 2, 1). One call with the
     /// length itself would need the verifier to know that it is not zero, and Debian 12's
     /// 6.1 cannot learn that (it refines ranges on `<`, `<=`, `>`, `>=` only, and the
     /// compiler turns `len >= 1` into `len != 0`); it refused that program.
     #[inline(always)]
     fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]) {
-        const _: () = assert!(WINDOW == 32);
+        const _: () = assert!(WINDOW == 64);
         let len = if len < WINDOW { len } else { WINDOW };
         let mut at = 0;
+        self.chunk::<64>(off, len, &mut at, out);
         self.chunk::<32>(off, len, &mut at, out);
         self.chunk::<16>(off, len, &mut at, out);
         self.chunk::<8>(off, len, &mut at, out);

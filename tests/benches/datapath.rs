@@ -27,6 +27,7 @@ fn rule(proto: u8, ports: Option<Vec<(u16, u16)>>) -> Rule {
         icmp_types: None,
         modbus: None,
         dnp3: None,
+        enip: None,
     }
 }
 

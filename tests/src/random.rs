@@ -192,32 +192,42 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
                 granted.push(format!("c{c}"));
             }
         }
-        // One inspection filter (Modbus or DNP3) per conduit (two tcp rules of a conduit on
-        // the same port must not differ in it), on every tcp rule; then no `proto: any`
-        // rule either.
-        // (key, function sets, address list): Modbus in 4 of 10 conduits, DNP3 in 2.
-        const FILTERS: [(&str, [&str; 4], &str); 2] = [
+        // One inspection filter (Modbus, DNP3 or EtherNet/IP) per conduit (two tcp rules of
+        // a conduit on the same port must not differ in it), on every tcp rule; then no
+        // `proto: any` rule either.
+        // (key, the codes' key, code sets, address list): Modbus in 4 of 10 conduits, DNP3
+        // in 2, EtherNet/IP in 1.
+        const FILTERS: [(&str, &str, [&str; 4], &str); 3] = [
             (
                 "modbus",
+                "functions",
                 ["read", "read, write", "3", "read, 90"],
                 "unit_ids: [1, 255]",
             ),
             (
                 "dnp3",
+                "functions",
                 ["read", "read, unsolicited", "5", "read, control, 13"],
                 "outstations: [10, 1024]",
+            ),
+            (
+                "enip",
+                "services",
+                ["read, connection", "read", "read, write, connection", "14, 5"],
+                "",
             ),
         ];
         let modbus = match rng.random_range(0..10) {
             0..=3 => Some(&FILTERS[0]),
             4..=5 => Some(&FILTERS[1]),
+            6 => Some(&FILTERS[2]),
             _ => None,
         }
-        .map(|(key, sets, addresses)| {
+        .map(|(key, codes, sets, addresses)| {
             format!(
-                ", {key}: {{ functions: [{}]{} }}",
+                ", {key}: {{ {codes}: [{}]{} }}",
                 sets.choose(rng).unwrap(),
-                if rng.random_bool(0.5) {
+                if !addresses.is_empty() && rng.random_bool(0.5) {
                     format!(", {addresses}")
                 } else {
                     String::new()
@@ -295,7 +305,16 @@ fn random_l4(rng: &mut impl Rng, ports: &[u16], v6: bool) -> L4 {
             rng.random()
         }
     };
-    match rng.random_range(0..12) {
+    match rng.random_range(0..13) {
+        11 => {
+            let sport = port(rng);
+            let dport = if rng.random_bool(0.5) {
+                44818
+            } else {
+                port(rng)
+            };
+            random_enip(rng, sport, dport)
+        }
         0..=3 => L4::Tcp {
             sport: port(rng),
             dport: port(rng),
@@ -336,6 +355,71 @@ fn random_l4(rng: &mut impl Rng, ports: &[u16], v6: bool) -> L4 {
         _ => L4::Raw {
             proto: *[47u8, 50, 132].choose(rng).unwrap(),
         },
+    }
+}
+
+/// A TCP data segment that is mostly an EtherNet/IP request: session commands, CIP services
+/// inside and outside the generated filters, to the Connection Manager or elsewhere,
+/// wrapped in Unconnected_Send or batched in a Multiple Service Packet, and broken framing
+/// (lengths, item counts and types, a second message, a response, a cut).
+fn random_enip(rng: &mut impl Rng, sport: u16, dport: u16) -> L4 {
+    use conduit_common::inspect::enip;
+    let service = *[
+        0x01u8, 0x0E, 0x4C, 0x52, 0x4D, 0x4E, 0x05, 0x10, 0x54, 0x5B, 0x8E,
+    ]
+    .choose(rng)
+    .unwrap();
+    let path: &[u8] = match rng.random_range(0..4) {
+        0 => &[0x20, 6, 0x24, 1],
+        1 => &[0x21, 0, 6, 0, 0x24, 1],
+        2 => &[0x91, 3, b'C', b'n', b't', 0],
+        _ => &[0x20, 1, 0x24, 1],
+    };
+    let mut request = vec![service, (path.len() / 2) as u8];
+    request.extend_from_slice(path);
+    request.extend_from_slice(&[1, 0][..rng.random_range(0..=2)]);
+    let cip = match rng.random_range(0..6) {
+        0 => frames::cip_unconnected_send(&request),
+        1 => {
+            // A Multiple Service Packet of the request and a short one.
+            let second = [
+                *[0x0Eu8, 0x10, 0x05].choose(rng).unwrap(),
+                2,
+                0x20,
+                1,
+                0x24,
+                1,
+            ];
+            frames::cip_multiple(&request, &second)
+        }
+        _ => request,
+    };
+    let mut b = match rng.random_range(0..8) {
+        0 => frames::enip_message(
+            *[enip::LIST_IDENTITY, enip::REGISTER_SESSION, 0x72]
+                .choose(rng)
+                .unwrap(),
+            &[1, 0, 0, 0][..rng.random_range(0..=4)],
+        ),
+        n => frames::enip_send(n % 2 == 0, &cip),
+    };
+    match rng.random_range(0..14) {
+        0 => b[2] = b[2].wrapping_add(1),
+        1 if b.len() > 31 => b[30] = 3,
+        2 if b.len() > 36 => b[36] ^= 0x03,
+        3 => b.extend(frames::enip_message(enip::LIST_IDENTITY, &[])),
+        4 if b.len() > 40 => b[40] |= 0x80,
+        5 => b.truncate(rng.random_range(1..b.len())),
+        _ => {}
+    }
+    b.truncate(frames::TCP_DATA);
+    let (data, len) = frames::tcp_data(&b);
+    L4::TcpData {
+        sport,
+        dport,
+        flags: *[0x18u8, 0x10, 0x19].choose(rng).unwrap(),
+        data,
+        len,
     }
 }
 

@@ -566,3 +566,115 @@ fn dnp3_operate_hidden_from_a_read_only_filter() {
         );
     }
 }
+
+/// The office may read the controller's tags (10.1.0.10) over EtherNet/IP, read-only.
+const ENIP_POLICY: &str = r#"
+version: 1
+site: bypass-enip
+defaults: { mode: enforce }
+zones:
+  - name: office
+    security_level: 1
+    assets: [{ name: lan, cidr: 10.0.0.0/24 }]
+  - name: plant
+    security_level: 2
+    assets: [{ name: plc, ip: 10.1.0.10 }]
+conduits:
+  - name: read-tags
+    from: office
+    to: plant
+    rules: [{ proto: tcp, ports: [44818], enip: { services: [read, connection] } }]
+"#;
+
+/// A segment of the client's session to port 44818 carrying `payload`.
+fn to_plc_44818(payload: &[u8]) -> Vec<u8> {
+    let (data, len) = frames::tcp_data(payload);
+    frames::v4(
+        frames::MAC_A,
+        SRC,
+        PLC,
+        L4::TcpData {
+            sport: 40000,
+            dport: 44818,
+            flags: 0x18,
+            data,
+            len,
+        },
+    )
+}
+
+/// A tag write (Write Tag 0x4D) and a Reset, hidden every way a parser could be led to see
+/// a read or a session command.
+#[test]
+fn enip_write_hidden_from_a_read_only_filter() {
+    require_root();
+    use conduit_common::inspect::enip;
+    use frames::{enip_message, enip_send};
+    let write_tag = [0x4D, 3, 0x91, 3, b'C', b'n', b't', 0, 0xC3, 0, 1, 0, 7, 0];
+    let reset = [0x05, 2, 0x20, 1, 0x24, 1];
+    let read = [0x0E, 2, 0x20, 1, 0x24, 1];
+    // The control case: a read passes.
+    let (mut k, _) = kernel::with_policy(ENIP_POLICY);
+    let f = to_plc_44818(&enip_send(false, &read));
+    assert_eq!(k.run(&f).1.reason, Reason::Conduit as u32);
+    let (wrapped, batch) = (frames::cip_unconnected_send, frames::cip_multiple);
+    // Denied by service, wherever it is put.
+    let by_service = [
+        ("a connected Write Tag", enip_send(true, &write_tag)),
+        ("an unconnected Write Tag", enip_send(false, &write_tag)),
+        (
+            "Reset inside Unconnected_Send",
+            enip_send(false, &wrapped(&reset)),
+        ),
+        (
+            "Reset behind a read in a batch",
+            enip_send(false, &batch(&read, &reset)),
+        ),
+        // 0x4E to a symbolic tag is Read Modify Write, not Forward_Close.
+        (
+            "Read Modify Write dressed as Forward_Close",
+            enip_send(true, &[0x4E, 3, 0x91, 3, b'C', b'n', b't', 0]),
+        ),
+    ];
+    // Unjudgeable: malformed.
+    let mut behind_session = enip_message(enip::LIST_IDENTITY, &[]);
+    behind_session.extend(enip_send(false, &write_tag));
+    let mut short_length = enip_send(false, &read);
+    short_length.extend_from_slice(&write_tag);
+    let mut third_item = enip_send(false, &write_tag);
+    third_item[30] = 3;
+    let mut as_response = enip_send(false, &write_tag);
+    as_response[40] |= 0x80;
+    let twice = wrapped(&wrapped(&reset));
+    let malformed = [
+        ("behind a session command", behind_session),
+        ("past a length that ends at a read", short_length),
+        ("in a third item", third_item),
+        ("with the response bit", as_response),
+        ("wrapped twice", enip_send(false, &twice)),
+        (
+            "in a batch past the window",
+            enip_send(true, &batch(&write_tag, &write_tag)),
+        ),
+    ];
+    let cases = by_service
+        .into_iter()
+        .map(|(w, p)| (w, p, Reason::EnipService))
+        .chain(
+            malformed
+                .into_iter()
+                .map(|(w, p)| (w, p, Reason::Malformed)),
+        );
+    for (what, payload, reason) in cases {
+        let f = to_plc_44818(&payload);
+        let (mut k, mut r) = kernel::with_policy(ENIP_POLICY);
+        let (action, t) = k.run(&f);
+        let want = r.judge(&f, monotonic_ns());
+        assert_eq!(kernel::as_trace(&want, r.last_fast, t.seq), t, "{what}");
+        assert_eq!(
+            (action, Reason::try_from(t.reason)),
+            (XDP_DROP, Ok(reason)),
+            "{what}"
+        );
+    }
+}

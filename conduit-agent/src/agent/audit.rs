@@ -96,15 +96,32 @@ pub fn line(ev: &Event, st: &State, mono_now: u64, wall_now: SystemTime) -> Stri
         "suppressed_before": ev.suppressed,
     });
     // A request a filter denied: which, on which protocol.
-    let request = match ev.protocol {
-        inspect::MODBUS => Some(("modbus", "unit")),
-        inspect::DNP3 => Some(("dnp3", "outstation")),
-        _ => None,
-    };
-    if let (Some((protocol, address)), Some(o)) = (request, v.as_object_mut()) {
-        o.insert("protocol".into(), protocol.into());
-        o.insert("function".into(), ev.function.into());
-        o.insert(address.into(), ev.address.into());
+    if let Some(o) = v.as_object_mut() {
+        match ev.protocol {
+            inspect::MODBUS | inspect::DNP3 => {
+                let (protocol, address) = if ev.protocol == inspect::MODBUS {
+                    ("modbus", "unit")
+                } else {
+                    ("dnp3", "outstation")
+                };
+                o.insert("protocol".into(), protocol.into());
+                o.insert("function".into(), ev.function.into());
+                o.insert(address.into(), ev.address.into());
+            }
+            inspect::ENIP => {
+                // The service, and whether it went to the Connection Manager (the other
+                // half of the filter's codes).
+                o.insert("protocol".into(), "enip".into());
+                o.insert(
+                    "service".into(),
+                    (ev.function & !inspect::enip::CONNECTION_MANAGER).into(),
+                );
+                if ev.function & inspect::enip::CONNECTION_MANAGER != 0 {
+                    o.insert("object".into(), "connection_manager".into());
+                }
+            }
+            _ => {}
+        }
     }
     v.to_string()
 }

@@ -162,7 +162,7 @@ impl Collector for KernelCollector {
         }
         out.push(family(
             "conduit_inspection_dropped_packets_total",
-            "Packets a conduit's own filter dropped (Modbus or DNP3 function, unit or outstation not allowed, malformed), by conduit and reason.",
+            "Packets a conduit's own filter dropped (a Modbus or DNP3 function, a unit, outstation or CIP service not allowed, malformed), by conduit and reason.",
             MetricType::COUNTER,
             cdropped,
         ));

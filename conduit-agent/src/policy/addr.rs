@@ -258,7 +258,7 @@ fn codes(
     match s.parse::<u32>() {
         Ok(n) if (u32::from(lo)..=u32::from(hi)).contains(&n) => Ok(vec![n as u8]),
         Ok(n) => Err(format!(
-            "{what} code `{n}` is out of range: request function codes are {lo}..{hi}"
+            "{what} code `{n}` is out of range: requests are {lo}..{hi}"
         )),
         Err(_) => {
             let hint = super::diag::did_you_mean(s, names())
@@ -309,6 +309,18 @@ pub fn dnp3_functions(s: &str) -> Result<Vec<u8>, String> {
         "DNP3 function",
         conduit_common::inspect::dnp3::SETS,
         0..=255,
+    )
+}
+
+/// An EtherNet/IP service entry: a named set (`read`, `write`, `admin`, `connection`) or a
+/// CIP service code 0..=127 (to any object but the Connection Manager, whose services only
+/// the `connection` set names).
+pub fn enip_services(s: &str) -> Result<Vec<u8>, String> {
+    codes(
+        s,
+        "CIP service",
+        conduit_common::inspect::enip::SETS,
+        0..=127,
     )
 }
 

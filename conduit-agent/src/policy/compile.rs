@@ -182,7 +182,7 @@ fn mode_code(m: Mode) -> u8 {
 }
 
 /// The datapath form of a rule's inspection filter, if it has one: bitmaps of the allowed
-/// codes and Modbus unit IDs, the list of DNP3 outstations.
+/// codes and Modbus unit IDs, the list of DNP3 outstations (EtherNet/IP filters services only).
 fn filter(r: &Rule) -> Option<Filter> {
     use conduit_common::inspect;
     if let Some(m) = &r.modbus {
@@ -194,6 +194,9 @@ fn filter(r: &Rule) -> Option<Filter> {
             }
         }
         return Some(f);
+    }
+    if let Some(codes) = &r.enip {
+        return Some(inspect::filter(inspect::ENIP, codes));
     }
     let d = r.dnp3.as_ref()?;
     let mut f = inspect::filter(inspect::DNP3, &d.functions);
@@ -246,7 +249,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
             p.conduits
                 .iter()
                 .flat_map(|x| &x.rules)
-                .any(|r| r.modbus.is_some() || r.dnp3.is_some()),
+                .any(|r| r.modbus.is_some() || r.dnp3.is_some() || r.enip.is_some()),
         ),
         skip: 0,
     };
@@ -451,7 +454,7 @@ pub fn compile(p: &Policy, slot: u8) -> Result<Compiled, Vec<CapacityError>> {
         ("zones", c.zones.len() - 1, MAX_ZONES - 1),
         ("zone interfaces", c.zone_ifs.len(), MAX_ZONE_IFS),
         (
-            "distinct inspection filters (`modbus`, `dnp3`)",
+            "distinct inspection filters (`modbus`, `dnp3`, `enip`)",
             c.filters.len(),
             MAX_FILTERS,
         ),

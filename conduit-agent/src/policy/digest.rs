@@ -76,6 +76,7 @@ fn rule(h: &mut Hasher, r: &Rule) {
         icmp_types,
         modbus,
         dnp3,
+        enip,
     } = r;
     let _ = write!(h, "rule({proto:?},{ports:?},{icmp_types:?},");
     match (modbus, dnp3) {
@@ -97,9 +98,14 @@ fn rule(h: &mut Hasher, r: &Rule) {
         ) => {
             let _ = write!(h, "dnp3({functions:?},{outstations:?}))");
         }
-        (None, None) => {
-            let _ = write!(h, "-)");
-        }
+        (None, None) => match enip {
+            Some(codes) => {
+                let _ = write!(h, "enip({codes:?}))");
+            }
+            None => {
+                let _ = write!(h, "-)");
+            }
+        },
     }
 }
 

@@ -9,7 +9,7 @@ use super::{
 /// The registered Modbus/TCP port.
 /// The protocols a rule can inspect, for lint [L8]: registered port, name, the rule's key,
 /// and what passes without a filter.
-const INSPECTED: [(u16, &str, &str, &str); 2] = [
+const INSPECTED: [(u16, &str, &str, &str); 3] = [
     (
         conduit_common::inspect::modbus::PORT,
         "Modbus/TCP",
@@ -21,6 +21,12 @@ const INSPECTED: [(u16, &str, &str, &str); 2] = [
         "DNP3",
         "dnp3",
         "operate, restart and file transfer",
+    ),
+    (
+        conduit_common::inspect::enip::PORT,
+        "EtherNet/IP",
+        "enip",
+        "tag writes, resets and stops",
     ),
 ];
 
@@ -85,6 +91,7 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
                 // A wide-open rule has its own, stronger warning ([L1]).
                 r.modbus.is_none()
                     && r.dnp3.is_none()
+                    && r.enip.is_none()
                     && !r.is_wide_open()
                     && r.proto == super::model::Proto::Number(super::model::TCP)
             }) {

@@ -157,9 +157,12 @@ pub struct Rule {
     pub icmp_types: Option<Vec<u8>>,
     /// The Modbus/TCP filter of a tcp rule; `None`: no Modbus inspection.
     pub modbus: Option<ModbusFilter>,
-    /// The DNP3 filter of a tcp rule; `None`: no DNP3 inspection. A rule has one filter
-    /// at most.
+    /// The DNP3 filter of a tcp rule; `None`: no DNP3 inspection.
     pub dnp3: Option<Dnp3Filter>,
+    /// The EtherNet/IP filter of a tcp rule: the allowed filter codes
+    /// (`conduit_common::inspect::enip::code`), sorted; `None`: no inspection. A rule has
+    /// one filter at most.
+    pub enip: Option<Vec<u8>>,
 }
 
 /// `dnp3:` of a rule, resolved: sorted, deduplicated function codes and outstation

@@ -133,8 +133,9 @@ pub struct Rule {
     pub icmp_types: Option<Spanned<Vec<S>>>,
     pub modbus: Option<Spanned<Modbus>>,
     pub dnp3: Option<Spanned<Dnp3>>,
+    pub enip: Option<Spanned<Enip>>,
 }
-pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus", "dnp3"];
+pub const RULE_KEYS: &[&str] = &["proto", "ports", "icmp_types", "modbus", "dnp3", "enip"];
 
 /// `modbus:` of a tcp rule: the function codes (named sets or numbers) and unit IDs a
 /// client may send.
@@ -152,6 +153,14 @@ pub struct Modbus {
 pub struct Dnp3 {
     pub functions: Spanned<Vec<S>>,
     pub outstations: Option<Spanned<Vec<S>>>,
+}
+
+/// `enip:` of a tcp rule: the CIP services (named sets or numbers) an EtherNet/IP client may
+/// request.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Enip {
+    pub services: Spanned<Vec<S>>,
 }
 
 /// A zone name or a list of zone names (`from`, `to`).

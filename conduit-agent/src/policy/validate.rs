@@ -16,7 +16,7 @@ use super::{
 /// filters.
 fn filter_conflict(a: &Rule, b: &Rule) -> bool {
     let tcp = |r: &Rule| matches!(r.proto, Proto::Any | Proto::Number(TCP));
-    if (&a.modbus, &a.dnp3) == (&b.modbus, &b.dnp3) || !tcp(a) || !tcp(b) {
+    if (&a.modbus, &a.dnp3, &a.enip) == (&b.modbus, &b.dnp3, &b.enip) || !tcp(a) || !tcp(b) {
         return false;
     }
     match (&a.ports, &b.ports) {
@@ -394,8 +394,8 @@ impl Validator<'_> {
                 };
                 match self.rule(&r.value, r.pos) {
                     Some(rule) => {
-                        if rule.modbus.is_some() || rule.dnp3.is_some() {
-                            self.err(rule.pos, "a failsafe entry cannot have `modbus` or `dnp3`: failsafe traffic to the gateway is never inspected");
+                        if rule.modbus.is_some() || rule.dnp3.is_some() || rule.enip.is_some() {
+                            self.err(rule.pos, "a failsafe entry cannot have `modbus`, `dnp3` or `enip`: failsafe traffic to the gateway is never inspected");
                             ok = false;
                         } else if rule.proto == Proto::Any || rule.icmp_types.is_some() {
                             self.err(rule.pos, "a failsafe entry names a port-based protocol (tcp or udp) and its ports, e.g. { proto: tcp, ports: [22] }");
@@ -494,10 +494,18 @@ impl Validator<'_> {
                 Some(v)
             }
         };
-        if let (Some(m), Some(d)) = (&r.modbus, &r.dnp3) {
+        let filters: Vec<Pos> = [
+            r.modbus.as_ref().map(pos),
+            r.dnp3.as_ref().map(pos),
+            r.enip.as_ref().map(pos),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if filters.len() > 1 {
             self.err(
-                pos(m).max(pos(d)),
-                "a rule inspects one protocol: `modbus` and `dnp3` need rules of their own (on their own ports)",
+                filters.into_iter().max().unwrap_or(at),
+                "a rule inspects one protocol: `modbus`, `dnp3` and `enip` need rules of their own (on their own ports)",
             );
             return None;
         }
@@ -507,6 +515,7 @@ impl Validator<'_> {
                 self.tcp_only(proto, pos(m), "modbus", "Modbus/TCP")?;
                 let functions = self.codes(
                     &m.functions,
+                    "functions",
                     "Modbus",
                     "[read]",
                     addr::modbus_functions,
@@ -530,6 +539,7 @@ impl Validator<'_> {
                 self.tcp_only(proto, pos(d), "dnp3", "DNP3 over TCP")?;
                 let functions = self.codes(
                     &d.functions,
+                    "functions",
                     "DNP3",
                     "[read]",
                     addr::dnp3_functions,
@@ -559,6 +569,20 @@ impl Validator<'_> {
                 })
             }
         };
+        let enip = match &r.enip {
+            None => None,
+            Some(e) => {
+                self.tcp_only(proto, pos(e), "enip", "EtherNet/IP")?;
+                Some(self.codes(
+                    &e.services,
+                    "services",
+                    "EtherNet/IP",
+                    "[read, connection]",
+                    addr::enip_services,
+                    &mut ok,
+                ))
+            }
+        };
         ok.then_some(Rule {
             pos: at,
             proto,
@@ -566,6 +590,7 @@ impl Validator<'_> {
             icmp_types,
             modbus,
             dnp3,
+            enip,
         })
     }
 
@@ -584,17 +609,18 @@ impl Validator<'_> {
         None
     }
 
-    /// A filter's `functions`: named sets or codes, at least one; sorted, deduplicated.
+    /// A filter's codes (`functions`, `services`): named sets or codes, at least one; sorted, deduplicated.
     fn codes(
         &mut self,
         list: &Spanned<Vec<S>>,
+        key: &str,
         protocol: &str,
         example: &str,
         parse: fn(&str) -> Result<Vec<u8>, String>,
         ok: &mut bool,
     ) -> Vec<u8> {
         if list.is_empty() {
-            self.err(pos(list), format!("`functions: []` would allow no {protocol} request; list the allowed sets or codes, e.g. {example}"));
+            self.err(pos(list), format!("`{key}: []` would allow no {protocol} request; list the allowed sets or codes, e.g. {example}"));
             *ok = false;
         }
         let mut v = Vec::new();
@@ -1026,7 +1052,7 @@ impl Validator<'_> {
                     for (i, b) in rules.iter().enumerate() {
                         if let Some(a) = rules[..i].iter().find(|a| filter_conflict(a, b)) {
                             self.err(b.pos, format!(
-                                "this rule and the rule at line {} of conduit \"{cname}\" both allow tcp port(s) in common with different filters (`modbus`, `dnp3`); merge them into one rule (or give them disjoint ports)",
+                                "this rule and the rule at line {} of conduit \"{cname}\" both allow tcp port(s) in common with different filters (`modbus`, `dnp3`, `enip`); merge them into one rule (or give them disjoint ports)",
                                 a.pos.line));
                             ok = false;
                         }

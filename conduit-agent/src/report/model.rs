@@ -286,7 +286,14 @@ pub fn rule_text(r: &Rule) -> String {
                 .as_ref()
                 .map(|o| ("outstations", o.iter().map(u16::to_string).collect())),
         )),
-        (None, None) => None,
+        (None, None) => r.enip.as_ref().map(|codes| {
+            (
+                "enip",
+                conduit_common::inspect::enip::SETS,
+                codes,
+                None::<(&str, Vec<String>)>,
+            )
+        }),
     };
     if let Some((key, sets, functions, addresses)) = filter {
         let mut rest: Vec<u8> = functions.clone();

@@ -18,17 +18,22 @@ use crate::{
 };
 
 pub mod dnp3;
+pub mod enip;
 pub mod modbus;
 
 /// [`Filter::proto`]: Modbus/TCP ([`modbus`]).
 pub const MODBUS: u8 = 1;
 /// [`Filter::proto`]: DNP3 over TCP ([`dnp3`]).
 pub const DNP3: u8 = 2;
+/// [`Filter::proto`]: EtherNet/IP with CIP ([`enip`]).
+pub const ENIP: u8 = 3;
 
 /// How many bytes of a TCP segment's payload the parser keeps ([`Packet::app`]): what the
-/// deepest check reads (DNP3: the link header and the first data block with its CRC, 28
-/// bytes), rounded up to whole 8-byte words.
-pub const WINDOW: usize = 32;
+/// deepest checks read. DNP3 needs 28 (the link header and the first data block with its
+/// CRC); EtherNet/IP's connected requests start at byte 46, and an Unconnected_Send's
+/// embedded request at 50 with its path after it, so 64 holds one request, wrapped or not,
+/// and two or three short ones of a Multiple Service Packet.
+pub const WINDOW: usize = 64;
 
 /// Byte `at` of the window, `None` past it: the one way protocol checks read the window at
 /// an offset they computed.
@@ -72,12 +77,14 @@ pub fn check(filter: Option<&Filter>, p: &Packet) -> Option<Reason> {
     match f.proto {
         MODBUS => modbus::check(f, p),
         DNP3 => dnp3::check(f, p),
+        ENIP => enip::check(f, p),
         _ => Some(Reason::Malformed),
     }
 }
 
 /// The request a filter denied with `reason`, for the audit line: `(protocol, function code,
-/// address)` (Modbus: unit ID; DNP3: outstation). `None` for other reasons, `malformed`
+/// address)` (Modbus: unit ID; DNP3: outstation; EtherNet/IP: 0, the code is
+/// [`enip::code`]'s). `None` for other reasons, `malformed`
 /// included (its bytes mean nothing certain).
 #[inline(always)]
 pub fn request(reason: Reason, p: &Packet) -> Option<(u8, u8, u16)> {
@@ -90,6 +97,7 @@ pub fn request(reason: Reason, p: &Packet) -> Option<(u8, u8, u16)> {
             p.app[dnp3::HEADER + 2],
             u16::from_le_bytes([p.app[4], p.app[5]]),
         )),
+        Reason::EnipService => enip::first_code(p).map(|c| (ENIP, c, 0)),
         _ => None,
     }
 }
@@ -98,8 +106,19 @@ pub fn request(reason: Reason, p: &Packet) -> Option<(u8, u8, u16)> {
 /// carries exactly that request, framed as its protocol's module expects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request {
-    Modbus { unit: u8, function: u8 },
-    Dnp3 { outstation: u16, function: u8 },
+    Modbus {
+        unit: u8,
+        function: u8,
+    },
+    Dnp3 {
+        outstation: u16,
+        function: u8,
+    },
+    /// A filter code ([`enip::code`]): a service to the Identity object, or with
+    /// [`enip::CONNECTION_MANAGER`] to the Connection Manager.
+    Enip {
+        code: u8,
+    },
 }
 
 impl Request {
@@ -119,6 +138,11 @@ impl Request {
                 let frame = dnp3::request(outstation, dnp3::EXPLAIN_MASTER, function, 0);
                 app[..frame.len()].copy_from_slice(&frame);
                 frame.len()
+            }
+            Request::Enip { code } => {
+                let m = enip::request(code);
+                app[..m.len()].copy_from_slice(&m);
+                m.len()
             }
         };
         (len as u16, app)
