@@ -31,7 +31,7 @@
 //! beyond, more than [`MAX_SERVICES`] of them, or a request nested a second time
 //! (an Unconnected_Send or a Multiple Service Packet inside either) is `malformed`: fail
 //! closed.
-use super::WINDOW;
+use super::{WINDOW, byte};
 use crate::abi::{Filter, Reason, bit};
 
 /// EtherNet/IP's registered TCP port (the filter applies on whatever port the rule names).
@@ -99,7 +99,7 @@ pub const SETS: &[(&str, &[u8])] = &[
 
 #[inline(always)]
 fn le16(a: &[u8; WINDOW], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes([*a.get(at)?, *a.get(at + 1)?]))
+    Some(u16::from_le_bytes([byte(a, at)?, byte(a, at + 1)?]))
 }
 
 /// A CIP request at `m` within the segment's `len` bytes: its service, whether it goes to
@@ -107,7 +107,7 @@ fn le16(a: &[u8; WINDOW], at: usize) -> Option<u16> {
 /// lie within the window and the segment, or it is a response.
 #[inline(always)]
 fn request_at(a: &[u8; WINDOW], len: usize, m: usize) -> Option<(u8, bool, usize)> {
-    let (service, words) = (*a.get(m)?, usize::from(*a.get(m + 1)?));
+    let (service, words) = (byte(a, m)?, usize::from(byte(a, m + 1)?));
     let end = m + 2 + 2 * words;
     if service & 0x80 != 0 || end > len {
         return None;
@@ -118,10 +118,10 @@ fn request_at(a: &[u8; WINDOW], len: usize, m: usize) -> Option<(u8, bool, usize
     let cm = if words == 0 {
         false
     } else {
-        match (*a.get(m + 2)?, *a.get(m + 3)?) {
+        match (byte(a, m + 2)?, byte(a, m + 3)?) {
             (0x20, class) => class == CONNECTION_MANAGER_CLASS,
             (0x21, 0) if words >= 2 => {
-                (*a.get(m + 4)?, *a.get(m + 5)?) == (CONNECTION_MANAGER_CLASS, 0)
+                (byte(a, m + 4)?, byte(a, m + 5)?) == (CONNECTION_MANAGER_CLASS, 0)
             }
             _ => false,
         }
