@@ -40,6 +40,13 @@ pub trait Tables {
     /// A rule's inspection filter, read in place (it is too large to copy onto the BPF
     /// stack).
     fn filter(&self, key: &FilterKey) -> Option<&Filter>;
+    /// The verdict of filter `key` on `p` ([`crate::inspect::check`]). The kernel's tables
+    /// run it as a BPF global function, which the verifier checks once on its own rather
+    /// than once for every path through the decision that reaches an inspection.
+    #[inline(always)]
+    fn inspect(&self, key: &FilterKey, p: &Packet) -> Option<Reason> {
+        crate::inspect::check(self.filter(key), p)
+    }
     /// What is known of an ingress interface ([`MAP_INGRESS`]).
     fn ingress(&self, ifindex: u32) -> Option<IngressCfg>;
     /// Whether a zone lists an interface ([`MAP_ZONE_IFS`]).
@@ -162,7 +169,7 @@ fn inspect<T: Tables>(t: &T, slot: u8, filter: u32, p: &Packet) -> Option<Reason
         slot: slot as u32,
         filter,
     };
-    crate::inspect::check(t.filter(&key), p)
+    t.inspect(&key, p)
 }
 
 /// The failsafe table's entry for one of the gateway's own IPv6 addresses as a destination

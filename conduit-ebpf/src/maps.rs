@@ -84,8 +84,8 @@ pub static CDT_CDROPS: PerCpuHashMap<ConduitDropKey, Counter> =
 pub static CDT_SCRATCH: PerCpuArray<conduit_common::verdict::Packet> =
     PerCpuArray::with_max_entries(1, 0);
 
-/// The full path's decision on its way to the flow update and counters (see
-/// `program::forget`). Never read from userspace.
+/// The frame's decision, from the fast or full path to the flow update, counters and audit
+/// event (see `program::judge`). Never read from userspace.
 #[map(name = "CDT_DECISION")]
 pub static CDT_DECISION: PerCpuArray<conduit_common::verdict::Decision> =
     PerCpuArray::with_max_entries(1, 0);

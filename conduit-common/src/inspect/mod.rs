@@ -82,6 +82,44 @@ pub fn check(filter: Option<&Filter>, p: &Packet) -> Option<Reason> {
     }
 }
 
+/// [`check`]'s answer as a number, for the kernel's global function (which may return a
+/// scalar only): 0 when the segment passes, else the reason's code.
+#[inline(always)]
+pub fn to_code(r: Option<Reason>) -> u32 {
+    match r {
+        None => 0,
+        // `Reason::Conduit` (0) is never an inspection's answer; the kernel reads it back as
+        // a pass, so it must not become one: fail closed.
+        Some(Reason::Conduit) => Reason::Malformed as u32,
+        Some(r) => r as u32,
+    }
+}
+
+/// The inverse of [`to_code`]. A code that names no reason (which the verifier cannot rule
+/// out of a global function's return value) denies as `malformed`: fail closed.
+#[inline(always)]
+pub fn from_code(code: u32) -> Option<Reason> {
+    const N: usize = Reason::ALL.len();
+    const _: () = {
+        // The discriminants are 0..N, so every code below N names a reason.
+        let mut i = 0;
+        while i < N {
+            assert!(Reason::ALL[i] as usize == i);
+            i += 1;
+        }
+    };
+    if code == 0 {
+        return None;
+    }
+    if code as usize >= N {
+        return Some(Reason::Malformed);
+    }
+    // SAFETY: `Reason` is `repr(u32)` with the discriminants 0..N (asserted above), and
+    // `code < N`. (Not `Reason::try_from`: its table lookup lost its bounds check on the way
+    // to the verifier, which refused the program.)
+    Some(unsafe { core::mem::transmute::<u32, Reason>(code) })
+}
+
 /// The request a filter denied with `reason`, for the audit line: `(protocol, function code,
 /// address)` (Modbus: unit ID; DNP3: outstation; EtherNet/IP: 0, the code is
 /// [`enip::code`]'s). `None` for other reasons, `malformed`
