@@ -206,12 +206,16 @@ fn two_rules_of_one_conduit_must_not_disagree_on_a_port() {
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
       - { proto: tcp, ports: [\"500-510\"] }",
     ));
-    has(&e, 17, "different filters (`modbus`, `dnp3`); merge them");
+    has(
+        &e,
+        17,
+        "different filters (`modbus`, `dnp3`, `enip`); merge them",
+    );
     let e = errors(&policy(
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
       - { proto: any }",
     ));
-    has(&e, 17, "different filters (`modbus`, `dnp3`)");
+    has(&e, 17, "different filters (`modbus`, `dnp3`, `enip`)");
     // Disjoint ports, or the same filter: fine.
     load(&policy(
         "      - { proto: tcp, ports: [502], modbus: { functions: [read] } }
@@ -393,7 +397,7 @@ fn dnp3_mistakes_are_errors_on_their_line() {
         "      - { proto: tcp, ports: [20000], dnp3: { functions: [read] } }
       - { proto: tcp, ports: [\"19999-20001\"], dnp3: { functions: [control] } }",
     ));
-    has(&e, 17, "different filters (`modbus`, `dnp3`)");
+    has(&e, 17, "different filters (`modbus`, `dnp3`, `enip`)");
 }
 
 #[test]

@@ -17,7 +17,7 @@ pub fn checksum(data: &[u8]) -> u16 {
 }
 
 /// The most payload bytes of an [`L4::TcpData`].
-pub const TCP_DATA: usize = 64;
+pub const TCP_DATA: usize = 96;
 
 /// `bytes` as [`L4::TcpData`] payload: `(data, len)`.
 pub fn tcp_data(bytes: &[u8]) -> ([u8; TCP_DATA], u8) {

@@ -213,7 +213,12 @@ pub fn policy(rng: &mut impl Rng) -> GenPolicy {
             (
                 "enip",
                 "services",
-                ["read, connection", "read", "read, write, connection", "14, 5"],
+                [
+                    "read, connection",
+                    "read",
+                    "read, write, connection",
+                    "14, 5",
+                ],
                 "",
             ),
         ];

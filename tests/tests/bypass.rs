@@ -653,8 +653,8 @@ fn enip_write_hidden_from_a_read_only_filter() {
         ("with the response bit", as_response),
         ("wrapped twice", enip_send(false, &twice)),
         (
-            "in a batch past the window",
-            enip_send(true, &batch(&write_tag, &write_tag)),
+            "in a batch, past the window behind a read",
+            enip_send(true, &batch(&read, &write_tag)),
         ),
     ];
     let cases = by_service

@@ -205,16 +205,21 @@ const ETHERTYPE_NAMES: &[(&str, u16)] = &[
     ("prp", 0x88fb),
 ];
 
+/// A number written in decimal or, with `0x`, in hex (how EtherTypes and CIP services are
+/// usually written).
+fn number(s: &str) -> Option<u32> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => s.parse::<u32>().ok(),
+    }
+}
+
 pub fn ethertype(s: &str) -> Result<u16, String> {
     let s = s.trim();
     let n = if let Some(&(_, n)) = ETHERTYPE_NAMES.iter().find(|(name, _)| *name == s) {
         n
     } else {
-        let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-            Some(hex) => u32::from_str_radix(hex, 16).ok(),
-            None => s.parse::<u32>().ok(),
-        };
-        match parsed {
+        match number(s) {
             Some(n) if (0x0600..=0xffff).contains(&n) => n as u16,
             Some(_) => {
                 return Err(format!(
@@ -241,7 +246,8 @@ pub fn ethertype(s: &str) -> Result<u16, String> {
     }
 }
 
-/// A filter's code entry: one of the protocol's named sets (`sets`), or a number in `range`.
+/// A filter's code entry: one of the protocol's named sets (`sets`), or a number in `range`
+/// (decimal, or hex with `0x`).
 /// `what` names the codes in messages ("Modbus function code").
 fn codes(
     s: &str,
@@ -255,12 +261,12 @@ fn codes(
     }
     let names = || sets.iter().map(|(n, _)| *n);
     let (lo, hi) = (*range.start(), *range.end());
-    match s.parse::<u32>() {
-        Ok(n) if (u32::from(lo)..=u32::from(hi)).contains(&n) => Ok(vec![n as u8]),
-        Ok(n) => Err(format!(
-            "{what} code `{n}` is out of range: requests are {lo}..{hi}"
+    match number(s) {
+        Some(n) if (u32::from(lo)..=u32::from(hi)).contains(&n) => Ok(vec![n as u8]),
+        Some(_) => Err(format!(
+            "{what} code `{s}` is out of range: requests are {lo}..{hi}"
         )),
-        Err(_) => {
+        None => {
             let hint = super::diag::did_you_mean(s, names())
                 .map(|h| format!("did you mean `{h}`? "))
                 .unwrap_or_default();
