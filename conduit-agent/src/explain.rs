@@ -4,7 +4,7 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use conduit_common::{
     Reason, Verdict,
-    inspect::Request,
+    inspect::{Request, enip},
     verdict::{self, Packet},
 };
 
@@ -79,6 +79,12 @@ pub struct ExplainArgs {
     /// inspects it on rules with an `enip` filter (needs --proto tcp).
     #[arg(long, value_name = "SERVICE", value_parser = cip_service, conflicts_with_all = ["modbus_function", "dnp3_function"])]
     pub enip_service: Option<u8>,
+    /// Send the --enip-service request to the Connection Manager (class 6) rather than the
+    /// Identity object: its services 0x4E, 0x52, 0x54 and 0x5B are Forward_Close,
+    /// Unconnected_Send, Forward_Open and Large_Forward_Open, which the `connection` set
+    /// allows (to any other object they are tag services).
+    #[arg(long, requires = "enip_service")]
+    pub enip_connection_manager: bool,
     /// The interface the frame comes in on, on this host: adds the datapath's anti-spoofing
     /// checks (the source zone's `interfaces`, and its reverse path against this host's
     /// routing table). Run it on the gateway. Without it, those checks are not made.
@@ -229,7 +235,9 @@ pub fn main(a: ExplainArgs) -> ExitCode {
                 outstation: a.dnp3_outstation,
                 function,
             }))
-            .or(a.enip_service.map(|code| Request::Enip { code })),
+            .or(a.enip_service.map(|service| Request::Enip {
+                code: enip::code(service, a.enip_connection_manager),
+            })),
     );
     l.compiled.clock = a.at;
     for g in &a.grants {

@@ -9,6 +9,7 @@ use std::{path::PathBuf, process::Stdio};
 
 use conduit_tests::{
     agent::Agent,
+    capture::{PcapWriter, explain_agrees, replay_json},
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -29,6 +30,124 @@ fn python() -> PathBuf {
 
 fn script(name: &str) -> String {
     format!("{}/../tests/enip/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `conduit replay` of the HMI's capture, frame by frame against tshark's enip and cip
+/// dissectors and `conduit explain`: session commands pass; a CIP request passes when every
+/// request it carries for execution (the one inside an Unconnected_Send or a Multiple Service
+/// Packet) is allowed by `[read, connection]`, and is dropped (`enip_service`) otherwise;
+/// a retransmission of a dropped request is dropped again.
+fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
+    use conduit_common::inspect::enip;
+    let replay = replay_json(BIN, &a.policy, pcap);
+    let frames = replay["frames"].as_array().unwrap();
+    // Every occurrence of the CIP fields (an Unconnected_Send has two services and two
+    // classes), joined by '/'.
+    let out = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(pcap)
+        .args(["-T", "fields", "-E", "separator=;", "-E", "occurrence=a"])
+        .args(["-E", "aggregator=/"])
+        .args([
+            "-e",
+            "frame.number",
+            "-e",
+            "ip.src",
+            "-e",
+            "ip.dst",
+            "-e",
+            "tcp.dstport",
+        ])
+        .args([
+            "-e",
+            "tcp.len",
+            "-e",
+            "enip.command",
+            "-e",
+            "cip.sc",
+            "-e",
+            "cip.class",
+        ])
+        .args(["-e", "tcp.analysis.retransmission"])
+        .output()
+        .expect("run tshark");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let decoded = String::from_utf8_lossy(&out.stdout);
+    let hex = |s: &str| u8::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+    // tshark writes the aggregator as '/' or, escaped, as '\'.
+    let list = |s: &str| -> Vec<u8> {
+        s.split(['/', '\\'])
+            .filter(|x| !x.is_empty())
+            .map(hex)
+            .collect()
+    };
+    let mut seen = std::collections::BTreeMap::<String, u32>::new();
+    for line in decoded.lines() {
+        let f: Vec<&str> = line.split(';').collect();
+        let n: usize = f[0].parse().unwrap();
+        let v = &frames[n - 1];
+        let (src, dst, dport, len, command, resent) = (f[1], f[2], f[3], f[4], f[5], f[8]);
+        if dport != "44818" || len == "0" {
+            // The server's answers, as the HMI receives them: routed, from the gateway's
+            // MAC, which the policy does not bind to PLC 1. The gateway judged them above.
+            continue;
+        }
+        let what = format!("frame {n} ({line})");
+        if command.is_empty() {
+            // A retransmission of a dropped request, which tshark does not dissect again.
+            assert!(
+                !resent.is_empty(),
+                "{what}: a request tshark did not decode"
+            );
+            assert_eq!(v["verdict"], "deny", "{what}: {v}");
+            continue;
+        }
+        let command = u16::from_str_radix(command.trim_start_matches("0x"), 16).unwrap();
+        if command != enip::SEND_RR_DATA && command != enip::SEND_UNIT_DATA {
+            assert_eq!(v["reason"], "conduit", "{what}: {v}");
+            *seen.entry(format!("command {command:#x}")).or_default() += 1;
+            continue;
+        }
+        let (services, classes) = (list(f[6]), list(f[7]));
+        // The request that is executed: the one an Unconnected_Send carries, else the first.
+        let wrapped = services.len() == 2
+            && services[0] == enip::UNCONNECTED_SEND
+            && classes.first() == Some(&enip::CONNECTION_MANAGER_CLASS);
+        let i = usize::from(wrapped);
+        assert!(services.len() == i + 1, "{what}: one request expected");
+        let cm = classes.get(i) == Some(&enip::CONNECTION_MANAGER_CLASS);
+        let code = enip::code(services[i], cm);
+        let allowed = enip::READ.contains(&code) || enip::CONNECTION.contains(&code);
+        let expected = if allowed { "conduit" } else { "enip_service" };
+        assert_eq!(v["reason"], expected, "{what}: {v}");
+        *seen.entry(format!("{expected} {code:#04x}")).or_default() += 1;
+        let service = format!("{:#04x}", services[i]);
+        let mut request = vec!["--enip-service", service.as_str()];
+        if cm {
+            request.push("--enip-connection-manager");
+        }
+        explain_agrees(BIN, &a.policy, v, (src, dst, dport), &request, &what);
+    }
+    // Sessions, Large_Forward_Open and Forward_Close to the Connection Manager, Read Tag,
+    // Get_Attribute_Single (alone and inside an Unconnected_Send) pass; Write Tag and Reset
+    // are dropped.
+    let why = format!("{seen:?}\ntshark:\n{decoded}");
+    for key in [
+        "command 0x65",
+        "command 0x63",
+        "conduit 0xdb",
+        "conduit 0xce",
+        "conduit 0x4c",
+        "conduit 0x0e",
+        "enip_service 0x4d",
+        "enip_service 0x05",
+    ] {
+        assert!(seen.contains_key(key), "{key}: {why}");
+    }
 }
 
 /// A process of the test's, ended (by its PID) when the test ends, passed or failed.
@@ -76,6 +195,10 @@ fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
         let out = plant.run(Role::Plc1, &["ss", "-ltnH", "sport", "=", ":44818"]);
         !out.stdout.is_empty()
     });
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("hmi.pcap");
+    let hmi = plant.host(Role::Hmi);
+    let dump = PcapWriter::start(&hmi.ns, &hmi.dev, &pcap, "tcp port 44818");
     // Each request that may be dropped in a session of its own: a dropped segment stalls its
     // TCP session (TCP sends it again and it is dropped again).
     for (reqs, want) in [
@@ -119,6 +242,9 @@ fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
             );
         }
     }
+    dump.stop();
+    replay_agrees_with_tshark_and_explain(&a, &pcap);
+
     let dropped = a
         .metric(
             &plant.gw,
