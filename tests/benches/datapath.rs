@@ -12,7 +12,9 @@ use conduit_agent::{
     policy::{
         Pos,
         compile::compile,
-        model::{Addr, Asset, Conduit, Defaults, ModbusFilter, Policy, Proto, Rule, Zone},
+        model::{
+            Addr, Asset, Conduit, Defaults, Dnp3Filter, ModbusFilter, Policy, Proto, Rule, Zone,
+        },
     },
 };
 use conduit_tests::frames::{self, L4, V4Opts};
@@ -122,6 +124,7 @@ fn policy(identities: u32, conduits: u32) -> Policy {
             vec![rule(6, Some(vec![(502, 502)])), rule(1, None)],
         ),
         conduit("modbus-read-only".into(), vec![read_only]),
+        conduit("protocols".into(), protocol_rules()),
     ];
     for i in 1..conduits {
         cs.push(conduit(
@@ -136,6 +139,56 @@ fn policy(identities: u32, conduits: u32) -> Policy {
         zones: vec![zone("a", a_assets), zone("b", b_assets)],
         conduits: cs,
     }
+}
+
+/// DNP3 and EtherNet/IP, each on a rule without a filter ([`DNP3_PLAIN`], [`ENIP_PLAIN`])
+/// and a read-only one ([`DNP3_READ_ONLY`], [`ENIP_READ_ONLY`]): the cost of each protocol's
+/// inspection next to the same segment uninspected.
+fn protocol_rules() -> Vec<Rule> {
+    let tcp = |port| rule(6, Some(vec![(port, port)]));
+    let mut dnp3 = tcp(DNP3_READ_ONLY);
+    dnp3.dnp3 = Some(Dnp3Filter {
+        functions: conduit_common::inspect::dnp3::READ.to_vec(),
+        outstations: Some(vec![10]),
+    });
+    let mut enip = tcp(ENIP_READ_ONLY);
+    let mut codes = conduit_common::inspect::enip::READ.to_vec();
+    codes.extend(conduit_common::inspect::enip::CONNECTION);
+    codes.sort_unstable();
+    enip.enip = Some(codes);
+    vec![tcp(DNP3_PLAIN), dnp3, tcp(ENIP_PLAIN), enip]
+}
+
+const DNP3_PLAIN: u16 = 20000;
+const DNP3_READ_ONLY: u16 = 20001;
+const ENIP_PLAIN: u16 = 44818;
+const ENIP_READ_ONLY: u16 = 44819;
+
+/// A data segment with `payload` from the client's port `sport` to `dport` (PSH, ACK).
+fn data(sport: u16, dport: u16, payload: &[u8]) -> L4 {
+    let (data, len) = frames::tcp_data(payload);
+    L4::TcpData {
+        sport,
+        dport,
+        flags: 0x18,
+        data,
+        len,
+    }
+}
+
+/// A DNP3 read (function 1) from master 1 to outstation 10: one link frame.
+fn dnp3_read(sport: u16, dport: u16) -> L4 {
+    data(
+        sport,
+        dport,
+        &conduit_common::inspect::dnp3::request(10, 1, 1, 0),
+    )
+}
+
+/// A connected EtherNet/IP Read Tag (0x4C) of tag `Cnt` (SendUnitData).
+fn enip_read(sport: u16, dport: u16) -> L4 {
+    let read_tag = [0x4C, 3, 0x91, 3, b'C', b'n', b't', 0, 1, 0];
+    data(sport, dport, &frames::enip_send(true, &read_tag))
 }
 
 /// A data segment with a Modbus read-holding-registers request to unit 1.
@@ -182,6 +235,50 @@ struct Row {
     name: String,
     ns: f64,
     floor: f64,
+}
+
+/// Each protocol's inspection, against the same kind of segment on a rule without a filter:
+/// (protocol, uninspected case, inspected case).
+const INSPECTED: [(&str, &str, &str); 3] = [
+    (
+        "Modbus/TCP",
+        "established flow, TCP data with a Modbus read (rule without filter)",
+        "established flow, Modbus read inspected (read-only rule)",
+    ),
+    (
+        "DNP3",
+        "established flow, TCP data with a DNP3 read (rule without filter)",
+        "established flow, DNP3 read inspected (read-only rule)",
+    ),
+    (
+        "EtherNet/IP",
+        "established flow, TCP data with an EtherNet/IP Read Tag (rule without filter)",
+        "established flow, EtherNet/IP Read Tag inspected (read-only rule)",
+    ),
+];
+
+/// The cost each protocol's inspection adds to an allowed request, from this size's rows
+/// (issue 18's goal: at most 15 ns).
+fn inspection_table(rows: &[Row], ids: u32, cds: u32) -> String {
+    let ns = |name: &str| {
+        rows.iter()
+            .find(|r| r.ids == ids && r.cds == cds && r.name == name)
+            .map(|r| r.ns)
+    };
+    let mut t = String::from(
+        "\nInspection of an allowed request, against the same segment on a rule without a filter (both established flows):\n\n| protocol | without filter ns | inspected ns | added ns | goal |\n| --- | ---: | ---: | ---: | --- |\n",
+    );
+    let mut any = false;
+    for (protocol, plain, inspected) in INSPECTED {
+        if let (Some(a), Some(b)) = (ns(plain), ns(inspected)) {
+            t += &format!(
+                "| {protocol} | {a:.1} | {b:.1} | {:.1} | ≤ 15 ns |\n",
+                b - a
+            );
+            any = true;
+        }
+    }
+    if any { t } else { String::new() }
 }
 
 /// The scale goals, from the distinct-flows rows: the cost at the largest identity count
@@ -659,6 +756,22 @@ fn main() {
                 }
             }),
         ),
+        (
+            "established flow, TCP data with a DNP3 read (rule without filter)",
+            v4(dnp3_read(40007, DNP3_PLAIN)),
+        ),
+        (
+            "established flow, DNP3 read inspected (read-only rule)",
+            v4(dnp3_read(40008, DNP3_READ_ONLY)),
+        ),
+        (
+            "established flow, TCP data with an EtherNet/IP Read Tag (rule without filter)",
+            v4(enip_read(40009, ENIP_PLAIN)),
+        ),
+        (
+            "established flow, EtherNet/IP Read Tag inspected (read-only rule)",
+            v4(enip_read(40010, ENIP_READ_ONLY)),
+        ),
         ("VLAN-tagged (2 tags) established flow", {
             let mut f = frames::eth(frames::MAC_B, CLIENT_MAC, &[0x88a8, 0x8100], 0x0800);
             f.extend(frames::ipv4(
@@ -732,7 +845,14 @@ fn main() {
                 V4Opts::default(),
             ));
             let _ = cost(prog, &syn, 1, 1);
-            for (sport, dport) in [(40005, 502), (40006, 1502)] {
+            for (sport, dport) in [
+                (40005, 502),
+                (40006, 1502),
+                (40007, DNP3_PLAIN),
+                (40008, DNP3_READ_ONLY),
+                (40009, ENIP_PLAIN),
+                (40010, ENIP_READ_ONLY),
+            ] {
                 let syn = L4::Tcp {
                     sport,
                     dport,
@@ -759,6 +879,7 @@ fn main() {
                     floor,
                 });
             }
+            out += &inspection_table(&rows, ids, cds);
             // Many distinct flows: the source address changes with every run (see
             // `conduit_bench_vary`), against the same program's floor (the change, then pass).
             dp.set_bench_sources(DISTINCT).unwrap();
