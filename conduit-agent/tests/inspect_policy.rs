@@ -507,3 +507,29 @@ fn enip_mistakes_are_errors_on_their_line() {
         "{warnings:?}"
     );
 }
+
+/// What lint [L8] suggests is a filter that parses, and silences it, for every protocol.
+#[test]
+fn lint_l8_suggests_a_filter_that_works() {
+    for port in [502, 20000, 44818] {
+        let (_, warnings) = load(&policy(&format!(
+            "      - {{ proto: tcp, ports: [{port}] }}"
+        )));
+        let w = warnings
+            .iter()
+            .find(|w| w.contains("[L8]"))
+            .unwrap_or_else(|| panic!("{port}: no [L8] in {warnings:?}"));
+        let filter = w
+            .split("add `")
+            .nth(1)
+            .and_then(|s| s.split('`').next())
+            .unwrap_or_else(|| panic!("{port}: no suggestion in {w}"));
+        let (_, warnings) = load(&policy(&format!(
+            "      - {{ proto: tcp, ports: [{port}], {filter} }}"
+        )));
+        assert!(
+            !warnings.iter().any(|w| w.contains("[L8]")),
+            "{port}: {filter}: {warnings:?}"
+        );
+    }
+}

@@ -8,25 +8,31 @@ use super::{
 
 /// The registered Modbus/TCP port.
 /// The protocols a rule can inspect, for lint [L8]: registered port, name, the rule's key,
-/// and what passes without a filter.
-const INSPECTED: [(u16, &str, &str, &str); 3] = [
+/// what its codes are called, what passes without a filter, and the least-privilege filter.
+const INSPECTED: [(u16, &str, &str, &str, &str, &str); 3] = [
     (
         conduit_common::inspect::modbus::PORT,
         "Modbus/TCP",
         "modbus",
+        "function code",
         "programming and stop",
+        "functions: [read]",
     ),
     (
         conduit_common::inspect::dnp3::PORT,
         "DNP3",
         "dnp3",
+        "function code",
         "operate, restart and file transfer",
+        "functions: [read]",
     ),
     (
         conduit_common::inspect::enip::PORT,
         "EtherNet/IP",
         "enip",
+        "CIP service",
         "tag writes, resets and stops",
+        "services: [read, connection]",
     ),
 ];
 
@@ -95,13 +101,13 @@ pub fn lint(p: &Policy, c: &Compiled, d: &mut Diagnostics) {
                     && !r.is_wide_open()
                     && r.proto == super::model::Proto::Number(super::model::TCP)
             }) {
-                for (port, what, key, passes) in INSPECTED {
+                for (port, what, key, codes, passes, least) in INSPECTED {
                     if r.ports
                         .as_ref()
                         .is_some_and(|ports| ports.iter().any(|&(lo, hi)| lo <= port && port <= hi))
                     {
                         d.warning(r.pos, format!(
-                            "[L8] conduit \"{}\" allows {what} (port {port}) into zone \"{target}\" (SL-T {}) without a `{key}` filter: every function code passes, {passes} included; add `{key}: {{ functions: [read] }}` (least privilege), or list what the clients must send",
+                            "[L8] conduit \"{}\" allows {what} (port {port}) into zone \"{target}\" (SL-T {}) without a `{key}` filter: every {codes} passes, {passes} included; add `{key}: {{ {least} }}` (least privilege), or list what the clients must send",
                             x.name, sl(p, target)));
                     }
                 }
