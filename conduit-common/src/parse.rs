@@ -17,7 +17,8 @@ pub trait Frame {
     fn load<const N: usize>(&self, off: usize) -> Option<[u8; N]>;
     /// Copies the first `min(len, WINDOW)` of the `len` bytes at `off` to the start of `out`
     /// (the caller has checked that the frame holds them), leaving the rest of `out` as it
-    /// is.
+    /// is. The kernel's frame leaves the copy out when nothing will read the window (a
+    /// policy without inspection filters, not learning).
     fn load_window(&self, off: usize, len: usize, out: &mut [u8; WINDOW]);
     /// The frame's length in bytes.
     fn len(&self) -> usize;

@@ -217,7 +217,8 @@ pub struct Packet {
     /// TCP payload length in bytes (from the IP length, so Ethernet padding is not payload).
     pub payload_len: u16,
     /// The first bytes of the TCP payload, up to [`WINDOW`], zeros after the payload's end:
-    /// what protocol inspection reads (`crate::inspect`).
+    /// what protocol inspection reads (`crate::inspect`). All zeros in the kernel when
+    /// nothing reads it (`Settings::inspect` is 0 and the program does not learn).
     pub app: [u8; WINDOW],
     /// 1 for an ICMP/ICMPv6 error (unreachable, too big, time exceeded, parameter problem)
     /// whose quoted packet was sent by this packet's destination: the quoted packet's

@@ -445,6 +445,51 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
     out + "\n"
 }
 
+/// What a data segment costs over a bare ACK, in a policy without inspection filters (the
+/// datapath copies no payload window then) and in the same policy with them (every data
+/// segment's window is copied for the filters to read), in one run.
+fn window_cost(repeat: u32, rounds: usize) -> String {
+    let with = policy(10, 10);
+    let mut without = with.clone();
+    without.conduits.retain(|c| {
+        c.rules
+            .iter()
+            .all(|r| r.modbus.is_none() && r.dnp3.is_none() && r.enip.is_none())
+    });
+    let v4 = |l4| frames::v4(CLIENT_MAC, [10, 0, 0, 1], [10, 200, 0, 1], l4);
+    let syn = v4(L4::Tcp {
+        sport: 42000,
+        dport: 502,
+        flags: 0x02,
+    });
+    let ack = v4(L4::Tcp {
+        sport: 42000,
+        dport: 502,
+        flags: 0x10,
+    });
+    let read = v4(modbus_read(42000, 502));
+    let mut out = String::from(
+        "### The payload window\n\nAn established flow on a rule without a filter (tcp/502), 10 identities and 10 conduits; the window (a segment's first 64 bytes, what inspection reads) is copied only when the policy has an inspection filter or the program learns.\n\n| policy | TCP ACK ns | TCP data (a Modbus read) ns | data − ACK ns |\n| --- | ---: | ---: | ---: |\n",
+    );
+    for (name, p) in [
+        ("without inspection filters", &without),
+        ("with inspection filters", &with),
+    ] {
+        let mut dp = Datapath::load().expect("load");
+        let slot = dp.next_slot().unwrap();
+        dp.apply(&compile(p, slot).expect("compile"))
+            .expect("apply");
+        let prog = dp.program().unwrap();
+        let _ = cost(prog, &syn, 1, 1);
+        let (a, d) = (
+            cost(prog, &ack, repeat, rounds),
+            cost(prog, &read, repeat, rounds),
+        );
+        out += &format!("| {name} | {a:.1} | {d:.1} | {:.1} |\n", d - a);
+    }
+    out + "\n"
+}
+
 /// The cost of learning (`conduit run --learn-dir`, issue #14's goal: ≤ 2 % on established
 /// flows): the program loaded with learning on and off, the same policy and frames, measured
 /// alternately in the same run (median of the per-round ratios).
@@ -923,6 +968,7 @@ fn main() {
     out += &scale_summary(&rows);
     out += &against_xdp_filter(repeat, rounds.max(3));
     out += &learning_cost(repeat, rounds.max(5));
+    out += &window_cost(repeat, rounds.max(3));
     out += &temporary_conduits_cost(repeat, rounds.max(5));
     conduit_tests::report::publish(&out);
     // For the plot (`cargo xtask bench` draws it).
