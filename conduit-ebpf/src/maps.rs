@@ -42,8 +42,7 @@ pub static CDT_CONDUITS: LpmTrie<LpmConduitData, ConduitHit> =
     LpmTrie::with_max_entries(SLOTS * MAX_CONDUIT_ENTRIES, NO_PREALLOC);
 
 #[map(name = "CDT_FILTERS")]
-pub static CDT_FILTERS: HashMap<FilterKey, Filter> =
-    HashMap::with_max_entries(SLOTS * MAX_FILTERS, NO_PREALLOC);
+pub static CDT_FILTERS: Array<Filter> = Array::with_max_entries(SLOTS * MAX_FILTERS, 0);
 
 #[map(name = "CDT_ZONES")]
 pub static CDT_ZONES: HashMap<ZoneKey, ZoneCfg> = HashMap::with_max_entries(SLOTS * MAX_ZONES, 0);

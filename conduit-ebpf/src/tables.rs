@@ -94,9 +94,9 @@ impl Tables for KernelTables {
 
     #[inline(always)]
     fn filter(&self, key: &FilterKey) -> Option<&Filter> {
-        // SAFETY: read in place; BPF_F_NO_PREALLOC keeps a deleted element readable (RCU)
-        // until the program returns, and the agent only deletes filters of the idle slot.
-        unsafe { CDT_FILTERS.get(key) }
+        // Read in place: an array's elements are never freed, and the agent writes only the
+        // idle slot's.
+        CDT_FILTERS.get(key.index())
     }
 
     #[inline(always)]

@@ -159,6 +159,8 @@ pub(crate) struct Written {
     /// Maps whose batch operations the kernel refused: per element from then on.
     no_batch: BTreeSet<&'static str>,
     last: Option<ApplyReport>,
+    /// How many filters each slot of [`MAP_FILTERS`] holds (elements 1..=n), if known.
+    filters: [Option<u32>; SLOTS as usize],
 }
 
 impl Written {
@@ -171,6 +173,9 @@ impl Written {
         for name in fresh {
             for slot in 0..SLOTS as u8 {
                 w.slots.insert((name, slot), Known::Empty);
+            }
+            if *name == MAP_FILTERS {
+                w.filters = [Some(0); SLOTS as usize];
             }
         }
         w
@@ -614,7 +619,6 @@ impl Datapath {
                 lpm(&c.id_cidr),
             )?,
             self.sync(MAP_MAC, slot, |k: &MacKey| u32::from(k.slot), pairs(&c.mac))?,
-            self.sync(MAP_FILTERS, slot, |k: &FilterKey| k.slot, pairs(&c.filters))?,
             self.sync(
                 MAP_CONDUITS,
                 slot,
@@ -642,6 +646,8 @@ impl Datapath {
                 present(&c.failsafe),
             )?,
         ];
+        let mut maps = maps;
+        maps.push(self.write_filters(slot, &c.filters)?);
         // The open grants of the new policy's on-demand conduits (none outside the agent).
         self.sync_grants(slot, &c.grants)?;
         self.set_settings(s32, c.settings)?;
@@ -678,6 +684,72 @@ impl Datapath {
         }
         h.insert(&ifindex, cfg, 0).map_err(map_err(MAP_INGRESS))?;
         Ok(true)
+    }
+
+    /// Writes the slot's inspection filters into the filter array ([`MAP_FILTERS`]) at their
+    /// indices, and clears the indices the slot's previous policy used beyond them (an
+    /// array has no deletes: a cleared filter is all zeros, protocol 0, which denies every
+    /// data segment, but no conduit of the new policy names it). Which indices were used is
+    /// known from the last write of the slot; in a new process, from the kernel (a read of
+    /// the slot's elements until the first zero one: the compiler numbers filters densely
+    /// from 1).
+    fn write_filters(
+        &mut self,
+        slot: u8,
+        filters: &BTreeMap<FilterKey, Filter>,
+    ) -> Result<MapSync, DatapathError> {
+        let t = Instant::now();
+        // Taken out: should a write fail half-way, the slot is unknown from then on.
+        let known = self.written.filters[usize::from(slot)].take();
+        let m = self.map_mut(MAP_FILTERS)?;
+        let mut a: Array<&mut MapData, Filter> =
+            Array::try_from(m).map_err(map_err(MAP_FILTERS))?;
+        let key = |filter: u32| FilterKey {
+            slot: u32::from(slot),
+            filter,
+        };
+        let (used, listed) = match known {
+            Some(n) => (n, false),
+            None => {
+                let mut n = 0;
+                while n < MAX_FILTERS
+                    && a.get(&key(n + 1).index(), 0)
+                        .map_err(map_err(MAP_FILTERS))?
+                        .proto
+                        != 0
+                {
+                    n += 1;
+                }
+                (n, true)
+            }
+        };
+        let (mut written, mut deleted, mut unchanged) = (0, 0, 0);
+        for (k, f) in filters {
+            if a.get(&k.index(), 0).map_err(map_err(MAP_FILTERS))? == *f {
+                unchanged += 1;
+                continue;
+            }
+            a.set(k.index(), f, 0).map_err(map_err(MAP_FILTERS))?;
+            written += 1;
+        }
+        let n = filters.len() as u32;
+        for filter in n + 1..=used {
+            a.set(key(filter).index(), &Filter::default(), 0)
+                .map_err(map_err(MAP_FILTERS))?;
+            deleted += 1;
+        }
+        self.written.filters[usize::from(slot)] = Some(n);
+        Ok(MapSync {
+            map: MAP_FILTERS,
+            listed,
+            deleted,
+            written,
+            unchanged,
+            // Arrays have no batch operations here: what was read or written went one element
+            // at a time.
+            per_element: listed || written + deleted > 0,
+            time: t.elapsed(),
+        })
     }
 
     fn set_settings(&mut self, slot: u32, s: Settings) -> Result<(), DatapathError> {
