@@ -8,11 +8,10 @@
 //! leaves the HMI, is then replayed: every request tshark's DNP3 dissector decodes gets the
 //! verdict its function code calls for, and `conduit explain --dnp3-function` agrees with
 //! `conduit replay` frame by frame.
-use std::{path::PathBuf, process::Stdio};
-
 use conduit_tests::{
     agent::Agent,
     capture::{PcapWriter, explain_agrees, replay_json, tshark_fields},
+    peers::Peer,
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -21,26 +20,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 const PORT: u16 = 20000;
 const OUTSTATION: &str = "10";
 
-/// The virtualenv with the DNP3 library (`tests/dnp3/install.sh`, run by the bootstrap).
-fn python() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let py = root.join("target/peers/dnp3/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run ./xtask/bootstrap.sh (it installs the DNP3 test peers)",
-        py.display()
-    );
-    py
-}
-
-fn script(name: &str) -> String {
-    format!("{}/../tests/dnp3/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
     require_root();
-    let py = python();
     let plant = Plant::new(conduit_tests::plant::Mode::Routed);
     let mut policy = plant.policy_yaml();
     policy.push_str(
@@ -56,45 +38,19 @@ fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
     );
     let a = Agent::start(BIN.as_ref(), &plant.gw, &plant.ports(), &policy, &[]);
     let plc1 = plant.ip(Role::Plc1).to_owned();
-    let _outstation = Kill(
-        plant
-            .ns(Role::Plc1)
-            .command(py.to_str().unwrap())
-            .args([
-                &script("outstation.py"),
-                "0.0.0.0",
-                &PORT.to_string(),
-                OUTSTATION,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the DNP3 outstation"),
+    let peer = Peer::new("dnp3");
+    let _outstation = peer.serve(
+        &plant,
+        Role::Plc1,
+        "outstation.py",
+        &["0.0.0.0", &PORT.to_string(), OUTSTATION],
+        PORT,
     );
-    wait_for("the outstation listens", || {
-        let out = plant.run(Role::Plc1, &["ss", "-ltnH", "sport", "=", ":20000"]);
-        !out.stdout.is_empty()
-    });
-
     let master = |reqs: &[&str]| -> serde_json::Value {
-        let mut argv = vec![
-            py.to_str().unwrap().to_owned(),
-            script("master.py"),
-            plc1.clone(),
-            PORT.to_string(),
-            OUTSTATION.to_owned(),
-            "1".to_owned(),
-        ];
-        argv.extend(reqs.iter().map(|s| (*s).to_owned()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = plant.run(Role::Hmi, &argv);
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "master.py: {e}: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        })
+        let port = PORT.to_string();
+        let mut args = vec![plc1.as_str(), port.as_str(), OUTSTATION, "1"];
+        args.extend_from_slice(reqs);
+        peer.client(&plant, Role::Hmi, "master.py", &args)
     };
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("hmi.pcap");
@@ -229,15 +185,5 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
         "dnp3_function 13",
     ] {
         assert!(seen.contains_key(key), "{key}: {why}");
-    }
-}
-
-/// A process of the test's, ended (by its PID) when the test ends, passed or failed.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }

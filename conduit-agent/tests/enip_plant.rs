@@ -5,32 +5,16 @@
 //! attribute reads, wrapped in Unconnected_Send too, get their answers; tag writes and the
 //! Identity object's Reset get none, and are counted and logged with the protocol and the
 //! service.
-use std::{path::PathBuf, process::Stdio};
-
 use conduit_tests::{
     agent::Agent,
     capture::{PcapWriter, explain_agrees, replay_json},
+    peers::Peer,
     plant::{Plant, Role},
     require_root, wait_for,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 const PORT: u16 = 44818;
-
-/// The virtualenv with cpppo and pycomm3 (`tests/enip/install.sh`, run by the bootstrap).
-fn python() -> PathBuf {
-    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers/enip/bin/python");
-    assert!(
-        py.exists(),
-        "{} is missing: run ./xtask/bootstrap.sh (it installs the EtherNet/IP test peers)",
-        py.display()
-    );
-    py
-}
-
-fn script(name: &str) -> String {
-    format!("{}/../tests/enip/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `conduit replay` of the HMI's capture, frame by frame against tshark's enip and cip
 /// dissectors and `conduit explain`: session commands pass; a CIP request passes when every
@@ -150,20 +134,9 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
     }
 }
 
-/// A process of the test's, ended (by its PID) when the test ends, passed or failed.
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
     require_root();
-    let py = python();
     let plant = Plant::new(conduit_tests::plant::Mode::Routed);
     let mut policy = plant.policy_yaml();
     // The plant's `engineering` conduit already allows 44818 from the engineering
@@ -181,20 +154,9 @@ fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
     );
     let a = Agent::start(BIN.as_ref(), &plant.gw, &plant.ports(), &policy, &[]);
     let plc1 = plant.ip(Role::Plc1).to_owned();
-    let _server = Kill(
-        plant
-            .ns(Role::Plc1)
-            .command(py.to_str().unwrap())
-            .args([&script("server.py"), "0.0.0.0", &PORT.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the CIP server"),
-    );
-    wait_for("the CIP server listens", || {
-        let out = plant.run(Role::Plc1, &["ss", "-ltnH", "sport", "=", ":44818"]);
-        !out.stdout.is_empty()
-    });
+    let peer = Peer::new("enip");
+    let port = PORT.to_string();
+    let _server = peer.serve(&plant, Role::Plc1, "server.py", &["0.0.0.0", &port], PORT);
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("hmi.pcap");
     let hmi = plant.host(Role::Hmi);
@@ -216,22 +178,9 @@ fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
         (&["reset"][..], "no_answer"),
         (&["read"][..], "ok"),
     ] {
-        let mut argv = vec![
-            py.to_str().unwrap().to_owned(),
-            script("client.py"),
-            plc1.clone(),
-            PORT.to_string(),
-        ];
-        argv.extend(reqs.iter().map(|s| (*s).to_owned()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let out = plant.run(Role::Hmi, &argv);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let got: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| {
-            panic!(
-                "client.py: {e}: {text} {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
+        let mut args = vec![plc1.as_str(), port.as_str()];
+        args.extend_from_slice(reqs);
+        let got = peer.client(&plant, Role::Hmi, "client.py", &args);
         assert_eq!(got["connected"], true, "{got}");
         for req in reqs {
             assert_eq!(

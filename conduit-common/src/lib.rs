@@ -9,6 +9,9 @@
 
 #[cfg(test)]
 extern crate std;
+// Frame builders for tests and tools (`inspect::enip::build`), never in the XDP program.
+#[cfg(any(test, feature = "user"))]
+extern crate alloc;
 
 pub mod abi;
 pub mod flow;

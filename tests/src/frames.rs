@@ -42,39 +42,8 @@ pub fn dnp3_frame(outstation: u16, master: u16, control: u8, user: &[u8]) -> ([u
     tcp_data(&b)
 }
 
-/// An EtherNet/IP encapsulation message with `command` and `data` (session 7).
-pub fn enip_message(command: u16, data: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; conduit_common::inspect::enip::HEADER];
-    b[0..2].copy_from_slice(&command.to_le_bytes());
-    b[2..4].copy_from_slice(&(data.len() as u16).to_le_bytes());
-    b[4] = 7;
-    b.extend_from_slice(data);
-    b
-}
-
-/// SendRRData (unconnected: null address, unconnected data) or SendUnitData (`connected`:
-/// connected address, connected data with a sequence count) carrying the CIP request `cip`.
-pub fn enip_send(connected: bool, cip: &[u8]) -> Vec<u8> {
-    use conduit_common::inspect::enip::{SEND_RR_DATA, SEND_UNIT_DATA};
-    let mut d = vec![0, 0, 0, 0, 10, 0, 2, 0];
-    if connected {
-        d.extend_from_slice(&[0xA1, 0, 4, 0, 1, 2, 3, 4, 0xB1, 0]);
-        d.extend_from_slice(&(cip.len() as u16 + 2).to_le_bytes());
-        d.extend_from_slice(&[5, 0]);
-    } else {
-        d.extend_from_slice(&[0, 0, 0, 0, 0xB2, 0]);
-        d.extend_from_slice(&(cip.len() as u16).to_le_bytes());
-    }
-    d.extend_from_slice(cip);
-    enip_message(
-        if connected {
-            SEND_UNIT_DATA
-        } else {
-            SEND_RR_DATA
-        },
-        &d,
-    )
-}
+/// An EtherNet/IP encapsulation message, and SendRRData/SendUnitData carrying a CIP request.
+pub use conduit_common::inspect::enip::build::{message as enip_message, send as enip_send};
 
 /// The CIP request `inner` inside an Unconnected_Send to the Connection Manager.
 pub fn cip_unconnected_send(inner: &[u8]) -> Vec<u8> {

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod frames;
 pub mod kernel;
 pub mod netns;
+pub mod peers;
 pub mod plant;
 pub mod policygen;
 pub mod random;
@@ -63,14 +64,17 @@ pub fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+/// The workspace's root directory (the checkout).
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 /// The release `conduit` binary the benchmarks run (`CONDUIT_BIN` overrides it): what
 /// `cargo xtask bench` builds first.
 pub fn conduit_bin() -> std::path::PathBuf {
     std::env::var_os("CONDUIT_BIN")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/conduit")
-        })
+        .unwrap_or_else(|| workspace_root().join("target/release/conduit"))
 }
 
 /// Polls `f` every `every` for at most `limit`: how long it took to become true, or `None`.

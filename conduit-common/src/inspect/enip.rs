@@ -292,8 +292,48 @@ pub fn request(code: u8) -> [u8; 46] {
     b
 }
 
+/// Messages as clients send them, for tests and tools (userspace only).
+#[cfg(any(test, feature = "user"))]
+pub mod build {
+    use super::{HEADER, SEND_RR_DATA, SEND_UNIT_DATA};
+    use alloc::{vec, vec::Vec};
+
+    /// An encapsulation message with `command` and `data` (session 7).
+    pub fn message(command: u16, data: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; HEADER];
+        b[0..2].copy_from_slice(&command.to_le_bytes());
+        b[2..4].copy_from_slice(&(data.len() as u16).to_le_bytes());
+        b[4] = 7;
+        b.extend_from_slice(data);
+        b
+    }
+
+    /// SendRRData (unconnected: null address, unconnected data) or SendUnitData
+    /// (`connected`: connected address, connected data with a sequence count) carrying the
+    /// CIP request `cip`.
+    pub fn send(connected: bool, cip: &[u8]) -> Vec<u8> {
+        let mut d = vec![0, 0, 0, 0, 10, 0, 2, 0];
+        if connected {
+            d.extend_from_slice(&[0xA1, 0, 4, 0, 1, 2, 3, 4, 0xB1, 0]);
+            d.extend_from_slice(&(cip.len() as u16 + 2).to_le_bytes());
+            d.extend_from_slice(&[5, 0]);
+        } else {
+            d.extend_from_slice(&[0, 0, 0, 0, 0xB2, 0]);
+            d.extend_from_slice(&(cip.len() as u16).to_le_bytes());
+        }
+        d.extend_from_slice(cip);
+        let command = if connected {
+            SEND_UNIT_DATA
+        } else {
+            SEND_RR_DATA
+        };
+        message(command, &d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::build::{message, send};
     use super::*;
     use crate::{
         inspect::{ENIP, check as inspect, filter},
@@ -310,38 +350,6 @@ mod tests {
         let n = bytes.len().min(WINDOW);
         p.app[..n].copy_from_slice(&bytes[..n]);
         p
-    }
-
-    /// An encapsulation message with `command` and `data`.
-    fn message(command: u16, data: &[u8]) -> Vec<u8> {
-        let mut b = vec![0u8; HEADER];
-        b[0..2].copy_from_slice(&command.to_le_bytes());
-        b[2..4].copy_from_slice(&(data.len() as u16).to_le_bytes());
-        b[4] = 7;
-        b.extend_from_slice(data);
-        b
-    }
-
-    /// SendRRData (or SendUnitData when `connected`) carrying `cip`.
-    fn send(connected: bool, cip: &[u8]) -> Vec<u8> {
-        let mut d = vec![0, 0, 0, 0, 10, 0, 2, 0];
-        if connected {
-            d.extend_from_slice(&[0xA1, 0, 4, 0, 1, 2, 3, 4, 0xB1, 0]);
-            d.extend_from_slice(&(cip.len() as u16 + 2).to_le_bytes());
-            d.extend_from_slice(&[5, 0]);
-        } else {
-            d.extend_from_slice(&[0, 0, 0, 0, 0xB2, 0]);
-            d.extend_from_slice(&(cip.len() as u16).to_le_bytes());
-        }
-        d.extend_from_slice(cip);
-        message(
-            if connected {
-                SEND_UNIT_DATA
-            } else {
-                SEND_RR_DATA
-            },
-            &d,
-        )
     }
 
     const READ_TAG: &[u8] = &[0x4C, 3, 0x91, 3, b'C', b'n', b't', 0, 1, 0];
