@@ -145,8 +145,8 @@ fn object_maps_match_common_types() {
         ),
         (
             abi::MAP_FILTERS,
-            HASH,
-            size_of::<abi::FilterKey>(),
+            ARRAY,
+            4,
             size_of::<abi::Filter>(),
             S * abi::MAX_FILTERS,
         ),
