@@ -173,8 +173,8 @@ fn fast(p: &Packet, slot: u8, generation: u64, now: u64, out: &mut Decision) -> 
 /// [`log`], [`reject`]) has a frame of its own that is freed before the next is called.
 /// `datapath::budget` checks the deepest chain on every build.
 #[inline(never)]
-fn full(p: &Packet, run: &Run, no_flow: bool, out: &mut Decision) {
-    *out = decide_with(&KernelTables, run.slot, p, run.now, no_flow);
+fn full(p: &Packet, slot: u8, now: u64, no_flow: bool, out: &mut Decision) {
+    *out = decide_with(&KernelTables, slot, p, now, no_flow);
 }
 
 /// The interface checks of a frame the full decision lets through (reverse path against
@@ -187,8 +187,8 @@ fn ingress(ctx: *mut aya_ebpf::bindings::xdp_md, p: &Packet, slot: u8, out: &mut
 /// The flow table after the full decision (and the interface checks), out of line; what
 /// the learning code records (0 when not learning).
 #[inline(never)]
-fn update(p: &Packet, run: &Run, d: &Decision) -> u8 {
-    flow::update(d, p, run.now, run.generation, run.learn)
+fn update(p: &Packet, now: u64, generation: u64, learn: bool, d: &Decision) -> u8 {
+    flow::update(d, p, now, generation, learn)
 }
 
 /// The learning code, out of line (only in a program loaded for learning), called last. It
@@ -203,15 +203,6 @@ fn record(p: &Packet, now: u64) {
         let n = unsafe { *n };
         learn::record(p, &n, now);
     }
-}
-
-/// What a program run reads once and its subprograms share (BPF passes at most five
-/// arguments in registers; this goes by pointer).
-struct Run {
-    generation: u64,
-    now: u64,
-    slot: u8,
-    learn: bool,
 }
 
 /// The shared parser over the frame, out of line for the same reason as [`full`]; false
@@ -254,7 +245,6 @@ pub fn conduit_xdp(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn judge(ctx: &XdpContext) -> u32 {
     let (start, end) = (ctx.data(), ctx.data_end());
-    let len = (end - start) as u64;
     // The live slot, read once: the whole frame is judged by one policy.
     let (slot, generation) = match CDT_ACTIVE.get(0) {
         Some(a) => (a.slot as u8, a.generation),
@@ -263,16 +253,9 @@ fn judge(ctx: &XdpContext) -> u32 {
     // CLOCK_MONOTONIC_COARSE (a tick behind at most, and no clock read): flow timeouts and
     // the audit window are seconds. SAFETY: a helper without arguments.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
-    let ifindex = ctx.ingress_ifindex() as u32;
     // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the
     // loader's value replaces).
     let learning = unsafe { core::ptr::read_volatile(&CONDUIT_LEARN) } != 0;
-    let run = Run {
-        generation,
-        now,
-        slot,
-        learn: learning,
-    };
     let (Some(scratch), Some(decision)) = (CDT_SCRATCH.get_ptr_mut(0), CDT_DECISION.get_ptr_mut(0))
     else {
         // Cannot happen (one-slot per-CPU arrays); fail closed if it ever does.
@@ -297,28 +280,31 @@ fn judge(ctx: &XdpContext) -> u32 {
     let mut found = 0;
     let parsed = parse(start, end, slot, p);
     if parsed {
-        p.ifindex = ifindex;
+        p.ifindex = ctx.ingress_ifindex() as u32;
         let p: &Packet = p;
         // A packet of a flow with a verdict under this policy: one flow lookup. Else the
         // full decision.
         let f = fast(p, slot, generation, now, d);
         quick = f == Fast::Decided || f == Fast::Learn;
         if !quick {
-            full(p, &run, f == Fast::NoFlow, d);
+            full(p, slot, now, f == Fast::NoFlow, d);
             if needs_ingress_check(d, p) {
                 ingress(ctx.ctx, p, slot, d);
             }
-            found = update(p, &run, d);
+            found = update(p, now, generation, learning, d);
         } else if f == Fast::Learn {
             found = learn::MODBUS;
         }
         if d.log {
-            log(d, p, ifindex, now);
+            log(d, p, p.ifindex, now);
         }
     } else {
-        reject(slot, ifindex, now, d);
+        reject(slot, ctx.ingress_ifindex() as u32, now, d);
     }
-    counters::count(d, len);
+    // The frame's length and ingress interface are read from the context where they are
+    // needed rather than kept across the stages: the entry point's stack frame is part of
+    // the deepest call chain (512 bytes as 6.1 counts it).
+    counters::count(d, (ctx.data_end() - ctx.data()) as u64);
     // SAFETY: a read of a plain static (volatile, so the compiler keeps the load that the
     // loader's value replaces).
     if unsafe { core::ptr::read_volatile(&CONDUIT_TRACE) } != 0

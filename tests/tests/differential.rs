@@ -112,12 +112,26 @@ fn kernel_and_reference_agree() {
     );
     eprintln!("differential: {done} frames judged; reasons {reasons:?}");
     eprintln!("differential: {fast} frames judged by the fast path (checked against decide)");
+    // Disagreements first: they are what this test is for.
+    assert!(
+        mismatches.is_empty(),
+        "{} mismatches (seed {seed}); first ones:\n{}",
+        mismatches.len(),
+        mismatches
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     if total >= 20_000 {
         // The generator must exercise every verdict and every reason the datapath can give
         // (failsafe needs the agent's own addresses and is tested with the agent).
         assert!(verdicts.iter().all(|&v| v > 0), "verdicts {verdicts:?}");
+        // At least 1 in 1,000 (five seeds in a row gave 147 to 540 per 100,000: how many
+        // frames repeat an established flow varies with the random policies).
         assert!(
-            fast >= total / 500,
+            fast >= total / 1000,
             "only {fast} of {total} frames took the fast path"
         );
         for r in conduit_common::Reason::ALL {
@@ -130,15 +144,4 @@ fn kernel_and_reference_agree() {
             }
         }
     }
-    assert!(
-        mismatches.is_empty(),
-        "{} mismatches (seed {seed}); first ones:\n{}",
-        mismatches.len(),
-        mismatches
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
 }
