@@ -11,7 +11,7 @@
 use conduit_tests::{
     agent::Agent,
     capture::{PcapWriter, explain_agrees, replay_json, tshark_fields},
-    peers::Peer,
+    peers::{Peer, assert_results},
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -66,14 +66,7 @@ fn a_read_only_dnp3_conduit_passes_polls_and_stops_commands() {
         ("select_operate", "no_answer"),
         ("read", "ok"),
     ] {
-        let got = master(&[req]);
-        assert_eq!(got["connected"], true, "{got}");
-        assert_eq!(
-            got["results"][req],
-            want,
-            "{req}: {got}\naudit log:\n{}",
-            std::fs::read_to_string(&a.audit_log).unwrap_or_default()
-        );
+        assert_results(&master(&[req]), &[req], want, &a.audit_log);
     }
 
     dump.stop();

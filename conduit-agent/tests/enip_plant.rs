@@ -8,7 +8,7 @@
 use conduit_tests::{
     agent::Agent,
     capture::{PcapWriter, explain_agrees, replay_json},
-    peers::Peer,
+    peers::{Peer, assert_results},
     plant::{Plant, Role},
     require_root, wait_for,
 };
@@ -181,15 +181,7 @@ fn a_read_only_enip_conduit_passes_reads_and_stops_writes() {
         let mut args = vec![plc1.as_str(), port.as_str()];
         args.extend_from_slice(reqs);
         let got = peer.client(&plant, Role::Hmi, "client.py", &args);
-        assert_eq!(got["connected"], true, "{got}");
-        for req in reqs {
-            assert_eq!(
-                got["results"][req],
-                want,
-                "{req}: {got}\naudit log:\n{}",
-                std::fs::read_to_string(&a.audit_log).unwrap_or_default()
-            );
-        }
+        assert_results(&got, reqs, want, &a.audit_log);
     }
     dump.stop();
     replay_agrees_with_tshark_and_explain(&a, &pcap);

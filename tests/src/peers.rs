@@ -79,6 +79,26 @@ impl Peer {
     }
 }
 
+/// Asserts that a client's answer (`{"connected": bool, "results": {REQ: ...}}`, what
+/// every peer client prints) says it connected and that each request in `reqs` came out as
+/// `want`; a failure shows the agent's audit log too.
+pub fn assert_results(
+    got: &serde_json::Value,
+    reqs: &[&str],
+    want: &str,
+    audit_log: &std::path::Path,
+) {
+    assert_eq!(got["connected"], true, "{got}");
+    for req in reqs {
+        assert_eq!(
+            got["results"][req],
+            want,
+            "{req}: {got}\naudit log:\n{}",
+            std::fs::read_to_string(audit_log).unwrap_or_default()
+        );
+    }
+}
+
 /// A process of the test's, ended (by its PID) when this is dropped, passed or failed.
 pub struct Kill(pub Child);
 
