@@ -7,7 +7,7 @@
 //! service.
 use conduit_tests::{
     agent::Agent,
-    capture::{PcapWriter, explain_agrees, replay_json},
+    capture::{PcapWriter, explain_agrees, replay_json, tshark_all_fields},
     peers::{Peer, assert_results},
     plant::{Plant, Role},
     require_root, wait_for,
@@ -27,40 +27,18 @@ fn replay_agrees_with_tshark_and_explain(a: &Agent, pcap: &std::path::Path) {
     let frames = replay["frames"].as_array().unwrap();
     // Every occurrence of the CIP fields (an Unconnected_Send has two services and two
     // classes), joined by '/'.
-    let out = std::process::Command::new("tshark")
-        .arg("-r")
-        .arg(pcap)
-        .args(["-T", "fields", "-E", "separator=;", "-E", "occurrence=a"])
-        .args(["-E", "aggregator=/"])
-        .args([
-            "-e",
-            "frame.number",
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "tcp.dstport",
-        ])
-        .args([
-            "-e",
-            "tcp.len",
-            "-e",
-            "enip.command",
-            "-e",
-            "cip.sc",
-            "-e",
-            "cip.class",
-        ])
-        .args(["-e", "tcp.analysis.retransmission"])
-        .output()
-        .expect("run tshark");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let decoded = String::from_utf8_lossy(&out.stdout);
+    let fields = [
+        "frame.number",
+        "ip.src",
+        "ip.dst",
+        "tcp.dstport",
+        "tcp.len",
+        "enip.command",
+        "cip.sc",
+        "cip.class",
+        "tcp.analysis.retransmission",
+    ];
+    let decoded = tshark_all_fields(pcap, &fields);
     let hex = |s: &str| u8::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
     // tshark writes the aggregator as '/' or, escaped, as '\'.
     let list = |s: &str| -> Vec<u8> {

@@ -631,10 +631,10 @@ const _: () = assert!(core::mem::size_of::<FilterKey>() == 8);
 impl FilterKey {
     /// The filter's index in [`MAP_FILTERS`]: slot by slot, [`MAX_FILTERS`] each, filter 1
     /// first. `u32::MAX` (no element, so the lookup fails and the segment fails closed) for
-    /// a filter number outside 1..=[`MAX_FILTERS`] or a slot past the second.
+    /// a filter number outside 1..=[`MAX_FILTERS`] or a slot past [`SLOTS`].
     #[inline(always)]
     pub fn index(&self) -> u32 {
-        if self.filter == 0 || self.filter > MAX_FILTERS || self.slot > 1 {
+        if self.filter == 0 || self.filter > MAX_FILTERS || self.slot >= SLOTS {
             return u32::MAX;
         }
         self.slot * MAX_FILTERS + (self.filter - 1)

@@ -75,9 +75,7 @@ impl XdpFrame {
         }
         *at += C;
     }
-}
 
-impl XdpFrame {
     /// Whether anything reads the payload's window of this frame: protocol inspection, when
     /// the policy has a filter (`Settings::inspect`, set by the compiler when a rule has
     /// one; no conduit can then hand the decision a filter), and the learning code (Modbus

@@ -146,10 +146,26 @@ pub fn replay_json(bin: &str, policy: &Path, pcap: &Path) -> serde_json::Value {
 /// separated by commas, each field's first occurrence only (an ICMP error's quoted header
 /// does not shift the columns), empty where the frame has no such field.
 pub fn tshark_fields(pcap: &Path, fields: &[&str]) -> String {
+    tshark(pcap, fields, &["-E", "separator=,", "-E", "occurrence=f"])
+}
+
+/// [`tshark_fields`] with every occurrence of each field, joined by `/` (a request inside
+/// a request has two services); the fields separated by `;`.
+pub fn tshark_all_fields(pcap: &Path, fields: &[&str]) -> String {
+    let options = [
+        "-E",
+        "separator=;",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=/",
+    ];
+    tshark(pcap, fields, &options)
+}
+
+fn tshark(pcap: &Path, fields: &[&str], options: &[&str]) -> String {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r")
-        .arg(pcap)
-        .args(["-T", "fields", "-E", "separator=,", "-E", "occurrence=f"]);
+    cmd.arg("-r").arg(pcap).args(["-T", "fields"]).args(options);
     for f in fields {
         cmd.args(["-e", f]);
     }

@@ -128,8 +128,11 @@ fn kernel_and_reference_agree() {
         // The generator must exercise every verdict and every reason the datapath can give
         // (failsafe needs the agent's own addresses and is tested with the agent).
         assert!(verdicts.iter().all(|&v| v > 0), "verdicts {verdicts:?}");
-        // At least 1 in 1,000 (five seeds in a row gave 147 to 540 per 100,000: how many
-        // frames repeat an established flow varies with the random policies).
+        // At least 1 in 1,000. It was 1 in 500: the generator gave about 2,000 fast-path
+        // frames per 100,000 until its EtherNet/IP frames came in, and 147 to 540 since
+        // (five seeds). Why those frames (1 in 13 of the new ones) cut it so is not found
+        // yet; with the floor of 500 one seed in five failed, with no kernel/reference
+        // disagreement. KNOWN GAP: find the cause and restore the floor.
         assert!(
             fast >= total / 1000,
             "only {fast} of {total} frames took the fast path"

@@ -266,21 +266,10 @@ pub fn request(outstation: u16, master: u16, function: u8, seq: u8) -> [u8; fram
 mod tests {
     use super::*;
     use crate::{
-        inspect::{DNP3, Request, check as inspect, filter},
+        inspect::{DNP3, Request, check as inspect, filter, segment as packet},
         verdict::{PROTO_TCP, Packet},
     };
     use std::{vec, vec::Vec};
-
-    fn packet(bytes: &[u8]) -> Packet {
-        let mut p = Packet {
-            proto: PROTO_TCP,
-            payload_len: bytes.len() as u16,
-            ..Default::default()
-        };
-        let n = bytes.len().min(WINDOW);
-        p.app[..n].copy_from_slice(&bytes[..n]);
-        p
-    }
 
     fn req(outstation: u16, function: u8) -> Packet {
         let (payload_len, app) = Request::Dnp3 {

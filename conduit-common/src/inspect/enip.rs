@@ -335,22 +335,8 @@ pub mod build {
 mod tests {
     use super::build::{message, send};
     use super::*;
-    use crate::{
-        inspect::{ENIP, check as inspect, filter},
-        verdict::{PROTO_TCP, Packet},
-    };
+    use crate::inspect::{ENIP, check as inspect, filter, segment as packet};
     use std::{vec, vec::Vec};
-
-    fn packet(bytes: &[u8]) -> Packet {
-        let mut p = Packet {
-            proto: PROTO_TCP,
-            payload_len: bytes.len() as u16,
-            ..Default::default()
-        };
-        let n = bytes.len().min(WINDOW);
-        p.app[..n].copy_from_slice(&bytes[..n]);
-        p
-    }
 
     const READ_TAG: &[u8] = &[0x4C, 3, 0x91, 3, b'C', b'n', b't', 0, 1, 0];
     const WRITE_TAG: &[u8] = &[

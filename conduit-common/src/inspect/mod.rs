@@ -209,3 +209,17 @@ pub fn filter(proto: u8, codes: &[u8]) -> Filter {
     }
     f
 }
+
+/// A client-to-server TCP segment carrying `bytes`, as the parser would fill it: for the
+/// protocol modules' unit tests.
+#[cfg(test)]
+pub(crate) fn segment(bytes: &[u8]) -> Packet {
+    let mut p = Packet {
+        proto: PROTO_TCP,
+        payload_len: bytes.len() as u16,
+        ..Default::default()
+    };
+    let n = bytes.len().min(WINDOW);
+    p.app[..n].copy_from_slice(&bytes[..n]);
+    p
+}
