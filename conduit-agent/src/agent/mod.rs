@@ -3,6 +3,7 @@
 //! log. It never leaves the gateway unprotected: a bad policy is refused and the live one
 //! stays; if the agent dies, the pinned program keeps enforcing the last good policy.
 pub mod audit;
+pub mod config;
 pub mod grants;
 pub mod host;
 pub mod learn;
@@ -23,8 +24,9 @@ use std::{
 
 use tracing::{error, info, warn};
 
+pub use config::Config;
+
 use crate::{
-    cli::RunArgs,
     datapath::Datapath,
     exit::Exit,
     integrity::{Integrity, WentLive},
@@ -386,7 +388,7 @@ fn stat_key(p: &Path) -> Option<(u64, u64, i64, i64)> {
     Some((m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-pub async fn run(args: RunArgs) -> Result<(), Failure> {
+pub async fn run(args: Config) -> Result<(), Failure> {
     use tokio::signal::unix::{SignalKind, signal};
     // Signals first: a SIGHUP or SIGTERM that arrives while starting must not kill the agent
     // by default action (it is handled once the agent runs).
@@ -442,7 +444,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
     let previous = state::read(&args.state_dir).ok();
     let mut integrity = Integrity::open(
         args.allowed_signers.as_deref(),
-        args.change_log_path().as_deref(),
+        args.change_log.as_deref(),
         args.audit_log.as_deref(),
     )
     .map_err(|e| fail(Exit::Failed, e))?;
@@ -451,7 +453,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
         st.reloads_success = old.reloads_success;
         st.reloads_failure = old.reloads_failure;
     }
-    st.change_log = args.change_log_path().map(|p| absolute(&p));
+    st.change_log = args.change_log.as_deref().map(absolute);
     st.audit_log = args.audit_log.as_deref().map(absolute);
     // Open grants of an earlier agent (`--keep-on-exit`, a crash) that the pinned grants map
     // still holds carry over.
@@ -686,9 +688,9 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
 
     // Learning: the kernel's records into the learn dir, off the runtime thread.
     if let Some(l) = &learner {
-        info!(dir = %args.learn_dir.as_deref().unwrap_or(Path::new("")).display(), interval_s = args.learn_interval, max_records = args.learn_max_records, "learning the plant for `conduit discover --learned`");
+        info!(dir = %args.learn_dir.as_deref().unwrap_or(Path::new("")).display(), interval_s = args.learn_interval.as_secs(), max_records = args.learn_max_records, "learning the plant for `conduit discover --learned`");
         let (l, shared) = (l.clone(), shared.clone());
-        let every = Duration::from_secs(args.learn_interval);
+        let every = args.learn_interval;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
@@ -727,7 +729,7 @@ pub async fn run(args: RunArgs) -> Result<(), Failure> {
                     seen = now_key;
                     pending = Some(Instant::now());
                 } else if let Some(since) = pending
-                    && since.elapsed() >= Duration::from_millis(args.debounce_ms)
+                    && since.elapsed() >= args.debounce
                 {
                     pending = None;
                     reloader.reload("file changed", true).await;

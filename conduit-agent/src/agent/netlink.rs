@@ -35,7 +35,7 @@ use tokio::io::{Interest, unix::AsyncFd};
 use tracing::{debug, error, info, warn};
 
 use super::{Shared, host, links, state};
-use crate::{cli::RunArgs, datapath::Datapath};
+use crate::{agent::Config, datapath::Datapath};
 
 /// A link notification: RTM_NEWLINK (created or changed) or RTM_DELLINK; an address
 /// added or removed (RTM_NEWADDR, RTM_DELADDR) comes as a change of its link, unnamed.
@@ -361,7 +361,7 @@ pub async fn watch(
     mut events: LinkEvents,
     dp: Arc<Mutex<Datapath>>,
     shared: Arc<Mutex<Shared>>,
-    args: RunArgs,
+    args: Config,
 ) {
     // Off the runtime thread: the datapath may be held by a reload for a while.
     let run_check = || {
@@ -403,7 +403,7 @@ pub async fn watch(
 }
 
 /// Brings every enforced interface's link in line with the device now carrying its name.
-pub fn check(dp: &Mutex<Datapath>, shared: &Mutex<Shared>, args: &RunArgs) {
+pub fn check(dp: &Mutex<Datapath>, shared: &Mutex<Shared>, args: &Config) {
     for iface in &args.ifaces {
         let now = host::ifindex(iface);
         let linked = match links::pinned_ifindex(&args.pin_dir, iface) {
@@ -453,7 +453,7 @@ fn refresh_ingress(dp: &Mutex<Datapath>, iface: &str, ifindex: u32) {
     }
 }
 
-fn gone(s: &mut Shared, args: &RunArgs, iface: &str, linked: Option<u32>) {
+fn gone(s: &mut Shared, args: &Config, iface: &str, linked: Option<u32>) {
     if linked.is_some()
         && let Err(e) = links::unpin(&args.pin_dir, iface)
     {
@@ -465,7 +465,7 @@ fn gone(s: &mut Shared, args: &RunArgs, iface: &str, linked: Option<u32>) {
     }
 }
 
-fn back(dp: &mut Datapath, s: &mut Shared, args: &RunArgs, iface: &str, ifindex: u32) {
+fn back(dp: &mut Datapath, s: &mut Shared, args: &Config, iface: &str, ifindex: u32) {
     match links::attach(dp, &args.pin_dir, iface, args.xdp_mode, None) {
         Ok((mode, _)) => {
             set_attached(s, iface, Some(mode.clone()));
@@ -501,7 +501,7 @@ fn set_attached(s: &mut Shared, iface: &str, mode: Option<String>) -> bool {
     was
 }
 
-fn write_state(s: &Shared, args: &RunArgs) {
+fn write_state(s: &Shared, args: &Config) {
     if let Err(e) = state::write(&args.state_dir, &s.state) {
         warn!("writing the state file: {e}");
     }

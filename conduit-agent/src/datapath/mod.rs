@@ -83,7 +83,7 @@ pub enum DatapathError {
 }
 
 /// How the program is attached to an interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
     /// Native (driver) XDP where the driver supports it, generic (skb) otherwise.
     Auto,

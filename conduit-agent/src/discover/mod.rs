@@ -6,8 +6,6 @@
 //! - [`track`]: connection tracking over decoded packets (answered or not, Modbus requests);
 //! - [`sources`]: captures (pcap, pcapng; streamed), audit logs, learn dirs;
 //! - [`draft`]: the draft builder (pure); [`emit`]: its YAML; [`proof`]: the verdicts;
-//! - [`command`]: the command line.
-pub mod command;
 pub mod draft;
 pub mod emit;
 pub mod learned;

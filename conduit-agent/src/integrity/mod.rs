@@ -7,7 +7,6 @@
 //! [`Integrity`] is what the agent holds: it admits a policy's bytes before they are applied
 //! and records a policy once it is live (change log, and a `policy` line in the audit log).
 pub mod changelog;
-pub mod command;
 pub mod signature;
 pub mod signers;
 

@@ -87,6 +87,21 @@ pub fn read_signers(file: &Path) -> Result<Vec<AllowedSigner>, SignatureError> {
     signers::parse(&text).map_err(|e| SignatureError::Signers(file.into(), e))
 }
 
+/// Verifies the policy file at `policy` as `conduit run --allowed-signers` does, with its
+/// signature at `sig` (by default `POLICY.sig`): `None` when the policy itself cannot be read
+/// (the caller reports that).
+pub fn verify_file(
+    policy: &Path,
+    sig: Option<&Path>,
+    signers_file: &Path,
+) -> Result<Option<Signer>, SignatureError> {
+    let Ok(bytes) = crate::policy::load::read_policy(policy) else {
+        return Ok(None);
+    };
+    let sig = sig.map_or_else(|| sig_path(policy), Path::to_path_buf);
+    verify(&bytes, &sig, signers_file, super::signers::now()).map(Some)
+}
+
 /// Verifies `policy` (the bytes that will be applied) against the signature at `sig` and the
 /// signers of `signers_file`, at `now` (Unix seconds). The order is `ssh-keygen -Y verify`'s:
 /// the signature itself (namespace, then the cryptography), then whether its key may sign.

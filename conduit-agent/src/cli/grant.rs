@@ -2,9 +2,9 @@
 //! [`crate::agent::grants`].
 use std::process::ExitCode;
 
+use super::PinArgs;
 use crate::{
     agent::grants::{self, Reply, Request, Who},
-    cli::PinArgs,
     exit::Exit,
     policy::addr,
 };

@@ -1,8 +1,8 @@
 //! `conduit discover`: the command line (clap lives here only).
 use std::{path::PathBuf, process::ExitCode};
 
-use super::{DiscoverError, Options, Outcome, emit::flow_text};
-use crate::cli::Format;
+use super::Format;
+use crate::discover::{DiscoverError, Options, Outcome, emit::flow_text};
 use crate::exit::Exit;
 
 #[derive(clap::Args, Debug)]
@@ -92,7 +92,7 @@ fn summary(o: &Outcome) -> Vec<String> {
             }
         ));
         for d in &b.would_deny {
-            let k = super::observe::FlowKey {
+            let k = crate::discover::observe::FlowKey {
                 client: d.client.parse().expect("an address we printed"),
                 server: d.server.parse().expect("an address we printed"),
                 proto: d.proto,
@@ -128,7 +128,7 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
         seed: a.seed,
         base: a.base,
     };
-    let outcome = match super::run(&opts) {
+    let outcome = match crate::discover::run(&opts) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("{e}");
@@ -136,7 +136,7 @@ pub fn main(a: DiscoverArgs) -> ExitCode {
         }
     };
     if let Some(path) = &a.output
-        && let Err(e) = super::write_atomically(path, &outcome.yaml)
+        && let Err(e) = crate::discover::write_atomically(path, &outcome.yaml)
     {
         let e = DiscoverError::Failed(format!("{}: cannot write the draft: {e}", path.display()));
         eprintln!("{e}");

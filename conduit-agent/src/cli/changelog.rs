@@ -1,5 +1,4 @@
-//! The command line of integrity (clap lives here only): `check --allowed-signers` and
-//! `conduit changelog verify|show`.
+//! `conduit changelog verify|show`: the command line of [`crate::integrity::changelog`].
 use std::{
     path::{Path, PathBuf},
     process::ExitCode,
@@ -8,45 +7,9 @@ use std::{
 use clap::Subcommand;
 use serde_json::Value;
 
-use super::{
-    changelog::{self, Report},
-    signature::{self, SignatureError, Signer},
-    signers,
-};
-use crate::cli::Format;
+use super::Format;
 use crate::exit::Exit;
-
-/// `conduit check --allowed-signers FILE [--signature SIG]`.
-#[derive(clap::Args, Debug, Clone)]
-pub struct CheckSignature {
-    /// Check the policy's signature as `conduit run --allowed-signers FILE` does: a valid
-    /// OpenSSH signature (`ssh-keygen -Y sign -f KEY -n conduit-policy POLICY`) by a key of
-    /// FILE (`ssh-keygen`'s allowed-signers format). A missing or bad signature is an error.
-    #[arg(long, value_name = "FILE")]
-    pub allowed_signers: Option<PathBuf>,
-    /// The signature file, when it is not POLICY.sig (for a `validate:` hook that checks a
-    /// temporary copy of the policy).
-    #[arg(long, value_name = "SIG", requires = "allowed_signers")]
-    pub signature: Option<PathBuf>,
-}
-
-impl CheckSignature {
-    /// The signer, `None` without --allowed-signers (or when the policy itself cannot be
-    /// read: `check` reports that).
-    pub fn verify(&self, policy: &Path) -> Result<Option<Signer>, SignatureError> {
-        let Some(file) = &self.allowed_signers else {
-            return Ok(None);
-        };
-        let Ok(bytes) = crate::policy::load::read_policy(policy) else {
-            return Ok(None);
-        };
-        let sig = self
-            .signature
-            .clone()
-            .unwrap_or_else(|| signature::sig_path(policy));
-        signature::verify(&bytes, &sig, file, signers::now()).map(Some)
-    }
-}
+use crate::integrity::changelog::{self, Report};
 
 #[derive(clap::Args, Debug)]
 pub struct ChangelogArgs {
@@ -83,7 +46,7 @@ pub enum ChangelogCommand {
     },
 }
 
-pub fn changelog(a: ChangelogArgs) -> ExitCode {
+pub fn main(a: ChangelogArgs) -> ExitCode {
     let (ChangelogCommand::Verify { path, format } | ChangelogCommand::Show { path, format }) =
         &a.command;
     let bytes = match std::fs::read(path) {

@@ -8,8 +8,8 @@ use conduit_common::{
     verdict::{self, Packet},
 };
 
+use super::Format;
 use crate::{
-    cli::Format,
     exit::Exit,
     policy::{
         addr,

@@ -1,46 +1,13 @@
-//! `conduit run`, `status` and `detach`: the thin shell around [`crate::agent`].
+//! `conduit status`: what is attached where, which policy is live, and the counters.
 use std::process::ExitCode;
 
+use super::{Format, PinArgs};
 use crate::{
     agent::{self, links, state},
-    cli::{Format, LogFormat, PinArgs, RunArgs},
     exit::Exit,
 };
 
-fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => b.try_init(),
-        LogFormat::Json => b.json().flatten_event(true).try_init(),
-    };
-}
-
-pub fn main(args: RunArgs) -> ExitCode {
-    init_logging(args.log_format);
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
-            return Exit::Failed.into();
-        }
-    };
-    match rt.block_on(agent::run(args)) {
-        Ok(()) => Exit::Ok.into(),
-        Err(f) => {
-            tracing::error!("{}", f.message);
-            f.code.into()
-        }
-    }
-}
-
-pub fn status(p: &PinArgs, format: Format) -> ExitCode {
+pub fn main(p: &PinArgs, format: Format) -> ExitCode {
     let pinned = links::pinned_ifaces(&p.pin_dir);
     let st = state::read(&p.state_dir).ok();
     let running = st
@@ -210,46 +177,5 @@ pub fn status(p: &PinArgs, format: Format) -> ExitCode {
         Exit::NotAttached.into()
     } else {
         Exit::Ok.into()
-    }
-}
-
-pub fn detach(p: &PinArgs) -> ExitCode {
-    // Never under a running agent: it would go on reporting itself attached and healthy while
-    // nothing is enforced. Its lock says whether one runs; held while the pins go.
-    let _lock = if p.pin_dir.exists() {
-        match agent::lock::lock(&p.pin_dir) {
-            Ok(l) => Some(l),
-            Err(e @ agent::lock::LockError::Held { .. }) => {
-                eprintln!(
-                    "error: {e}; stopping it with SIGTERM detaches it (unless --keep-on-exit)"
-                );
-                return Exit::Failed.into();
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return Exit::Failed.into();
-            }
-        }
-    } else {
-        None
-    };
-    match links::detach_all(&p.pin_dir) {
-        Ok(removed) => {
-            let _ = std::fs::remove_file(state::path(&p.state_dir));
-            if removed.is_empty() {
-                println!("nothing to detach under {}", p.pin_dir.display());
-            } else {
-                println!(
-                    "detached: removed {} pins under {}",
-                    removed.len(),
-                    p.pin_dir.display()
-                );
-            }
-            Exit::Ok.into()
-        }
-        Err(e) => {
-            eprintln!("error: detaching under {}: {e}", p.pin_dir.display());
-            Exit::Failed.into()
-        }
     }
 }
