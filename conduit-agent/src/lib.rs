@@ -10,6 +10,5 @@ pub mod integrity;
 pub mod kernel;
 pub mod learned;
 pub mod policy;
-pub mod reference;
 pub mod replay;
 pub mod report;

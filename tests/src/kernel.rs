@@ -4,9 +4,10 @@ use aya::programs::{TestRun as _, TestRunOptions};
 use conduit_agent::{
     datapath::{Datapath, LoadOptions},
     policy::{compile::Compiled, load::load_bytes},
-    reference::Reference,
 };
 use conduit_common::{Trace, Verdict, verdict::Decision};
+
+use crate::reference::Reference;
 
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
@@ -227,7 +228,7 @@ pub fn step(
     frame: &[u8],
 ) -> (u32, conduit_common::Reason, conduit_common::Verdict) {
     let (action, t) = k.run(frame);
-    let want = r.judge(frame, conduit_agent::reference::monotonic_ns());
+    let want = r.judge(frame, crate::reference::monotonic_ns());
     assert_eq!(
         as_trace(&want, r.last_fast, t.seq),
         t,
@@ -268,7 +269,7 @@ pub fn expect(
     what: &str,
 ) {
     let (a, t) = k.run(frame);
-    let d = r.judge(frame, conduit_agent::reference::monotonic_ns());
+    let d = r.judge(frame, crate::reference::monotonic_ns());
     assert_eq!(
         as_trace(&d, r.last_fast, t.seq),
         t,

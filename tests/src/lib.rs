@@ -12,6 +12,7 @@ pub mod peers;
 pub mod plant;
 pub mod policygen;
 pub mod random;
+pub mod reference;
 pub mod report;
 pub mod tmpfs;
 pub mod xdp_filter;

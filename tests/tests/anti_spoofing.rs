@@ -94,7 +94,7 @@ impl Gateway {
 
     /// Writes what the agent writes for an enforced interface (name, FIB interface), into
     /// the kernel's map and the reference's table.
-    fn describe(&self, k: &mut Kernel, r: &mut conduit_agent::reference::Reference) {
+    fn describe(&self, k: &mut Kernel, r: &mut conduit_tests::reference::Reference) {
         for (name, index) in [&self.corp_side, &self.ops_side] {
             let (cfg, why) = in_netns(&self.gw, || ingress_cfg(name, *index)).expect("links");
             assert_eq!(why, None, "a routed veth is checked against the FIB");
@@ -110,7 +110,7 @@ impl Gateway {
 fn judge(
     gw: &Gateway,
     k: &mut Kernel,
-    r: &mut conduit_agent::reference::Reference,
+    r: &mut conduit_tests::reference::Reference,
     frame: &[u8],
     ifindex: u32,
 ) -> (Verdict, Reason) {

@@ -1,7 +1,7 @@
 //! The bypass corpus: frames crafted to slip past a parser. Each is denied in enforce mode
 //! with the expected reason, by the kernel program, and the reference agrees.
-use conduit_agent::reference::monotonic_ns;
 use conduit_common::{Reason, Verdict};
+use conduit_tests::reference::monotonic_ns;
 use conduit_tests::{
     frames::{self, L4, V4Opts},
     kernel::{self, XDP_DROP},

@@ -9,7 +9,7 @@
 //! (a DNP3 request to an outstation a random filter does not list): when one has not
 //! occurred after the frames asked for, more random policies follow, up to five times as
 //! many frames, so that the check does not depend on the seed's luck.
-use conduit_agent::reference::monotonic_ns;
+use conduit_tests::reference::monotonic_ns;
 use conduit_tests::{kernel, random, require_root};
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 

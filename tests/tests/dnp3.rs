@@ -61,7 +61,7 @@ fn request(outstation: u16, function: u8, objects: &[u8]) -> Vec<u8> {
 /// An integrity poll's objects: class 1, 2, 3 and 0 data (g60v2..v4, v1, all).
 const CLASSES: &[u8] = &[60, 2, 6, 60, 3, 6, 60, 4, 6, 60, 1, 6];
 
-fn handshake(k: &mut kernel::Kernel, r: &mut conduit_agent::reference::Reference) {
+fn handshake(k: &mut kernel::Kernel, r: &mut conduit_tests::reference::Reference) {
     let seg = |flags, to_rtu| kernel::data_segment(to_rtu, MASTER_PORT, PORT, flags, &[]);
     assert_eq!(step(k, r, &seg(SYN, true)).1, Reason::Conduit);
     assert_eq!(step(k, r, &seg(SYN_ACK, false)).1, Reason::Reply);

@@ -51,7 +51,7 @@ fn object(service: u8, class: u8) -> Vec<u8> {
     vec![service, 2, 0x20, class, 0x24, 1]
 }
 
-fn handshake(k: &mut kernel::Kernel, r: &mut conduit_agent::reference::Reference) {
+fn handshake(k: &mut kernel::Kernel, r: &mut conduit_tests::reference::Reference) {
     let seg = |flags, to_plc| kernel::data_segment(to_plc, CLIENT_PORT, PORT, flags, &[]);
     assert_eq!(step(k, r, &seg(SYN, true)).1, Reason::Conduit);
     assert_eq!(step(k, r, &seg(SYN_ACK, false)).1, Reason::Reply);

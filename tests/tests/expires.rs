@@ -41,7 +41,7 @@ fn an_expired_conduit_allows_nothing_new_or_established() {
     let (mut k, _) = kernel::with_policy(&policy("2099-01-01T00:00:00Z"));
     let end = unix_now() + 4;
     let expires = conduit_agent::agent::audit::rfc3339(u128::from(end) * 1_000_000_000);
-    let mut r = conduit_agent::reference::Reference::new(k.reload(&policy(&expires)));
+    let mut r = conduit_tests::reference::Reference::new(k.reload(&policy(&expires)));
     let pass = |reason, fast| (XDP_PASS, reason, fast);
     // Before the end: a session through the conduit, and one through the other.
     for port in [22, 502] {

@@ -3,8 +3,8 @@
 //! alone. These tests check, from the program's own trace, when it is taken and, above all,
 //! when it must not be: another source MAC (spoofing), a reload (every cached verdict is
 //! void under a new generation), a Modbus segment the filter denies, a reset.
-use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::{Reason, Trace, flow};
+use conduit_tests::reference::{Reference, monotonic_ns};
 use conduit_tests::{
     frames::{self, L4, MAC_A, MAC_B, modbus_adu},
     kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},

@@ -29,7 +29,7 @@ fn to_hmi(port: u16, flags: u8) -> Vec<u8> {
 
 /// A session on `port`: SYN, SYN-ACK, ACK, ACK back, all passing by `reason`/`Reply`; the last
 /// two on the fast path if `fast`.
-fn session(k: &mut Kernel, r: &mut conduit_agent::reference::Reference, port: u16, fast: bool) {
+fn session(k: &mut Kernel, r: &mut conduit_tests::reference::Reference, port: u16, fast: bool) {
     let pass = |reason, fast| (XDP_PASS, reason, fast);
     kernel::expect(
         k,

@@ -2,8 +2,8 @@
 //! back to the flow's initiator as replies of that flow; errors about anything else, and
 //! deprecated messages that quote a packet too (source quench), are judged as packets of their
 //! own. Kernel (BPF_PROG_TEST_RUN) and reference agree on every frame.
-use conduit_agent::reference::{Reference, monotonic_ns};
 use conduit_common::Reason;
+use conduit_tests::reference::{Reference, monotonic_ns};
 use conduit_tests::{
     frames::{self, L4, icmp_about, icmp_error_about},
     kernel::{self, HMI, Kernel, PLC, XDP_DROP, XDP_PASS},

@@ -4,11 +4,11 @@
 //! learned for their flow; a program loaded without learning records nothing at all.
 use std::collections::BTreeMap;
 
-use conduit_agent::reference::monotonic_ns;
 use conduit_common::{
     Reason, Verdict,
     learn::{LearnKey, LearnVal, has_function},
 };
+use conduit_tests::reference::monotonic_ns;
 use conduit_tests::{
     frames::{self, L4, MAC_A, MAC_B, modbus_adu},
     kernel::{self, ACK, HMI, Kernel, PLC, SYN, SYN_ACK, XDP_DROP, XDP_PASS},

@@ -55,7 +55,7 @@ fn adu(unit: u8, function: u8, pdu: &[u8]) -> Vec<u8> {
 const PSH_ACK: u8 = 0x18;
 
 /// Opens the TCP session HMI → PLC:502 (SYN, SYN-ACK, ACK), all allowed.
-fn handshake(k: &mut kernel::Kernel, r: &mut conduit_agent::reference::Reference) {
+fn handshake(k: &mut kernel::Kernel, r: &mut conduit_tests::reference::Reference) {
     assert_eq!(step(k, r, &to_plc(SYN, &[])).1, Reason::Conduit);
     assert_eq!(step(k, r, &to_hmi(SYN_ACK, &[])).1, Reason::Reply);
     assert_eq!(step(k, r, &to_plc(ACK, &[])).1, Reason::Conduit);

@@ -135,7 +135,7 @@ fn monitor_mode_passes_flows_and_their_replies() {
         (XDP_PASS, Verdict::WouldDeny as u32, Reason::Reply as u32),
         "{t:?}"
     );
-    let now = conduit_agent::reference::monotonic_ns();
+    let now = conduit_tests::reference::monotonic_ns();
     assert_eq!(r.judge(&syn, now).verdict, Verdict::WouldDeny);
     assert_eq!(r.judge(&synack, now).reason, Reason::Reply);
 }

@@ -141,3 +141,9 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
     }
     Ok(fd_limit())
 }
+
+/// CLOCK_MONOTONIC in ns: the clock of the kernel program (which reads its coarse variant).
+pub fn monotonic_ns() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

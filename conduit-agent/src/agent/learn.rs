@@ -186,7 +186,7 @@ pub fn drain(learner: &std::sync::Mutex<Learner>, shared: &std::sync::Mutex<supe
     };
     let Ok(mut l) = learner.lock() else { return };
     match taken {
-        Ok(t) => l.merge(t, crate::reference::monotonic_ns(), SystemTime::now()),
+        Ok(t) => l.merge(t, super::host::monotonic_ns(), SystemTime::now()),
         Err(e) => tracing::warn!("reading what the datapath learned: {e}"),
     }
     if let Err(e) = l.save() {

@@ -27,11 +27,11 @@ use tracing::{error, info, warn};
 pub use config::Config;
 
 use crate::{
+    agent::host::monotonic_ns,
     datapath::Datapath,
     exit::Exit,
     integrity::{Integrity, WentLive},
     policy::load::{Loaded, load_bytes, read_policy, sha256_hex},
-    reference::monotonic_ns,
 };
 
 /// What the agent's tasks share: the datapath's maps, for reading, and what the agent knows

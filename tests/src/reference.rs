@@ -1,6 +1,7 @@
 //! The reference datapath in userspace: the shared parser, the shared verdict function and
 //! the shared flow state machine over the compiled policy, with a flow table of its own. It
-//! must agree with the kernel program frame by frame (the differential test checks it).
+//! must agree with the kernel program frame by frame (the differential test checks it). A
+//! test oracle (it asserts), so it lives here, not in the shipped binary.
 use std::collections::BTreeMap;
 
 use conduit_common::{
@@ -13,7 +14,8 @@ use conduit_common::{
     *,
 };
 
-use crate::policy::compile::Compiled;
+pub use conduit_agent::agent::host::monotonic_ns;
+use conduit_agent::policy::compile::Compiled;
 
 pub struct Reference {
     pub compiled: Compiled,
@@ -162,10 +164,4 @@ impl Tables for Reference {
     fn zone_if(&self, key: &ZoneIfKey) -> bool {
         self.compiled.zone_if(key)
     }
-}
-
-/// CLOCK_MONOTONIC in ns: the clock of the kernel program (which reads its coarse variant).
-pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
