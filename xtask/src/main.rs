@@ -89,6 +89,7 @@ fn main() -> Result<()> {
                 timed("tests", &|| tests::run(&workspace_root()))
             } else {
                 let mut args = vec!["test", "--workspace", "--release", "--no-fail-fast"];
+                args.extend(FEATURES);
                 args.extend(cargo_test_args.iter().map(String::as_str));
                 timed("cargo test", &|| cargo(&args))
             };
@@ -141,6 +142,8 @@ fn lint() -> Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        FEATURES[0],
+        FEATURES[1],
         "--",
         "-D",
         "warnings",
@@ -164,6 +167,7 @@ fn lint() -> Result<()> {
 fn cargo_bench(package: &str, name: &str) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(["bench", "--package", package, "--bench", name])
+        .args(FEATURES)
         .current_dir(workspace_root());
     c
 }
@@ -192,7 +196,18 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 /// package, the benchmarks and the VMs use (a second, dev-profile build of the dependencies
 /// took about as long as everything else together on CI). Plain `cargo test` (a
 /// contributor's) stays in the dev profile.
-pub const TEST_BUILD: &[&str] = &["test", "--workspace", "--release", "--no-run"];
+/// The features every build of `cargo xtask` turns on: the agent's root-only integration
+/// tests (the same set everywhere, so that the agent is compiled once for all of them).
+pub const FEATURES: [&str; 2] = ["--features", "conduit-agent/root-tests"];
+
+pub const TEST_BUILD: &[&str] = &[
+    "test",
+    "--workspace",
+    "--release",
+    "--no-run",
+    FEATURES[0],
+    FEATURES[1],
+];
 
 pub fn release_binary() -> Result<std::path::PathBuf> {
     // The whole workspace but the eBPF crate (its bin is also named `conduit`; the agent's
@@ -204,6 +219,8 @@ pub fn release_binary() -> Result<std::path::PathBuf> {
         "--workspace",
         "--exclude",
         "conduit-ebpf",
+        FEATURES[0],
+        FEATURES[1],
     ])?;
     Ok(workspace_root().join("target/release/conduit"))
 }

@@ -77,6 +77,7 @@ pub fn run(root: &Path) -> Result<()> {
             package,
         });
     }
+    every_test_file_built(root, &bins)?;
     let rank = |b: &Binary| {
         LONGEST_FIRST
             .iter()
@@ -179,4 +180,34 @@ fn run_one(b: &Binary, logs: &Path, cargo: &str) -> bool {
         }
     }
     ok
+}
+
+/// Every integration test file of the workspace has its binary among `bins`: a test target
+/// left out (a required feature not turned on, a package not built) fails the run instead of
+/// passing it unseen.
+fn every_test_file_built(root: &Path, bins: &[Binary]) -> Result<()> {
+    let mut missing = Vec::new();
+    for (package, dir) in [
+        ("conduit-agent", "conduit-agent/tests"),
+        ("conduit-tests", "tests/tests"),
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).with_context(|| format!("listing {dir}"))? {
+            let path = e?.path();
+            if path.extension().is_some_and(|x| x == "rs")
+                && let Some(stem) = path.file_stem().and_then(|s| s.to_str())
+            {
+                let name = format!("{package}/{stem}");
+                if !bins.iter().any(|b| b.name == name) {
+                    missing.push(name);
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "these test files were not built, so they would not run: {}",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
