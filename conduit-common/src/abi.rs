@@ -852,36 +852,49 @@ pub const SKIP_MACS: u32 = 2;
 /// no conduit lookup (a scan or a spoofed-source flood stops after the identity lookups).
 pub const SKIP_FROM_UNKNOWN: u32 = 4;
 
+/// `aya::Pod` for ABI types (the agent reads and writes them as map keys and values): only
+/// for `#[repr(C)]` structs of integers and byte arrays whose padding is explicit fields, so
+/// that every bit pattern is a valid value and no byte is uninitialised. Each type's size is
+/// asserted next to it.
 #[cfg(feature = "user")]
-mod pod_policy {
-    use super::*;
-    // SAFETY (all below): `#[repr(C)]` structs of integers and byte arrays whose padding is
-    // explicit, so every bit pattern is valid and no byte is uninitialised.
-    unsafe impl aya::Pod for IpKey {}
-    unsafe impl aya::Pod for Identity {}
-    unsafe impl aya::Pod for MacKey {}
-    unsafe impl aya::Pod for MacBinding {}
-    unsafe impl aya::Pod for ConduitHit {}
-    unsafe impl aya::Pod for ZoneKey {}
-    unsafe impl aya::Pod for ZoneCfg {}
-    unsafe impl aya::Pod for ConduitKey {}
-    unsafe impl aya::Pod for ConduitInfo {}
-    unsafe impl aya::Pod for Grant {}
-    unsafe impl aya::Pod for EtherTypeKey {}
-    unsafe impl aya::Pod for Settings {}
-    unsafe impl aya::Pod for crate::flow::FlowKey {}
-    unsafe impl aya::Pod for crate::flow::FlowKey4 {}
-    unsafe impl aya::Pod for Active {}
-    unsafe impl aya::Pod for Trace {}
-    unsafe impl aya::Pod for FailsafeKey {}
-    unsafe impl aya::Pod for Event {}
-    unsafe impl aya::Pod for EventRate {}
-    unsafe impl aya::Pod for DropKey {}
-    unsafe impl aya::Pod for ConduitDropKey {}
-    unsafe impl aya::Pod for FilterKey {}
-    unsafe impl aya::Pod for Filter {}
-    unsafe impl aya::Pod for crate::flow::FlowVal {}
-    unsafe impl aya::Pod for ZoneIfKey {}
-    unsafe impl aya::Pod for IngressCfg {}
-    unsafe impl aya::Pod for EventBudget {}
+#[macro_export]
+#[doc(hidden)]
+macro_rules! pod {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: the macro's contract above, which every type listed meets.
+            unsafe impl aya::Pod for $t {}
+        )*
+    };
 }
+
+#[cfg(feature = "user")]
+pod!(
+    IpKey,
+    Identity,
+    MacKey,
+    MacBinding,
+    ConduitHit,
+    ZoneKey,
+    ZoneCfg,
+    ConduitKey,
+    ConduitInfo,
+    Grant,
+    EtherTypeKey,
+    Settings,
+    crate::flow::FlowKey,
+    crate::flow::FlowKey4,
+    Active,
+    Trace,
+    FailsafeKey,
+    Event,
+    EventRate,
+    DropKey,
+    ConduitDropKey,
+    FilterKey,
+    Filter,
+    crate::flow::FlowVal,
+    ZoneIfKey,
+    IngressCfg,
+    EventBudget,
+);

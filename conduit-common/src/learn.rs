@@ -211,13 +211,7 @@ pub fn has_function(functions: &[u64; 2], f: u8) -> bool {
 }
 
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY: `#[repr(C)]`, integer and byte-array fields only, explicit padding.
-    unsafe impl aya::Pod for super::LearnKey {}
-    unsafe impl aya::Pod for super::LearnVal {}
-    unsafe impl aya::Pod for super::LearnModbusKey {}
-    unsafe impl aya::Pod for super::LearnModbusVal {}
-}
+crate::pod!(LearnKey, LearnVal, LearnModbusKey, LearnModbusVal);
 
 #[cfg(test)]
 mod tests {

@@ -6,40 +6,12 @@ use serde_json::json;
 
 use super::{host::ifname, state::State};
 
-/// RFC 3339 (UTC, microseconds) for a Unix time in ns.
+/// Unix time in ns as RFC 3339 in UTC with microseconds (`2026-11-22T07:57:42.123456Z`), the
+/// audit log's and the learn dir's form.
 pub fn rfc3339(unix_ns: u128) -> String {
-    let secs = (unix_ns / 1_000_000_000) as i64;
-    let micros = (unix_ns % 1_000_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar: the inverse of the
-/// civil-from-days step of [`rfc3339`] (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let micros = i64::try_from(unix_ns / 1000).unwrap_or(i64::MAX);
+    let t = jiff::Timestamp::from_microsecond(micros).unwrap_or(jiff::Timestamp::MAX);
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// An address of the kernel's layout (network order, IPv4 in the first 4 bytes).

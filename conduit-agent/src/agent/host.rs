@@ -1,6 +1,6 @@
 //! Facts about the gateway host: its own addresses (for the failsafe), interface names, and
 //! this process's descriptor limit.
-use std::{ffi::CStr, net::IpAddr};
+use std::net::IpAddr;
 
 /// This host's name (the report's gateway, the learn dir's header).
 pub fn hostname() -> String {
@@ -14,35 +14,7 @@ pub fn hostname() -> String {
 /// Every address configured on this host's interfaces (in the agent's network namespace),
 /// sorted and without duplicates.
 pub fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list that we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut out = Vec::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list returned by getifaddrs, not yet freed.
-        let ifa = unsafe { &*cur };
-        if !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                // SAFETY: AF_INET: a sockaddr_in.
-                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                out.push(IpAddr::from(
-                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                ));
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6: a sockaddr_in6.
-                let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-                out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: head came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
+    let mut out: Vec<IpAddr> = addresses()?.map(|(_, a)| a).collect();
     out.sort();
     out.dedup();
     Ok(out)
@@ -51,37 +23,29 @@ pub fn own_addresses() -> std::io::Result<Vec<IpAddr>> {
 /// Whether interface `name` has an address that routes: any IPv4 address, or an IPv6 one
 /// that is not link-local (every interface that is up has one of those).
 pub fn has_routed_address(name: &str) -> bool {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list that we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return false;
-    }
-    let mut found = false;
-    let mut cur = head;
-    while !cur.is_null() && !found {
-        // SAFETY: cur is a node of the list returned by getifaddrs, not yet freed.
-        let ifa = unsafe { &*cur };
-        // SAFETY: ifa_name is a NUL-terminated string of the node.
-        let same = !ifa.ifa_name.is_null()
-            && unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes() == name.as_bytes();
-        if same && !ifa.ifa_addr.is_null() {
-            // SAFETY: ifa_addr points to a sockaddr whose family says which struct it is.
-            let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-            if family == libc::AF_INET {
-                found = true;
-            } else if family == libc::AF_INET6 {
-                // SAFETY: AF_INET6: a sockaddr_in6.
-                let a = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) }
-                    .sin6_addr
-                    .s6_addr;
-                found = !(a[0] == 0xfe && a[1] & 0xc0 == 0x80);
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: head came from getifaddrs.
-    unsafe { libc::freeifaddrs(head) };
-    found
+    addresses().is_ok_and(|mut all| {
+        all.any(|(iface, a)| {
+            iface == name
+                && match a {
+                    IpAddr::V4(_) => true,
+                    IpAddr::V6(v6) => !v6.is_unicast_link_local(),
+                }
+        })
+    })
+}
+
+/// Every (interface, IP address) pair of this host: getifaddrs(3), through nix.
+fn addresses() -> std::io::Result<impl Iterator<Item = (String, IpAddr)>> {
+    let all = nix::ifaddrs::getifaddrs().map_err(std::io::Error::from)?;
+    Ok(all.filter_map(|ifa| {
+        let a = ifa.address?;
+        let ip = match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+            (Some(v4), _) => IpAddr::V4(v4.ip()),
+            (_, Some(v6)) => IpAddr::V6(v6.ip()),
+            _ => return None,
+        };
+        Some((ifa.interface_name, ip))
+    }))
 }
 
 /// The name of an interface index, or the index as text.
@@ -146,4 +110,35 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 pub fn monotonic_ns() -> u64 {
     let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The loopback interface, in whatever namespace the test runs: 127.0.0.1 and nothing
+    /// that is not configured somewhere.
+    #[test]
+    fn addresses_of_this_host() {
+        let own = own_addresses().unwrap();
+        assert!(own.contains(&IpAddr::from([127, 0, 0, 1])), "{own:?}");
+        assert!(
+            own.windows(2).all(|w| w[0] < w[1]),
+            "sorted, no duplicates: {own:?}"
+        );
+        assert!(has_routed_address("lo"));
+        assert!(!has_routed_address("no-such-interface-x"));
+        // `ip` (iproute2) sees the same addresses.
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show"])
+            .output()
+            .expect("running `ip -o addr show` (iproute2)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        for a in &own {
+            assert!(
+                text.contains(&format!(" {a}/")),
+                "{a} not in ip's list:\n{text}"
+            );
+        }
+    }
 }

@@ -210,43 +210,11 @@ struct Line {
     icmp_type: Option<u16>,
 }
 
-/// RFC 3339 (as the audit log writes it: `YYYY-MM-DDTHH:MM:SS[.frac]Z`) to ns since the epoch.
+/// RFC 3339 (as the audit log writes it: `YYYY-MM-DDTHH:MM:SS[.frac]Z`; another offset is
+/// read as the instant it names) to ns since the epoch; `None` before 1970 or not RFC 3339.
 pub fn parse_rfc3339(s: &str) -> Option<Ts> {
-    let b = s.as_bytes();
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let rest = &s[19..];
-    let (frac, tz) = match rest.strip_prefix('.') {
-        Some(r) => {
-            let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-            let digits = &r[..end.min(9)];
-            let mut ns: i64 = digits.parse().ok()?;
-            for _ in digits.len()..9 {
-                ns *= 10;
-            }
-            (ns, &r[end..])
-        }
-        None => (0, rest),
-    };
-    if tz != "Z" {
-        return None;
-    }
-    let days = crate::agent::audit::days_from_civil(y, mo, d);
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec;
-    u64::try_from(secs)
-        .ok()?
-        .checked_mul(1_000_000_000)?
-        .checked_add(frac as u64)
+    let t: jiff::Timestamp = s.parse().ok()?;
+    u64::try_from(t.as_nanosecond()).ok()
 }
 
 impl Source for AuditLog {

@@ -320,42 +320,31 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
         |r: std::ops::Range<usize>| digits.get(r).map_or(0, |x| x.parse::<i64>().unwrap_or(0));
     let (y, mo, d) = (num(0..4), num(4..6), num(6..8));
     let (h, mi, sec) = (num(8..10), num(10..12), num(12..14));
-    let days_in_month = match mo {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
-        2 => 28,
-        _ => 0,
-    };
-    if d < 1 || d > days_in_month || h > 23 || mi > 59 || sec > 60 {
-        return Err("not a valid date and time".into());
+    // ssh-keygen reads these with strptime, whose seconds go up to 60 (a leap second): the
+    // 60th is the next minute's first.
+    let leap = i64::from(sec == 60);
+    let civil = |v: i64| i8::try_from(v).ok();
+    let dt = match (civil(mo), civil(d), civil(h), civil(mi), civil(sec - leap)) {
+        (Some(mo), Some(d), Some(h), Some(mi), Some(sec)) => {
+            jiff::civil::DateTime::new(y as i16, mo, d, h, mi, sec, 0).ok()
+        }
+        _ => None,
     }
-    let t = if utc {
-        crate::agent::audit::days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec
+    .ok_or("not a valid date and time")?;
+    let zone = if utc {
+        jiff::tz::TimeZone::UTC
     } else {
-        local_time(y, mo, d, h, mi, sec)?
+        // As mktime(3): TZ, else /etc/localtime.
+        jiff::tz::TimeZone::system()
     };
+    let t = dt
+        .to_zoned(zone)
+        .map_err(|e| format!("not a valid local time: {e}"))?
+        .timestamp()
+        .as_second()
+        + leap;
     if t <= 0 {
         return Err("the time is not after 1970".into());
-    }
-    Ok(t)
-}
-
-/// A civil time in the system's time zone as Unix seconds (mktime(3)).
-fn local_time(y: i64, mo: i64, d: i64, h: i64, mi: i64, s: i64) -> Result<i64, String> {
-    // SAFETY: tm is a plain C struct, all-zero is a valid value.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    tm.tm_year = (y - 1900) as i32;
-    tm.tm_mon = (mo - 1) as i32;
-    tm.tm_mday = d as i32;
-    tm.tm_hour = h as i32;
-    tm.tm_min = mi as i32;
-    tm.tm_sec = s as i32;
-    tm.tm_isdst = -1;
-    // SAFETY: mktime reads and normalises the struct we own; it has no other precondition.
-    let t = unsafe { libc::mktime(&mut tm) };
-    if t < 0 {
-        return Err("not a valid local time".into());
     }
     Ok(t)
 }
@@ -472,6 +461,13 @@ mod tests {
         assert!(parse_time("2020010").is_err());
         assert!(parse_time("20201301Z").is_err());
         assert!(parse_time("2020-01-01").is_err());
+        assert!(parse_time("20200230Z").is_err());
+        assert!(parse_time("20210229Z").is_err());
+        assert_eq!(parse_time("20200229Z"), Ok(1_582_934_400));
+        assert!(parse_time("202001012400Z").is_err());
+        assert!(parse_time("20200101000061Z").is_err());
+        // strptime's leap second: the next minute's first.
+        assert_eq!(parse_time("20200101235960Z"), parse_time("202001020000Z"));
         // Local time: the same instant as UTC when TZ is UTC, else off by the zone's offset
         // (never more than a day).
         let local = parse_time("20200101").unwrap();
