@@ -21,7 +21,6 @@
 //! batch commands for a map (kernels before 5.6, map types without them), that map falls back
 //! to one syscall per element.
 use std::{
-    any::Any,
     collections::{BTreeMap, BTreeSet},
     io,
     ops::Range,
@@ -61,7 +60,10 @@ pub struct LpmKey<D> {
     pub data: D,
 }
 
-// SAFETY: packed, so no padding: a u32 followed by `D`, itself plain data.
+// SAFETY: `Pod` asks for a `Copy + 'static` type without padding whose every byte sequence
+// of its size is a valid value. `LpmKey<D>` is `Copy`, and `'static` since `D: Pod` is; packed,
+// it is exactly a u32 followed by a `D`, with no padding, and every byte sequence is a valid
+// u32 and (`D` being `Pod`) a valid `D`.
 unsafe impl<D: Pod> Pod for LpmKey<D> {}
 
 impl<D: Copy> LpmKey<D> {
@@ -141,44 +143,74 @@ impl<K: Ord + Copy, V: Copy> Entries<K, V> {
     }
 }
 
-/// What the agent knows about one slot of one map.
-enum Known {
-    /// Nothing: the map was created empty (a fresh load, or a pin that did not exist yet).
-    Empty,
-    /// Exactly these entries: an `Entries<K, V>` (typed by the map's sync).
-    Entries(Box<dyn Any + Send>),
+/// One policy map as this process knows it: its name, the slot of a key, and what each slot
+/// holds: exactly these entries (none when the map was created empty: a fresh load, or a pin
+/// that did not exist yet), or `None`, unknown, to be listed before it is changed.
+struct Cached<K, V> {
+    name: &'static str,
+    slot_of: fn(&K) -> u32,
+    slots: [Option<Entries<K, V>>; SLOTS as usize],
 }
 
-/// The contents this process knows the policy maps' slots to hold. A (map, slot) that is
-/// absent is unknown and must be listed before it is changed.
-#[derive(Default)]
+impl<K: Ord + Copy, V: Copy> Cached<K, V> {
+    /// Both slots known empty if the map is among the `fresh` (just created), else unknown.
+    fn new(name: &'static str, slot_of: fn(&K) -> u32, fresh: &BTreeSet<&str>) -> Self {
+        let empty = fresh.contains(name);
+        Self {
+            name,
+            slot_of,
+            slots: std::array::from_fn(|_| empty.then(Entries::new)),
+        }
+    }
+}
+
+/// The contents this process knows the policy maps' slots to hold, a field per map.
+struct Cache {
+    id_exact: Cached<IpKey, Identity>,
+    id_cidr: Cached<LpmKey<LpmIpData>, Identity>,
+    mac: Cached<MacKey, MacBinding>,
+    conduits: Cached<LpmKey<LpmConduitData>, ConduitHit>,
+    zones: Cached<ZoneKey, ZoneCfg>,
+    zone_ifs: Cached<ZoneIfKey, u32>,
+    live: Cached<ConduitKey, ConduitInfo>,
+    l2: Cached<EtherTypeKey, u32>,
+    failsafe: Cached<FailsafeKey, u32>,
+    /// How many filters each slot of [`MAP_FILTERS`] holds (elements 1..=n), if known.
+    filters: [Option<u32>; SLOTS as usize],
+}
+
+/// What this process knows of the policy maps, and how it may write them.
 pub(crate) struct Written {
-    slots: BTreeMap<(&'static str, u8), Known>,
+    cache: Cache,
     /// Batch operations allowed at all (tests turn them off to exercise the fallback).
     batch: bool,
     /// Maps whose batch operations the kernel refused: per element from then on.
     no_batch: BTreeSet<&'static str>,
     last: Option<ApplyReport>,
-    /// How many filters each slot of [`MAP_FILTERS`] holds (elements 1..=n), if known.
-    filters: [Option<u32>; SLOTS as usize],
 }
 
 impl Written {
     /// Nothing known yet, except that `fresh` maps were just created empty.
     pub(crate) fn new<'a>(fresh: impl IntoIterator<Item = &'a &'static str>) -> Self {
-        let mut w = Self {
-            batch: true,
-            ..Default::default()
+        let fresh: BTreeSet<&str> = fresh.into_iter().copied().collect();
+        let cache = Cache {
+            id_exact: Cached::new(MAP_ID_EXACT, |k| u32::from(k.slot), &fresh),
+            id_cidr: Cached::new(MAP_ID_CIDR, |k| u32::from(k.data()[0]), &fresh),
+            mac: Cached::new(MAP_MAC, |k| u32::from(k.slot), &fresh),
+            conduits: Cached::new(MAP_CONDUITS, |k| u32::from(k.data()[0]), &fresh),
+            zones: Cached::new(MAP_ZONES, |k| k.slot, &fresh),
+            zone_ifs: Cached::new(MAP_ZONE_IFS, |k| k.slot, &fresh),
+            live: Cached::new(MAP_LIVE, |k| k.slot, &fresh),
+            l2: Cached::new(MAP_L2, |k| u32::from(k.slot), &fresh),
+            failsafe: Cached::new(MAP_FAILSAFE, |k| u32::from(k.slot), &fresh),
+            filters: [fresh.contains(MAP_FILTERS).then_some(0); SLOTS as usize],
         };
-        for name in fresh {
-            for slot in 0..SLOTS as u8 {
-                w.slots.insert((name, slot), Known::Empty);
-            }
-            if *name == MAP_FILTERS {
-                w.filters = [Some(0); SLOTS as usize];
-            }
+        Self {
+            cache,
+            batch: true,
+            no_batch: BTreeSet::new(),
+            last: None,
         }
-        w
     }
 }
 
@@ -263,6 +295,13 @@ fn delete_batched<K: Pod>(fd: BorrowedFd<'_>, mut keys: &[K]) -> Result<(), Fail
     Ok(())
 }
 
+/// A value of all-zero bytes: a buffer for the kernel to fill.
+fn zeroed<T: Pod>() -> T {
+    // SAFETY: `Pod` promises that every byte sequence of `T`'s size (initialized, as zeroes
+    // are) is a valid `T`, and that `T` has no padding.
+    unsafe { std::mem::zeroed() }
+}
+
 /// One map's fd and how to talk to it: batch operations, else one syscall per element.
 struct Ops<'a> {
     name: &'static str,
@@ -316,13 +355,7 @@ impl Ops<'_> {
         let mut out = Vec::new();
         let fd = self.fd;
         let listed = self.batched(|| {
-            // SAFETY: Pod types are plain data; all-zero bytes are a valid K and V.
-            let (mut keys, mut values): (Vec<K>, Vec<V>) = unsafe {
-                (
-                    vec![std::mem::zeroed(); CHUNK],
-                    vec![std::mem::zeroed(); CHUNK],
-                )
-            };
+            let (mut keys, mut values) = (vec![zeroed::<K>(); CHUNK], vec![zeroed::<V>(); CHUNK]);
             let mut token = vec![0u8; size_of::<K>().max(8)];
             let mut first = true;
             loop {
@@ -345,8 +378,7 @@ impl Ops<'_> {
             return Ok(out);
         }
         out.clear();
-        // SAFETY: as above.
-        let (mut key, mut value): (K, V) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let (mut key, mut value) = (zeroed::<K>(), zeroed::<V>());
         let mut prev: Option<K> = None;
         while sys::next_key(self.fd, prev.as_ref(), &mut key)
             .map_err(|e| self.err("listing (BPF_MAP_GET_NEXT_KEY)", e))?
@@ -475,13 +507,12 @@ impl Datapath {
             .ok_or(DatapathError::MissingMap(name))
     }
 
-    /// Makes the `slot` half of map `name` hold exactly `entries` (keys of that slot, as
-    /// `slot_of` reads them), touching nothing of the other slot.
+    /// Makes the `slot` half of a policy map (`map` picks its field of the [`Cache`]) hold
+    /// exactly `entries` (keys of that slot), touching nothing of the other slot.
     fn sync<K, V>(
         &mut self,
-        name: &'static str,
         slot: u8,
-        slot_of: fn(&K) -> u32,
+        map: fn(&mut Cache) -> &mut Cached<K, V>,
         entries: impl Iterator<Item = (K, V)>,
     ) -> Result<MapSync, DatapathError>
     where
@@ -489,10 +520,14 @@ impl Datapath {
         V: Pod + PartialEq + Send + Sync,
     {
         let t = Instant::now();
+        let (name, slot_of) = {
+            let m = map(&mut self.written.cache);
+            (m.name, m.slot_of)
+        };
         let new = Entries::collect(entries);
         debug_assert!(new.keys.iter().all(|k| slot_of(k) == u32::from(slot)));
         // Taken out: should this sync fail half-way, the slot is unknown from then on.
-        let known = self.written.slots.remove(&(name, slot));
+        let old = map(&mut self.written.cache).slots[usize::from(slot)].take();
         let (batch, refused) = (self.written.batch, self.written.no_batch.contains(name));
         let data = self.map_data(name)?;
         let info = data.info().map_err(map_err(name))?;
@@ -516,12 +551,8 @@ impl Datapath {
             refused,
             per_element: false,
         };
-        let (old, listed) = match known {
-            Some(Known::Empty) => (Entries::new(), false),
-            Some(Known::Entries(b)) => match b.downcast::<Entries<K, V>>() {
-                Ok(v) => (*v, false),
-                Err(_) => unreachable!("map {name} synced with two different types"),
-            },
+        let (old, listed) = match old {
+            Some(old) => (old, false),
             None => (
                 Entries::collect(
                     ops.list::<K, V>(|k| slot_of(k) == u32::from(slot))?
@@ -555,9 +586,7 @@ impl Datapath {
             per_element,
             time: t.elapsed(),
         };
-        self.written
-            .slots
-            .insert((name, slot), Known::Entries(Box::new(new)));
+        map(&mut self.written.cache).slots[usize::from(slot)] = Some(new);
         Ok(report)
     }
 
@@ -606,45 +635,15 @@ impl Datapath {
         // Invalidate the slot first so a half-written slot can never become live by mistake.
         self.set_settings(s32, Settings::default())?;
         let maps = vec![
-            self.sync(
-                MAP_ID_EXACT,
-                slot,
-                |k: &IpKey| u32::from(k.slot),
-                pairs(&c.id_exact),
-            )?,
-            self.sync(
-                MAP_ID_CIDR,
-                slot,
-                |k: &LpmKey<LpmIpData>| u32::from(k.data()[0]),
-                lpm(&c.id_cidr),
-            )?,
-            self.sync(MAP_MAC, slot, |k: &MacKey| u32::from(k.slot), pairs(&c.mac))?,
-            self.sync(
-                MAP_CONDUITS,
-                slot,
-                |k: &LpmKey<LpmConduitData>| u32::from(k.data()[0]),
-                lpm(&c.conduits),
-            )?,
-            self.sync(MAP_ZONES, slot, |k: &ZoneKey| k.slot, pairs(&c.zones))?,
-            self.sync(
-                MAP_ZONE_IFS,
-                slot,
-                |k: &ZoneIfKey| k.slot,
-                present(&c.zone_ifs),
-            )?,
-            self.sync(MAP_LIVE, slot, |k: &ConduitKey| k.slot, pairs(&c.live))?,
-            self.sync(
-                MAP_L2,
-                slot,
-                |k: &EtherTypeKey| u32::from(k.slot),
-                present(&c.l2),
-            )?,
-            self.sync(
-                MAP_FAILSAFE,
-                slot,
-                |k: &FailsafeKey| u32::from(k.slot),
-                present(&c.failsafe),
-            )?,
+            self.sync(slot, |w| &mut w.id_exact, pairs(&c.id_exact))?,
+            self.sync(slot, |w| &mut w.id_cidr, lpm(&c.id_cidr))?,
+            self.sync(slot, |w| &mut w.mac, pairs(&c.mac))?,
+            self.sync(slot, |w| &mut w.conduits, lpm(&c.conduits))?,
+            self.sync(slot, |w| &mut w.zones, pairs(&c.zones))?,
+            self.sync(slot, |w| &mut w.zone_ifs, present(&c.zone_ifs))?,
+            self.sync(slot, |w| &mut w.live, pairs(&c.live))?,
+            self.sync(slot, |w| &mut w.l2, present(&c.l2))?,
+            self.sync(slot, |w| &mut w.failsafe, present(&c.failsafe))?,
         ];
         let mut maps = maps;
         maps.push(self.write_filters(slot, &c.filters)?);
@@ -700,7 +699,7 @@ impl Datapath {
     ) -> Result<MapSync, DatapathError> {
         let t = Instant::now();
         // Taken out: should a write fail half-way, the slot is unknown from then on.
-        let known = self.written.filters[usize::from(slot)].take();
+        let known = self.written.cache.filters[usize::from(slot)].take();
         let m = self.map_mut(MAP_FILTERS)?;
         let mut a: Array<&mut MapData, Filter> =
             Array::try_from(m).map_err(map_err(MAP_FILTERS))?;
@@ -738,7 +737,7 @@ impl Datapath {
                 .map_err(map_err(MAP_FILTERS))?;
             deleted += 1;
         }
-        self.written.filters[usize::from(slot)] = Some(n);
+        self.written.cache.filters[usize::from(slot)] = Some(n);
         Ok(MapSync {
             map: MAP_FILTERS,
             listed,
