@@ -37,25 +37,23 @@
 //!   by the client's next packet, README changelog), and the lookup order (the packet's own
 //!   flow first, then the flow it may reply to, then the conduits).
 //!
-//! Disagreements found (the commit that added this file has the details). The model follows
-//! the code on them in the main properties, each behind a switch of [`Rules`], so that they
-//! keep checking everything else; the `#[ignore]`d tests named `disagreement_*` hold the model
-//! to the SPEC on each and FAIL today (`cargo test -p conduit-agent --test flow_properties --
-//! --ignored`):
+//! Three disagreements this oracle found, all fixed in the datapath (`flow::next_state`,
+//! `decide`'s ICMP errors); each has a regression test below that runs its minimal sequence
+//! with the model held to the SPEC and shows that the model with the old rule ([`Rules`], one
+//! switch per point) fails on it, so the sequence tells the two apart:
 //! 1. [`Rules::syn_reopens_closed`]: a new TCP connection on the 4-tuple of one that closed
-//!    (FINs both ways) less than 10 s before inherits the closed state, and so the closing
-//!    timeout: idle 10 s, it is cut (the server's next packet is dropped), where the SPEC
-//!    keeps it open until closed or idle (an hour).
-//! 2. [`Rules::monitor_keeps_state`]: in monitor mode every initiator packet re-opens its flow
-//!    as never answered (code's docs: "a would-deny packet always opens its flow anew"), so an
-//!    answered TCP session gets the 30 s timeout of an unanswered one after each client packet:
-//!    a server packet 30 s after the client's last one is denied, in an enforce-mode client
-//!    zone dropped: production traffic is not untouched during observation. (The same re-opening
-//!    keeps a monitor-mode flow closed by FINs alive 30 s after the last ACK instead of 10 s.)
+//!    (FINs both ways) less than 10 s before inherited the closed state, and so the closing
+//!    timeout: idle 10 s, it was cut (the server's next packet dropped), where the SPEC keeps
+//!    it open until closed or idle (an hour).
+//! 2. [`Rules::monitor_keeps_state`]: in monitor mode every initiator packet re-opened its flow
+//!    as never answered, so an answered TCP session got the 30 s timeout of an unanswered one
+//!    after each client packet: a server packet 30 s after the client's last one was denied,
+//!    in an enforce-mode client zone dropped: production traffic was not untouched during
+//!    observation.
 //! 3. [`Rules::monitor_errors_are_replies`]: an ICMP error about a packet of a monitor-mode
-//!    flow (port unreachable, fragmentation needed) is not passed as its reply: judged on its
-//!    own, it is dropped in an enforce-mode initiator zone (path MTU discovery of an observed
-//!    flow breaks).
+//!    flow (port unreachable, fragmentation needed) was not passed as its reply: judged on its
+//!    own, it was dropped in an enforce-mode initiator zone (path MTU discovery of an observed
+//!    flow broke).
 //!
 //! Not covered here: reloads (the reference holds one policy generation; `next_state`'s
 //! handling of generations is checked on its own below), the learning bits, another source
@@ -66,10 +64,7 @@
 //! no root.
 use std::collections::BTreeMap;
 
-use conduit_agent::{
-    policy::{compile::compile, validate::validate_str},
-    reference::Reference,
-};
+use conduit_agent::policy::{compile::compile, validate::validate_str};
 use conduit_common::{
     FAMILY_V4, FAMILY_V6, NO_CONDUIT, Reason, Verdict,
     flow::{
@@ -80,6 +75,7 @@ use conduit_common::{
     verdict::{Decision, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, Packet},
 };
 use conduit_tests::frames::{self, L4, MAC_A, MAC_B};
+use conduit_tests::reference::Reference;
 use proptest::{collection::vec, prelude::*};
 
 // ------------------------------------------------------------------------------------------
@@ -162,8 +158,8 @@ enum Side {
     Responder,
 }
 
-/// Where the model departs from the SPEC to follow the code (see the module's docs). `false`
-/// everywhere: the code as it is; `true`: the SPEC's word.
+/// The three points where the datapath once departed from the SPEC (see the module's docs):
+/// `true`, the SPEC's word (the datapath now); `false`, the old rule (regression tests only).
 #[derive(Clone, Copy, Debug)]
 struct Rules {
     /// A SYN (without ACK) from the initiator of a TCP flow closed by FINs from both sides
@@ -177,10 +173,10 @@ struct Rules {
     monitor_errors_are_replies: bool,
 }
 
-const AS_CODED: Rules = Rules {
-    syn_reopens_closed: false,
-    monitor_keeps_state: false,
-    monitor_errors_are_replies: false,
+const SPEC: Rules = Rules {
+    syn_reopens_closed: true,
+    monitor_keeps_state: true,
+    monitor_errors_are_replies: true,
 };
 
 /// The conversation after a packet that continues it (not a reset: a reset ends it).
@@ -1098,25 +1094,24 @@ proptest! {
     #![proptest_config(conduit_tests::proptest_config())]
 
     /// Random packets both ways, in both families and every mix of modes: the datapath's
-    /// verdicts and live flows are the model's (with the code's rules on the three known
-    /// disagreements).
+    /// verdicts and live flows are the model's.
     #[test]
     fn datapath_follows_the_model(s in arb_scenario(false), events in vec(arb_event(), 1..80)) {
-        check(s, AS_CODED, &events)?;
+        check(s, SPEC, &events)?;
     }
 
     /// Whole sessions (handshake, data, FINs both ways, final ACK), repeated on the same
     /// 4-tuple, with noise and time steps on the deadlines.
     #[test]
     fn sessions_follow_the_model(s in arb_scenario(false), events in arb_session()) {
-        check(s, AS_CODED, &events)?;
+        check(s, SPEC, &events)?;
     }
 
     /// Conduits that end (`expires`) and on-demand ones granted and revoked: established
     /// flows stop in both directions, in whole seconds (the clock of conduits' ends).
     #[test]
     fn gated_conduits_follow_the_model(s in arb_scenario(true), events in vec(arb_event(), 1..80)) {
-        check(s, AS_CODED, &events)?;
+        check(s, SPEC, &events)?;
     }
 }
 
@@ -1134,7 +1129,7 @@ fn the_fast_path_is_under_test() {
         events.push(modbus(SEC, Client, TCP_PSH | TCP_ACK));
         events.push(modbus(SEC, Server, TCP_PSH | TCP_ACK));
     }
-    let fast = run(enforce_v4(), AS_CODED, &events, Compare::VerdictsAndFlows)
+    let fast = run(enforce_v4(), SPEC, &events, Compare::VerdictsAndFlows)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
         fast > 0 && fast < events.len() as u64,
@@ -1143,13 +1138,18 @@ fn the_fast_path_is_under_test() {
     );
 }
 
-// The three disagreements, each with the model held to the SPEC on it (the others as coded,
-// so that each test fails for its own reason only). They FAIL today; see the module's docs.
+// The three disagreements the oracle found, now fixed: each minimal sequence passes with the
+// model held to the SPEC, and the model with the old rule on that one point fails on it (the
+// sequence tells the two apart, so it would catch the old behaviour coming back).
 
-fn spec_on(f: impl Fn(&mut Rules)) -> Rules {
-    let mut r = AS_CODED;
-    f(&mut r);
-    r
+fn regression(s: Scenario, old_rule: impl Fn(&mut Rules), events: &[Event]) {
+    check_verdicts(s, SPEC, events);
+    let mut old = SPEC;
+    old_rule(&mut old);
+    assert!(
+        run(s, old, events, Compare::Verdicts).is_err(),
+        "the old rule gives the same verdicts: the sequence does not test the fix"
+    );
 }
 
 fn enforce_v4() -> Scenario {
@@ -1176,13 +1176,12 @@ fn modbus(step: u64, from: Host, flags: u8) -> Event {
     at(step, from, What::Tcp(Svc::Modbus, flags))
 }
 
-/// Disagreement 1, minimal: a connection closed by FINs both ways, a new one on the same
+/// Disagreement 1 (fixed), minimal: a connection closed by FINs both ways, a new one on the same
 /// 4-tuple within 10 s (a client with a fixed source port reconnecting), idle 10 s, then the
 /// server sends: SPEC "TCP until closed or idle" says it passes (reply); the datapath drops it
-/// (the new flow kept the closing state and its 10 s timeout).
+/// (the new flow kept the closing state and its 10 s timeout) until the fix.
 #[test]
-#[ignore = "DISAGREEMENT 1 with SPEC §1 (fails today): a new TCP connection on a closed flow's 4-tuple keeps the 10 s closing timeout"]
-fn disagreement_1_new_connection_on_a_closed_4tuple() {
+fn regression_1_new_connection_on_a_closed_4tuple() {
     use Host::*;
     let events = [
         modbus(0, Client, TCP_SYN),
@@ -1194,18 +1193,16 @@ fn disagreement_1_new_connection_on_a_closed_4tuple() {
         modbus(0, Client, TCP_ACK),
         modbus(IDLE_TCP_CLOSING, Server, TCP_PSH | TCP_ACK),
     ];
-    let rules = spec_on(|r| r.syn_reopens_closed = true);
-    check_verdicts(enforce_v4(), rules, &events);
+    regression(enforce_v4(), |r| r.syn_reopens_closed = false, &events);
 }
 
-/// Disagreement 2, minimal: the server's zone in monitor mode (no conduit for port 503), the
+/// Disagreement 2 (fixed), minimal: the server's zone in monitor mode (no conduit for port 503), the
 /// client's zone enforcing. A handshake, then the server sends 30 s after the client's last
 /// packet: the README says a monitor-mode flow's replies pass (would-deny) while it is alive
-/// (an hour for an answered TCP flow); the datapath drops the server's packet (the client's
-/// ACK re-opened the flow as never answered: 30 s).
+/// (an hour for an answered TCP flow); the datapath dropped the server's packet (the client's
+/// ACK re-opened the flow as never answered: 30 s) until the fix.
 #[test]
-#[ignore = "DISAGREEMENT 2 with SPEC §1 Modes / README monitor mode (fails today): a monitor-mode TCP flow forgets it was answered at each client packet"]
-fn disagreement_2_monitor_flow_forgets_its_answer() {
+fn regression_2_monitor_flow_forgets_its_answer() {
     use Host::*;
     let s = Scenario {
         ctl_monitor: true,
@@ -1218,19 +1215,17 @@ fn disagreement_2_monitor_flow_forgets_its_answer() {
         closed(0, Client, TCP_ACK),
         closed(IDLE_TCP_UNANSWERED, Server, TCP_PSH | TCP_ACK),
     ];
-    let rules = spec_on(|r| r.monitor_keeps_state = true);
-    check_verdicts(s, rules, &events);
+    regression(s, |r| r.monitor_keeps_state = false, &events);
 }
 
-/// Disagreement 3, minimal: the server's zone in monitor mode, the client's enforcing; the
+/// Disagreement 3 (fixed), minimal: the server's zone in monitor mode, the client's enforcing; the
 /// client's SYN to a port no conduit allows (would-deny, a monitor-mode flow), and the
 /// server's ICMP port unreachable about it. README: an ICMP error about a packet of a live
 /// flow passes as its reply, and a monitor-mode flow's replies pass (would-deny); the
-/// datapath judges the error on its own and drops it (`no_conduit`, the client's zone
-/// enforcing).
+/// datapath judged the error on its own and dropped it (`no_conduit`, the client's zone
+/// enforcing) until the fix.
 #[test]
-#[ignore = "DISAGREEMENT 3 with the README (ICMP errors, monitor mode) (fails today): an ICMP error about a monitor-mode flow is dropped, not passed as its reply"]
-fn disagreement_3_icmp_error_of_a_monitor_flow() {
+fn regression_3_icmp_error_of_a_monitor_flow() {
     use Host::*;
     let s = Scenario {
         ctl_monitor: true,
@@ -1240,25 +1235,7 @@ fn disagreement_3_icmp_error_of_a_monitor_flow() {
         at(0, Client, What::Tcp(Svc::Closed, TCP_SYN)),
         at(0, Server, What::Error(Svc::Closed)),
     ];
-    let rules = spec_on(|r| r.monitor_errors_are_replies = true);
-    check_verdicts(s, rules, &events);
-}
-
-proptest! {
-    #![proptest_config(conduit_tests::proptest_config())]
-
-    /// The random hunt with the model held to the SPEC on all three: fails today (and shrinks
-    /// to one of the minimal sequences above).
-    #[test]
-    #[ignore = "DISAGREEMENTS 1-3 (fail today): the model held to the SPEC"]
-    fn disagreements_spec_model_random(s in arb_scenario(true), events in vec(arb_event(), 1..80)) {
-        let spec = Rules {
-            syn_reopens_closed: true,
-            monitor_keeps_state: true,
-            monitor_errors_are_replies: true,
-        };
-        check(s, spec, &events)?;
-    }
+    regression(s, |r| r.monitor_errors_are_replies = false, &events);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1524,8 +1501,18 @@ proptest! {
         let Some(v) = got else {
             return Err(TestCaseError::fail("a flow without a reset ended"));
         };
-        // What the packet continues: the flow, or (new) an empty one by this decision.
-        let base = if d.flow == FLOW_NEW {
+        // What the packet continues: the flow; for a new one, a live monitor-mode flow that a
+        // would-deny packet continues, else an empty one by this decision.
+        let live_monitor = old.state & FLOW_MONITOR != 0
+            && now.saturating_sub(old.last_seen) < idle_limit(Class::of(p.proto), &decode(old.state));
+        let base = if d.flow == FLOW_NEW && d.verdict == Verdict::WouldDeny && live_monitor {
+            FlowVal {
+                conduit: d.conduit,
+                state: old.state,
+                learned: old.learned,
+                ..FlowVal::default()
+            }
+        } else if d.flow == FLOW_NEW {
             FlowVal {
                 conduit: d.conduit,
                 state: encode(&opened(d.verdict == Verdict::WouldDeny, None)),
@@ -1535,7 +1522,7 @@ proptest! {
             old
         };
         let side = if d.flow == FLOW_REV { Side::Responder } else { Side::Initiator };
-        let want = continued(decode(base.state), side, flags, AS_CODED);
+        let want = continued(decode(base.state), side, flags, SPEC);
         prop_assert_eq!(decode(v.state), want);
         // The learning bits are the learning datapath's: carried over, never made here.
         prop_assert_eq!(v.state & FLOW_LEARN_STATE, base.state & FLOW_LEARN_STATE);

@@ -126,7 +126,7 @@ const SEC: u64 = 1_000_000_000;
 /// Idle timeouts. OT sessions (Modbus polling, S7, EtherNet/IP) stay open for days, so an
 /// established TCP flow lives an hour without a packet.
 pub const TIMEOUT_TCP: u64 = 3600 * SEC;
-/// A TCP flow with FINs from both sides, or never answered.
+/// A TCP flow with FINs from both sides (one never answered has [`TIMEOUT_TCP_SYN`]).
 pub const TIMEOUT_TCP_CLOSING: u64 = 10 * SEC;
 pub const TIMEOUT_TCP_SYN: u64 = 30 * SEC;
 pub const TIMEOUT_UDP: u64 = 60 * SEC;
@@ -240,8 +240,16 @@ pub fn alive(v: &FlowVal, proto: u8, now: u64) -> bool {
 }
 
 /// What to store after a packet of a flow: the new value, or `None` to remove the flow (a
-/// TCP reset). For [`FLOW_NEW`], `old` is ignored. An allowed packet of a tracked flow leaves
-/// its verdict for the fast path, under the policy `generation` that gave it.
+/// TCP reset). `old` is the flow the packet's key has (for [`FLOW_NEW`], what the table holds
+/// under that key, or the default when it holds nothing). An allowed packet of a tracked flow
+/// leaves its verdict for the fast path, under the policy `generation` that gave it.
+///
+/// A would-deny packet always opens its flow anew ([`FLOW_NEW`]), but of a live monitor-mode
+/// flow it continues the conversation: whether it was answered, its FINs and what was learned
+/// of it stay (else an answered session would get the timeout of an unanswered one at every
+/// client packet, and its server's packets would be dropped after 30 s of silence). A SYN
+/// from the initiator of a flow that both sides closed (FINs) starts a new connection on the
+/// same ports (a client that binds a fixed port): not answered, not closed.
 #[inline(always)]
 pub fn next_state(
     d: &Decision,
@@ -254,6 +262,18 @@ pub fn next_state(
         return None;
     }
     let mut v = match d.flow {
+        FLOW_NEW
+            if d.verdict == crate::Verdict::WouldDeny
+                && old.state & FLOW_MONITOR != 0
+                && alive(old, p.proto, now) =>
+        {
+            FlowVal {
+                conduit: d.conduit,
+                state: old.state,
+                learned: old.learned,
+                ..FlowVal::default()
+            }
+        }
         FLOW_NEW => FlowVal {
             conduit: d.conduit,
             state: if d.verdict == crate::Verdict::WouldDeny {
@@ -275,8 +295,18 @@ pub fn next_state(
         if fin {
             v.state |= FLOW_FIN_REV;
         }
-    } else if fin {
-        v.state |= FLOW_FIN_FWD;
+    } else {
+        let closed = FLOW_FIN_FWD | FLOW_FIN_REV;
+        if p.proto == PROTO_TCP
+            && p.tcp_flags & (crate::parse::TCP_SYN | crate::parse::TCP_ACK)
+                == crate::parse::TCP_SYN
+            && v.state & closed == closed
+        {
+            v.state &= !(closed | FLOW_REPLIED);
+        }
+        if fin {
+            v.state |= FLOW_FIN_FWD;
+        }
     }
     Some(v)
 }

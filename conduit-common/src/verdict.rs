@@ -785,12 +785,27 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         };
         if let Some(v) = t.flow(&key)
             && alive(&v, p.inner_proto, now)
-            && v.state & FLOW_MONITOR == 0
-            && live_conduit(t, slot, v.conduit).is_ok()
         {
-            let mut d = j.allow(Reason::Reply, None);
-            d.conduit = v.conduit;
-            return d;
+            if v.state & FLOW_MONITOR == 0 && live_conduit(t, slot, v.conduit).is_ok() {
+                let mut d = j.allow(Reason::Reply, None);
+                d.conduit = v.conduit;
+                return d;
+            }
+            // About a flow that a monitor-mode zone let through: a reply as well (would-deny)
+            // while the zone it comes from is in monitor mode, as the flow's replies are (path
+            // MTU discovery of an observed flow keeps working).
+            let origin = Judge {
+                t,
+                slot,
+                settings,
+                src_zone: dst.zone,
+                dst_zone: src.zone,
+            };
+            if v.state & FLOW_MONITOR != 0 && origin.monitored() {
+                let mut d = j.deny(Reason::Reply);
+                d.verdict = Verdict::WouldDeny;
+                return d;
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 use conduit_common::{
     FAMILY_V4, Verdict,
     flow::{
-        FLOW_FWD, FLOW_LEARN_ANSWERED, FLOW_LEARN_MODBUS, FLOW_LEARN_STATE, FLOW_MONITOR, FLOW_NEW,
-        FLOW_REV, FlowKey, FlowVal, alive, next_state, state_key,
+        FLOW_FWD, FLOW_LEARN_ANSWERED, FLOW_LEARN_MODBUS, FLOW_MONITOR, FLOW_NEW, FLOW_REV,
+        FlowKey, FlowVal, alive, next_state, state_key,
     },
     inspect::modbus,
     parse::TCP_RST,
@@ -61,36 +61,30 @@ impl FlowTable for KernelFlows {
 /// After the full decision: inserts a new flow, or updates (or removes) a known one. When
 /// `learning`, returns what the learning code records (`learn::FIRST_REPLY`,
 /// `learn::MODBUS`, `learn::RENEWED`) and keeps its state in the flow
-/// ([`FLOW_LEARN_STATE`]); else 0.
+/// (`FLOW_LEARN_STATE`); else 0.
 #[inline(always)]
 pub fn update(d: &Decision, p: &Packet, now: u64, generation: u64, learning: bool) -> u8 {
     let Some(key) = state_key(d, p) else { return 0 };
     if d.flow == FLOW_NEW {
-        // A monitor-mode flow is opened anew by every packet of its initiator: when
-        // learning, it keeps what was learned of it, and is not a new flow again.
+        // A monitor-mode flow is opened anew by every packet of its initiator, and continues
+        // its conversation (`next_state`): when learning, what was learned of it too, and
+        // it is not a new flow again.
         let mut old = FlowVal::default();
         let mut found = 0;
-        if learning
-            && d.verdict == Verdict::WouldDeny
+        if d.verdict == Verdict::WouldDeny
             && let Some(ptr) = get(&key)
         {
             // SAFETY: as in `with_flow`.
-            let v = unsafe { *ptr };
-            if v.state & FLOW_MONITOR != 0 && alive(&v, p.proto, now) {
-                old.state = v.state & FLOW_LEARN_STATE;
-                old.learned = v.learned;
+            old = unsafe { *ptr };
+            if learning && old.state & FLOW_MONITOR != 0 && alive(&old, p.proto, now) {
                 found = learn::RENEWED;
             }
         }
-        match next_state(d, p, &FlowVal::default(), now, generation) {
+        match next_state(d, p, &old, now, generation) {
             Some(mut v) => {
-                if learning {
-                    v.state |= old.state;
-                    v.learned = old.learned;
-                    if p.proto == PROTO_TCP && p.dport == modbus::PORT {
-                        v.state |= FLOW_LEARN_MODBUS;
-                        found |= learn_modbus(&mut v, p);
-                    }
+                if learning && p.proto == PROTO_TCP && p.dport == modbus::PORT {
+                    v.state |= FLOW_LEARN_MODBUS;
+                    found |= learn_modbus(&mut v, p);
                 }
                 insert(&key, &v);
                 return found;

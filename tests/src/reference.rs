@@ -77,7 +77,7 @@ impl Reference {
         let d = full;
         if let Some(key) = state_key(&d, &p) {
             let old = if d.flow == FLOW_NEW {
-                Some(FlowVal::default())
+                Some(self.flows.get(&key).copied().unwrap_or_default())
             } else {
                 self.flows.get(&key).copied()
             };
