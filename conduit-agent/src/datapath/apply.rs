@@ -24,7 +24,6 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     io,
     ops::Range,
-    os::fd::{AsFd as _, BorrowedFd},
     time::{Duration, Instant},
 };
 
@@ -268,23 +267,23 @@ fn split(len: usize, op: impl Fn(Range<usize>) -> Result<(), Fail> + Sync) -> Re
 
 /// BPF_MAP_UPDATE_BATCH over `keys`/`values`, [`CHUNK`] entries per call.
 fn update_batched<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
+    m: sys::MapFd<'_, K, V>,
     keys: &[K],
     values: &[V],
 ) -> Result<(), Fail> {
     for (i, (k, v)) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)).enumerate() {
-        sys::update_batch(fd, k, v, sys::BPF_ANY)
+        sys::update_batch(m, k, v, sys::BPF_ANY)
             .map_err(|e| Fail::of(e, i == 0, "writing (BPF_MAP_UPDATE_BATCH)"))?;
     }
     Ok(())
 }
 
 /// BPF_MAP_DELETE_BATCH over `keys`, [`CHUNK`] per call; a key already gone is skipped.
-fn delete_batched<K: Pod>(fd: BorrowedFd<'_>, mut keys: &[K]) -> Result<(), Fail> {
+fn delete_batched<K: Pod, V: Pod>(m: sys::MapFd<'_, K, V>, mut keys: &[K]) -> Result<(), Fail> {
     let mut first = true;
     while !keys.is_empty() {
         let n = keys.len().min(CHUNK);
-        match sys::delete_batch(fd, &keys[..n]) {
+        match sys::delete_batch(m, &keys[..n]) {
             Ok(()) => keys = &keys[n..],
             // keys[done] is not in the map: skip it, go on with the rest.
             Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => keys = &keys[e.done + 1..],
@@ -303,16 +302,16 @@ fn zeroed<T: Pod>() -> T {
 }
 
 /// One map's fd and how to talk to it: batch operations, else one syscall per element.
-struct Ops<'a> {
+struct Ops<'a, K, V> {
     name: &'static str,
-    fd: BorrowedFd<'a>,
+    map: sys::MapFd<'a, K, V>,
     batch: bool,
     /// Set when the kernel refused a batch command for this map.
     refused: bool,
     per_element: bool,
 }
 
-impl Ops<'_> {
+impl<K: Pod + Sync, V: Pod + Sync> Ops<'_, K, V> {
     fn err(&self, what: &'static str, e: io::Error) -> DatapathError {
         // A full hash map answers E2BIG ("Argument list too long"), a full LPM trie ENOSPC.
         let source = match e.raw_os_error() {
@@ -348,18 +347,15 @@ impl Ops<'_> {
     }
 
     /// Every entry whose key satisfies `keep`, in any order.
-    fn list<K: Pod, V: Pod>(
-        &mut self,
-        keep: impl Fn(&K) -> bool,
-    ) -> Result<Vec<(K, V)>, DatapathError> {
+    fn list(&mut self, keep: impl Fn(&K) -> bool) -> Result<Vec<(K, V)>, DatapathError> {
         let mut out = Vec::new();
-        let fd = self.fd;
+        let m = self.map;
         let listed = self.batched(|| {
             let (mut keys, mut values) = (vec![zeroed::<K>(); CHUNK], vec![zeroed::<V>(); CHUNK]);
             let mut token = vec![0u8; size_of::<K>().max(8)];
             let mut first = true;
             loop {
-                let (n, more) = sys::lookup_batch(fd, &mut token, first, &mut keys, &mut values)
+                let (n, more) = sys::lookup_batch(m, &mut token, first, &mut keys, &mut values)
                     .map_err(|e| Fail::of(e, first, "listing (BPF_MAP_LOOKUP_BATCH)"))?;
                 out.extend(
                     keys[..n]
@@ -380,14 +376,14 @@ impl Ops<'_> {
         out.clear();
         let (mut key, mut value) = (zeroed::<K>(), zeroed::<V>());
         let mut prev: Option<K> = None;
-        while sys::next_key(self.fd, prev.as_ref(), &mut key)
+        while sys::next_key(self.map, prev.as_ref(), &mut key)
             .map_err(|e| self.err("listing (BPF_MAP_GET_NEXT_KEY)", e))?
         {
             prev = Some(key);
             if !keep(&key) {
                 continue;
             }
-            match sys::lookup_elem(self.fd, &key, &mut value) {
+            match sys::lookup_elem(self.map, &key, &mut value) {
                 Ok(()) => out.push((key, value)),
                 // Deleted since get_next_key: nothing to list.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -398,15 +394,13 @@ impl Ops<'_> {
     }
 
     /// Deletes `keys`; a key already gone is fine.
-    fn delete<K: Pod + Sync>(&mut self, keys: &[K]) -> Result<(), DatapathError> {
-        let fd = self.fd;
-        if keys.is_empty()
-            || self.batched(|| split(keys.len(), |r| delete_batched(fd, &keys[r])))?
-        {
+    fn delete(&mut self, keys: &[K]) -> Result<(), DatapathError> {
+        let m = self.map;
+        if keys.is_empty() || self.batched(|| split(keys.len(), |r| delete_batched(m, &keys[r])))? {
             return Ok(());
         }
         for k in keys {
-            match sys::delete_elem(fd, k) {
+            match sys::delete_elem(m, k) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
                 Err(e) => return Err(self.err("deleting (BPF_MAP_DELETE_ELEM)", e)),
@@ -416,23 +410,19 @@ impl Ops<'_> {
     }
 
     /// Writes `keys[i] → values[i]`, creating or replacing.
-    fn update<K: Pod + Sync, V: Pod + Sync>(
-        &mut self,
-        keys: &[K],
-        values: &[V],
-    ) -> Result<(), DatapathError> {
-        let fd = self.fd;
+    fn update(&mut self, keys: &[K], values: &[V]) -> Result<(), DatapathError> {
+        let m = self.map;
         if keys.is_empty()
             || self.batched(|| {
                 split(keys.len(), |r| {
-                    update_batched(fd, &keys[r.clone()], &values[r])
+                    update_batched(m, &keys[r.clone()], &values[r])
                 })
             })?
         {
             return Ok(());
         }
         for (k, v) in keys.iter().zip(values) {
-            sys::update_elem(fd, k, v, sys::BPF_ANY)
+            sys::update_elem(m, k, v, sys::BPF_ANY)
                 .map_err(|e| self.err("writing (BPF_MAP_UPDATE_ELEM)", e))?;
         }
         Ok(())
@@ -530,23 +520,10 @@ impl Datapath {
         let old = map(&mut self.written.cache).slots[usize::from(slot)].take();
         let (batch, refused) = (self.written.batch, self.written.no_batch.contains(name));
         let data = self.map_data(name)?;
-        let info = data.info().map_err(map_err(name))?;
-        for (size, expected, what) in [
-            (size_of::<K>(), info.key_size(), "key"),
-            (size_of::<V>(), info.value_size(), "value"),
-        ] {
-            if size != expected as usize {
-                return Err(DatapathError::Layout {
-                    map: name,
-                    what,
-                    size,
-                    expected,
-                });
-            }
-        }
         let mut ops = Ops {
             name,
-            fd: data.fd().as_fd(),
+            map: sys::MapFd::<K, V>::check(data)
+                .map_err(|source| DatapathError::Layout { map: name, source })?,
             batch,
             refused,
             per_element: false,
@@ -554,10 +531,7 @@ impl Datapath {
         let (old, listed) = match old {
             Some(old) => (old, false),
             None => (
-                Entries::collect(
-                    ops.list::<K, V>(|k| slot_of(k) == u32::from(slot))?
-                        .into_iter(),
-                ),
+                Entries::collect(ops.list(|k| slot_of(k) == u32::from(slot))?.into_iter()),
                 true,
             ),
         };

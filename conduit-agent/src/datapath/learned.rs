@@ -2,7 +2,7 @@
 //! records out of the kernel's maps (read and deleted in one call, so an event recorded
 //! meanwhile lands in a new record and is drained next time, never lost between a read and
 //! a delete) and keeps them on disk (`agent::learn`).
-use std::{mem::size_of, os::fd::AsFd as _};
+use std::mem::size_of;
 
 use aya::Pod;
 use conduit_common::learn::{
@@ -39,7 +39,8 @@ impl Datapath {
 
     fn drain<K: Pod, V: Pod>(&self, name: &'static str) -> Result<Vec<(K, V)>, DatapathError> {
         let fd = match self.map(name)? {
-            aya::maps::Map::HashMap(d) => d.fd().as_fd(),
+            aya::maps::Map::HashMap(d) => sys::MapFd::<K, V>::check(d)
+                .map_err(|source| DatapathError::Layout { map: name, source })?,
             _ => return Err(DatapathError::MapType(name)),
         };
         let err = |what, source| DatapathError::Sync {

@@ -54,14 +54,13 @@ pub enum DatapathError {
         source: std::io::Error,
     },
     #[error(
-        "map {map}: the kernel's {what} size is {expected} bytes, this conduit's {size} (ABI \
-         mismatch: rebuild conduit; pins of an older conduit go with `conduit detach`)"
+        "map {map}: {source} (ABI mismatch: rebuild conduit; pins of an older conduit go with \
+         `conduit detach`)"
     )]
     Layout {
         map: &'static str,
-        what: &'static str,
-        size: usize,
-        expected: u32,
+        #[source]
+        source: sys::Mismatch,
     },
     #[error("map {0} is neither a hash map nor an LPM trie (ABI mismatch: rebuild conduit)")]
     MapType(&'static str),

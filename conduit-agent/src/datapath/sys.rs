@@ -3,11 +3,13 @@
 //! and the XDP link's interface, which aya's `LinkInfo` does not expose.
 //!
 //! Every function is one syscall; chunking, fallback and error reporting are the caller's
-//! (`apply.rs`).
+//! (`apply.rs`). The map commands take a [`MapFd`], whose key and value types were checked
+//! against the map: that check is what makes them safe functions.
 use std::{
     io,
+    marker::PhantomData,
     mem::{offset_of, size_of},
-    os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd},
 };
 
 use aya::Pod;
@@ -106,6 +108,72 @@ fn fd_u32(fd: BorrowedFd<'_>) -> u32 {
     fd.as_raw_fd() as u32
 }
 
+/// A map's fd with the key and value types that the commands below read and write. Made only
+/// by [`MapFd::check`], which holds the types' sizes to the map's own (and refuses per-CPU
+/// maps, whose values the kernel copies once per CPU): the kernel copies exactly the map's key
+/// and value sizes through the pointers these commands pass, so with a checked `MapFd` every
+/// copy stays within the caller's keys, values and buffers.
+pub struct MapFd<'a, K, V> {
+    fd: BorrowedFd<'a>,
+    types: PhantomData<fn() -> (K, V)>,
+}
+
+impl<K, V> Clone for MapFd<'_, K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<K, V> Copy for MapFd<'_, K, V> {}
+
+/// Why [`MapFd::check`] refused a map.
+#[derive(Debug, thiserror::Error)]
+pub enum Mismatch {
+    #[error("reading the map's info: {0}")]
+    Info(#[from] aya::maps::MapError),
+    #[error("its {what} is {expected} bytes, the agent's type {size}")]
+    Size {
+        what: &'static str,
+        size: usize,
+        expected: u32,
+    },
+    #[error("it is a per-CPU map")]
+    PerCpu,
+}
+
+impl<'a, K: Pod, V: Pod> MapFd<'a, K, V> {
+    /// `map`, if its key and value sizes are `K`'s and `V`'s and it is not per-CPU.
+    pub fn check(map: &'a aya::maps::MapData) -> Result<Self, Mismatch> {
+        use aya::maps::MapType::*;
+        let info = map.info()?;
+        if matches!(
+            info.map_type()?,
+            PerCpuHash | PerCpuArray | LruPerCpuHash | PerCpuCgroupStorage
+        ) {
+            return Err(Mismatch::PerCpu);
+        }
+        for (size, expected, what) in [
+            (size_of::<K>(), info.key_size(), "key"),
+            (size_of::<V>(), info.value_size(), "value"),
+        ] {
+            if size != expected as usize {
+                return Err(Mismatch::Size {
+                    what,
+                    size,
+                    expected,
+                });
+            }
+        }
+        Ok(Self {
+            fd: map.fd().as_fd(),
+            types: PhantomData,
+        })
+    }
+
+    fn raw(self) -> u32 {
+        fd_u32(self.fd)
+    }
+}
+
 /// A batch call that stopped early: how many elements it processed first, and why.
 #[derive(Debug)]
 pub struct Partial {
@@ -115,7 +183,7 @@ pub struct Partial {
 
 /// BPF_MAP_UPDATE_BATCH: `keys[i] → values[i]` for every `i`, in one call.
 pub fn update_batch<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
+    m: MapFd<'_, K, V>,
     keys: &[K],
     values: &[V],
     elem_flags: u64,
@@ -125,7 +193,7 @@ pub fn update_batch<K: Pod, V: Pod>(
         keys: keys.as_ptr() as u64,
         values: values.as_ptr() as u64,
         count: keys.len() as u32,
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         elem_flags,
         ..Default::default()
     };
@@ -137,11 +205,11 @@ pub fn update_batch<K: Pod, V: Pod>(
 
 /// BPF_MAP_DELETE_BATCH: removes every key of `keys`, in one call. Stops at the first key
 /// that is not in the map (ENOENT).
-pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Partial> {
+pub fn delete_batch<K: Pod, V: Pod>(m: MapFd<'_, K, V>, keys: &[K]) -> Result<(), Partial> {
     let mut a = BatchAttr {
         keys: keys.as_ptr() as u64,
         count: keys.len() as u32,
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         ..Default::default()
     };
     bpf(BPF_MAP_DELETE_BATCH, &mut a).map_err(|error| Partial {
@@ -155,20 +223,20 @@ pub fn delete_batch<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<(), Partia
 /// `max(key size, 8)` bytes: a bucket index for hash maps, a key for the generic
 /// implementation). Returns the number of entries read and whether the map has more.
 pub fn lookup_batch<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
+    m: MapFd<'_, K, V>,
     token: &mut [u8],
     first: bool,
     keys: &mut [K],
     values: &mut [V],
 ) -> Result<(usize, bool), Partial> {
-    read_batch(BPF_MAP_LOOKUP_BATCH, fd, token, first, keys, values)
+    read_batch(BPF_MAP_LOOKUP_BATCH, m, token, first, keys, values)
 }
 
 /// BPF_MAP_LOOKUP_AND_DELETE_BATCH: [`lookup_batch`], and the entries read are deleted in the
 /// same call (a hash map's bucket at a time, under its lock: an entry is read and removed
 /// at once). For a hash map, `keys.len()` must hold the largest bucket (ENOSPC otherwise).
 pub fn lookup_and_delete_batch<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
+    m: MapFd<'_, K, V>,
     token: &mut [u8],
     first: bool,
     keys: &mut [K],
@@ -176,7 +244,7 @@ pub fn lookup_and_delete_batch<K: Pod, V: Pod>(
 ) -> Result<(usize, bool), Partial> {
     read_batch(
         BPF_MAP_LOOKUP_AND_DELETE_BATCH,
-        fd,
+        m,
         token,
         first,
         keys,
@@ -186,7 +254,7 @@ pub fn lookup_and_delete_batch<K: Pod, V: Pod>(
 
 fn read_batch<K: Pod, V: Pod>(
     cmd: libc::c_long,
-    fd: BorrowedFd<'_>,
+    m: MapFd<'_, K, V>,
     token: &mut [u8],
     first: bool,
     keys: &mut [K],
@@ -202,7 +270,7 @@ fn read_batch<K: Pod, V: Pod>(
         keys: keys.as_mut_ptr() as u64,
         values: values.as_mut_ptr() as u64,
         count: keys.len() as u32,
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         ..Default::default()
     };
     match bpf(cmd, &mut a) {
@@ -218,13 +286,13 @@ fn read_batch<K: Pod, V: Pod>(
 
 /// BPF_MAP_UPDATE_ELEM.
 pub fn update_elem<K: Pod, V: Pod>(
-    fd: BorrowedFd<'_>,
+    m: MapFd<'_, K, V>,
     key: &K,
     value: &V,
     flags: u64,
 ) -> io::Result<()> {
     let mut a = ElemAttr {
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         key: std::ptr::from_ref(key) as u64,
         value: std::ptr::from_ref(value) as u64,
         flags,
@@ -234,9 +302,9 @@ pub fn update_elem<K: Pod, V: Pod>(
 }
 
 /// BPF_MAP_DELETE_ELEM.
-pub fn delete_elem<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
+pub fn delete_elem<K: Pod, V: Pod>(m: MapFd<'_, K, V>, key: &K) -> io::Result<()> {
     let mut a = ElemAttr {
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         key: std::ptr::from_ref(key) as u64,
         ..Default::default()
     };
@@ -244,9 +312,9 @@ pub fn delete_elem<K: Pod>(fd: BorrowedFd<'_>, key: &K) -> io::Result<()> {
 }
 
 /// BPF_MAP_LOOKUP_ELEM.
-pub fn lookup_elem<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &mut V) -> io::Result<()> {
+pub fn lookup_elem<K: Pod, V: Pod>(m: MapFd<'_, K, V>, key: &K, value: &mut V) -> io::Result<()> {
     let mut a = ElemAttr {
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         key: std::ptr::from_ref(key) as u64,
         value: std::ptr::from_mut(value) as u64,
         ..Default::default()
@@ -255,9 +323,13 @@ pub fn lookup_elem<K: Pod, V: Pod>(fd: BorrowedFd<'_>, key: &K, value: &mut V) -
 }
 
 /// BPF_MAP_GET_NEXT_KEY: the key after `key` (the first key for `None`); `None` at the end.
-pub fn next_key<K: Pod>(fd: BorrowedFd<'_>, key: Option<&K>, next: &mut K) -> io::Result<bool> {
+pub fn next_key<K: Pod, V: Pod>(
+    m: MapFd<'_, K, V>,
+    key: Option<&K>,
+    next: &mut K,
+) -> io::Result<bool> {
     let mut a = ElemAttr {
-        map_fd: fd_u32(fd),
+        map_fd: m.raw(),
         key: key.map_or(0, |k| std::ptr::from_ref(k) as u64),
         value: std::ptr::from_mut(next) as u64,
         ..Default::default()
