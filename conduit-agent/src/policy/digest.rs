@@ -61,11 +61,11 @@ impl std::fmt::Write for Hasher {
     }
 }
 
+/// The first 8 bytes of the hash, hex.
 fn finish(h: Hasher) -> String {
-    h.0.finalize()[..8]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    let mut hex = format!("{:x}", h.0.finalize());
+    hex.truncate(16);
+    hex
 }
 
 fn rule(h: &mut Hasher, r: &Rule) {

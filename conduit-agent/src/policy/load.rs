@@ -87,10 +87,7 @@ fn kind(t: std::fs::FileType) -> &'static str {
 /// The sha256 of a policy file's bytes, hex: what the agent reports and compares.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    format!("{:x}", sha2::Sha256::digest(bytes))
 }
 
 /// A policy file that validated and compiled, with its warnings.

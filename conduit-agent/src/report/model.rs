@@ -230,13 +230,6 @@ pub fn address(a: &Addr) -> String {
     }
 }
 
-fn mac(m: &[u8; 6]) -> String {
-    m.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 /// A rule in words: `tcp 102, 44818, 20000-20010`, `icmp echo-request`, `any protocol`,
 /// `tcp 502 (modbus read; units 1, 2)`, `tcp 20000 (dnp3 read, unsolicited; outstations 10)`.
 pub fn rule_text(r: &Rule) -> String {
@@ -420,7 +413,7 @@ pub fn build(inp: Inputs<'_>) -> Report {
                     .map(|a| AssetEntry {
                         name: a.name.clone(),
                         address: address(&a.addr),
-                        mac: a.mac.as_ref().map(mac),
+                        mac: a.mac.as_ref().map(crate::policy::validate::fmt_mac),
                     })
                     .collect(),
                 owner: open(zm.and_then(|m| m.owner.clone())),
