@@ -93,8 +93,7 @@ impl Plant {
 impl Drop for Plant {
     fn drop(&mut self) {
         for c in self.children.iter_mut().rev() {
-            // SAFETY: kill on the PID of a child this process started and has not reaped.
-            unsafe { kill(c.id() as i32, 15) };
+            crate::signal(c, rustix::process::Signal::TERM);
             let _ = c.wait();
         }
         for ns in &self.namespaces {
@@ -111,10 +110,6 @@ impl Drop for Plant {
         }
         let _ = std::fs::remove_dir_all(&self.tmp);
     }
-}
-
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
 }
 
 fn sh(args: &[&str]) -> Result<String> {
@@ -376,7 +371,7 @@ pub fn run() -> Result<()> {
     );
     std::fs::write(tmp.join("policy.new"), &monitored)?;
     std::fs::rename(tmp.join("policy.new"), &policy)?;
-    signal_agent(&p, 1)?;
+    signal_agent(&p, rustix::process::Signal::HUP)?;
     sleep(Duration::from_millis(1200));
     outcome(
         true,
@@ -385,7 +380,7 @@ pub fn run() -> Result<()> {
     )?;
     std::fs::copy(&policy_src, tmp.join("policy.new"))?;
     std::fs::rename(tmp.join("policy.new"), &policy)?;
-    signal_agent(&p, 1)?;
+    signal_agent(&p, rustix::process::Signal::HUP)?;
     sleep(Duration::from_millis(1200));
     outcome(
         false,
@@ -530,12 +525,10 @@ fn discover(p: &mut Plant, conduit: &std::path::Path, ifaces: &[String]) -> Resu
         Ok(())
     });
     // Stopping the agent writes what it learned (it also does every --learn-interval).
-    // SAFETY: kill on the PID of our own child (nsenter execs conduit).
-    unsafe { kill(agent.id() as i32, 15) };
+    crate::signal(&agent, rustix::process::Signal::TERM);
     let _ = agent.wait();
     for mut s in servers {
-        // SAFETY: as above.
-        unsafe { kill(s.id() as i32, 15) };
+        crate::signal(&s, rustix::process::Signal::TERM);
         let _ = s.wait();
     }
     traffic?;
@@ -570,10 +563,10 @@ fn discover(p: &mut Plant, conduit: &std::path::Path, ifaces: &[String]) -> Resu
     Ok(())
 }
 
-fn signal_agent(p: &Plant, sig: i32) -> Result<()> {
+fn signal_agent(p: &Plant, sig: rustix::process::Signal) -> Result<()> {
+    // nsenter execs conduit: the child's PID is the agent's.
     let agent = p.children.first().context("no agent")?;
-    // SAFETY: kill on the PID of our own child (nsenter execs conduit).
-    unsafe { kill(agent.id() as i32, sig) };
+    crate::signal(agent, sig);
     Ok(())
 }
 

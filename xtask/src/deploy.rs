@@ -22,15 +22,10 @@ struct Cleanup {
     created: Vec<&'static str>,
 }
 
-unsafe extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(mut a) = self.agent.take() {
-            // SAFETY: kill on the PID of our own child.
-            unsafe { kill(a.id() as i32, 15) };
+            crate::signal(&a, rustix::process::Signal::TERM);
             let _ = a.wait();
         }
         // The unit runs with --keep-on-exit: remove what the agent left pinned.

@@ -225,6 +225,12 @@ pub fn release_binary() -> Result<std::path::PathBuf> {
     Ok(workspace_root().join("target/release/conduit"))
 }
 
+/// Sends `signal` to a child process this one started (and has not reaped: its PID is still
+/// its own). Errors (the child already gone) are of no interest to the callers.
+pub fn signal(child: &std::process::Child, signal: rustix::process::Signal) {
+    let _ = rustix::process::kill_process(rustix::process::Pid::from_child(child), signal);
+}
+
 pub fn workspace_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }

@@ -294,13 +294,6 @@ fn delete_batched<K: Pod, V: Pod>(m: sys::MapFd<'_, K, V>, mut keys: &[K]) -> Re
     Ok(())
 }
 
-/// A value of all-zero bytes: a buffer for the kernel to fill.
-fn zeroed<T: Pod>() -> T {
-    // SAFETY: `Pod` promises that every byte sequence of `T`'s size (initialized, as zeroes
-    // are) is a valid `T`, and that `T` has no padding.
-    unsafe { std::mem::zeroed() }
-}
-
 /// One map's fd and how to talk to it: batch operations, else one syscall per element.
 struct Ops<'a, K, V> {
     name: &'static str,
@@ -351,7 +344,10 @@ impl<K: Pod + Sync, V: Pod + Sync> Ops<'_, K, V> {
         let mut out = Vec::new();
         let m = self.map;
         let listed = self.batched(|| {
-            let (mut keys, mut values) = (vec![zeroed::<K>(); CHUNK], vec![zeroed::<V>(); CHUNK]);
+            let (mut keys, mut values) = (
+                vec![sys::zeroed::<K>(); CHUNK],
+                vec![sys::zeroed::<V>(); CHUNK],
+            );
             let mut token = vec![0u8; size_of::<K>().max(8)];
             let mut first = true;
             loop {
@@ -374,7 +370,7 @@ impl<K: Pod + Sync, V: Pod + Sync> Ops<'_, K, V> {
             return Ok(out);
         }
         out.clear();
-        let (mut key, mut value) = (zeroed::<K>(), zeroed::<V>());
+        let (mut key, mut value) = (sys::zeroed::<K>(), sys::zeroed::<V>());
         let mut prev: Option<K> = None;
         while sys::next_key(self.map, prev.as_ref(), &mut key)
             .map_err(|e| self.err("listing (BPF_MAP_GET_NEXT_KEY)", e))?

@@ -48,13 +48,10 @@ impl Datapath {
             what,
             source,
         };
-        // SAFETY: Pod types are plain data; all-zero bytes are a valid K and V.
-        let (mut keys, mut values): (Vec<K>, Vec<V>) = unsafe {
-            (
-                vec![std::mem::zeroed(); CHUNK],
-                vec![std::mem::zeroed(); CHUNK],
-            )
-        };
+        let (mut keys, mut values) = (
+            vec![sys::zeroed::<K>(); CHUNK],
+            vec![sys::zeroed::<V>(); CHUNK],
+        );
         let mut token = vec![0u8; size_of::<K>().max(8)];
         let mut out = Vec::new();
         let mut first = true;
@@ -74,8 +71,7 @@ impl Datapath {
                 Err(e) => return Err(err("draining (BPF_MAP_LOOKUP_AND_DELETE_BATCH)", e.error)),
             }
         }
-        // SAFETY: as above.
-        let (mut key, mut value): (K, V) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+        let (mut key, mut value) = (sys::zeroed::<K>(), sys::zeroed::<V>());
         while sys::next_key(fd, None, &mut key).map_err(|e| err("draining (GET_NEXT_KEY)", e))? {
             match sys::lookup_elem(fd, &key, &mut value) {
                 Ok(()) => out.push((key, value)),

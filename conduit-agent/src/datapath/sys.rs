@@ -174,6 +174,13 @@ impl<'a, K: Pod, V: Pod> MapFd<'a, K, V> {
     }
 }
 
+/// A value of all-zero bytes: a buffer for the kernel to fill.
+pub fn zeroed<T: Pod>() -> T {
+    // SAFETY: `Pod` promises that every byte sequence of `T`'s size (initialized, as zeroes
+    // are) is a valid `T`, and that `T` has no padding.
+    unsafe { std::mem::zeroed() }
+}
+
 /// A batch call that stopped early: how many elements it processed first, and why.
 #[derive(Debug)]
 pub struct Partial {
