@@ -1,10 +1,22 @@
 //! The audit log (SPEC §4): events from the kernel's ring buffer, written as JSON lines.
-use std::{io::Write, net::IpAddr, time::SystemTime};
+use std::{
+    io::Write,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime},
+};
 
 use conduit_common::{Event, FAMILY_V4, FAMILY_V6, Reason, Verdict, inspect};
 use serde_json::json;
 
-use super::{host::ifname, state::State};
+use tracing::{info, warn};
+
+use super::{
+    Shared,
+    host::{ifname, monotonic_ns},
+    state::State,
+    throttle,
+};
 
 /// Unix time in ns as RFC 3339 in UTC with microseconds (`2026-11-22T07:57:42.123456Z`), the
 /// audit log's and the learn dir's form.
@@ -185,6 +197,77 @@ fn take_back(f: &std::fs::File, n: usize) -> bool {
         .ok()
         .and_then(|m| m.len().checked_sub(n as u64))
         .is_some_and(|len| f.set_len(len).is_ok())
+}
+
+/// Writes the kernel's audit events (the ring buffer) to `sink` as JSON lines, as they come,
+/// counting what was written and what failed in `shared`; without a sink, the events are
+/// drained and dropped. Runs for the agent's life.
+pub async fn write_events(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    mut sink: Option<Sink>,
+    audit_shared: Arc<Mutex<Shared>>,
+) {
+    // A full disk fails every line: one warning per 10 s, with the count.
+    let mut write_failures = throttle::Throttle::new(Duration::from_secs(10));
+    // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
+    // as the AsyncFd (which owns the ring buffer) lives.
+    let Ok(mut fd) = (unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    }) else {
+        warn!("cannot watch the audit ring buffer: no audit events");
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        let ring = guard.get_inner_mut();
+        let mut lines = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<conduit_common::Event>() {
+                // SAFETY: the kernel wrote a whole `Event` (repr(C), plain integers).
+                let ev: conduit_common::Event =
+                    unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
+                lines.push(ev);
+            }
+        }
+        guard.clear_ready();
+        if lines.is_empty() {
+            continue;
+        }
+        let st = match audit_shared.lock() {
+            Ok(s) => s.state.clone(),
+            Err(_) => return,
+        };
+        let (mono, wall) = (monotonic_ns(), SystemTime::now());
+        let (mut written, mut failed) = (0, 0);
+        for ev in &lines {
+            let l = line(ev, &st, mono, wall);
+            if let Some(sink) = &mut sink {
+                match sink.write_line(&l) {
+                    Ok(()) => written += 1,
+                    Err(e) => {
+                        failed += 1;
+                        if let Some(lost) = write_failures.hit() {
+                            warn!(error = %e, lost, "audit events could not be written to the audit log and are lost (counted in conduit_audit_events_lost_total{{reason=\"write_error\"}}); this warning repeats at most every 10 s");
+                        }
+                    }
+                }
+            }
+        }
+        if written > 0
+            && let Some(lost) = write_failures.settle()
+        {
+            info!(
+                lost,
+                "the audit log is writable again (lost: events since the last warning)"
+            );
+        }
+        if let Ok(mut s) = audit_shared.lock() {
+            s.events_written += written;
+            s.events_write_failed += failed;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::{
     net::IpAddr,
     path::{Path, PathBuf},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use tracing::{error, info, warn};
@@ -27,7 +27,6 @@ use tracing::{error, info, warn};
 pub use config::Config;
 
 use crate::{
-    agent::host::monotonic_ns,
     datapath::Datapath,
     exit::Exit,
     integrity::{Integrity, WentLive},
@@ -389,13 +388,9 @@ fn stat_key(p: &Path) -> Option<(u64, u64, i64, i64)> {
 }
 
 pub async fn run(args: Config) -> Result<(), Failure> {
-    use tokio::signal::unix::{SignalKind, signal};
     // Signals first: a SIGHUP or SIGTERM that arrives while starting must not kill the agent
     // by default action (it is handled once the agent runs).
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
-    let mut term =
-        signal(SignalKind::terminate()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let mut signals = Signals::install()?;
     // Descriptors: systemd's default soft limit (1024) is far below the hard one; every map,
     // link and client connection takes one.
     let nofile = match host::raise_fd_limit() {
@@ -405,20 +400,113 @@ pub async fn run(args: Config) -> Result<(), Failure> {
             host::fd_limit()
         }
     };
-    let pin_dir = args.pin_dir.clone();
-    check_bpffs(&pin_dir)?;
+    check_bpffs(&args.pin_dir)?;
     if let Some(m) = crate::datapath::probe::probe().missing(true) {
         return Err(fail(Exit::Failed, m));
     }
     // Before anything reads or changes the pins, and held until the agent exits.
-    let _lock = lock::lock(&pin_dir).map_err(|e| fail(Exit::Failed, e.to_string()))?;
-    let adopting = !links::pinned_ifaces(&pin_dir).is_empty();
+    let _lock = lock::lock(&args.pin_dir).map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let Started {
+        mut dp,
+        st,
+        ifaces,
+        integrity,
+        addrs,
+        learner,
+    } = start(&args)?;
+    let signature = integrity.watched_signature(&args.policy);
+    let ring = dp
+        .take_events()
+        .map_err(|e| fail(Exit::Failed, e.to_string()))?;
+    let view = Datapath::open_pins(&args.pin_dir).map_err(|e| {
+        fail(
+            Exit::Failed,
+            format!("opening the pinned maps for reading: {e}"),
+        )
+    })?;
+    let shared = Arc::new(Mutex::new(Shared {
+        view,
+        state: st,
+        ifaces,
+        events_written: 0,
+        events_write_failed: 0,
+        addrs,
+        learn: None,
+    }));
+    let reloader = Arc::new(Reloader {
+        dp: Arc::new(Mutex::new(dp)),
+        shared: shared.clone(),
+        policy: args.policy.clone(),
+        state_dir: args.state_dir.clone(),
+        integrity: Mutex::new(integrity),
+    });
+    serve(&args, &reloader, &shared, nofile)?;
+    let sink = match &args.audit_log {
+        Some(p) => Some(audit::Sink::open(p).map_err(|e| {
+            fail(
+                Exit::Failed,
+                format!("opening the audit log {}: {e}", p.display()),
+            )
+        })?),
+        None => None,
+    };
+    tokio::spawn(audit::write_events(ring, sink, shared.clone()));
+    if let Some(l) = &learner {
+        learn_every(&args, l, &shared);
+    }
+    reload_loop(
+        &args,
+        &mut signals,
+        &reloader,
+        &shared,
+        signature.as_deref(),
+    )
+    .await;
+    shutdown(&args, learner.as_ref(), &shared).await;
+    Ok(())
+}
+
+/// The signals the agent handles: SIGHUP reloads, SIGTERM and SIGINT stop it.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Failure> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let on = |kind| signal(kind).map_err(|e| fail(Exit::Failed, e.to_string()));
+        Ok(Signals {
+            hup: on(SignalKind::hangup())?,
+            term: on(SignalKind::terminate())?,
+            int: on(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// What the agent has once it enforces: the datapath with the policy live and attached.
+struct Started {
+    dp: Datapath,
+    st: state::State,
+    ifaces: Vec<(String, String, bool)>,
+    integrity: Integrity,
+    addrs: Vec<IpAddr>,
+    learner: Option<Arc<Mutex<learn::Learner>>>,
+}
+
+/// Loads the program (adopting an earlier agent's pins), opens the learn dir, applies the
+/// policy (or keeps the pinned one of an earlier agent when the file is refused), attaches
+/// to every interface and writes the state file.
+fn start(args: &Config) -> Result<Started, Failure> {
+    let pin_dir = &args.pin_dir;
+    let adopting = !links::pinned_ifaces(pin_dir).is_empty();
     let options = crate::datapath::LoadOptions {
         learn: args.learn_dir.is_some(),
         ..Default::default()
     };
     let mut dp =
-        Datapath::load_options(options, Some(&pin_dir)).map_err(|e| match e.verifier_log() {
+        Datapath::load_options(options, Some(pin_dir)).map_err(|e| match e.verifier_log() {
             Some(_) => fail(Exit::Failed, e.saving_log(args.verifier_log.as_deref())),
             None => fail(
                 Exit::Failed,
@@ -511,7 +599,7 @@ pub async fn run(args: Config) -> Result<(), Failure> {
             .as_ref()
             .and_then(|p| p.interfaces.iter().find(|i| &i.name == iface))
             .map(|i| i.mode.as_str());
-        match links::attach(&mut dp, &pin_dir, iface, args.xdp_mode, known) {
+        match links::attach(&mut dp, pin_dir, iface, args.xdp_mode, known) {
             Ok((mode, adopted)) => {
                 info!(interface = %iface, %mode, adopted, "attached");
                 ifaces.push((iface.clone(), mode.clone(), true));
@@ -524,7 +612,7 @@ pub async fn run(args: Config) -> Result<(), Failure> {
             Err(e) => {
                 // Leave nothing half-attached behind.
                 if !adopting {
-                    let _ = links::detach_all(&pin_dir);
+                    let _ = links::detach_all(pin_dir);
                 }
                 return Err(fail(Exit::Failed, format!("attaching to {iface}: {e}")));
             }
@@ -540,34 +628,24 @@ pub async fn run(args: Config) -> Result<(), Failure> {
     if let Some(w) = went_live {
         integrity.went_live(&w);
     }
-    let signature = integrity.watched_signature(&args.policy);
-
-    let ring = dp
-        .take_events()
-        .map_err(|e| fail(Exit::Failed, e.to_string()))?;
-    let view = Datapath::open_pins(&pin_dir).map_err(|e| {
-        fail(
-            Exit::Failed,
-            format!("opening the pinned maps for reading: {e}"),
-        )
-    })?;
-    let shared = Arc::new(Mutex::new(Shared {
-        view,
-        state: st,
+    Ok(Started {
+        dp,
+        st,
         ifaces,
-        events_written: 0,
-        events_write_failed: 0,
+        integrity,
         addrs,
-        learn: None,
-    }));
-    let reloader = Arc::new(Reloader {
-        dp: Arc::new(Mutex::new(dp)),
-        shared: shared.clone(),
-        policy: args.policy.clone(),
-        state_dir: args.state_dir.clone(),
-        integrity: Mutex::new(integrity),
-    });
+        learner,
+    })
+}
 
+/// The agent's servers: the control socket (`conduit grant`, `revoke`), link notifications
+/// (interfaces deleted and created again), /metrics and /healthz.
+fn serve(
+    args: &Config,
+    reloader: &Arc<Reloader>,
+    shared: &Arc<Mutex<Shared>>,
+    nofile: u64,
+) -> Result<(), Failure> {
     // `conduit grant` and `conduit revoke`.
     let control = grants::bind(&args.state_dir).map_err(|e| {
         fail(
@@ -611,108 +689,42 @@ pub async fn run(args: Config) -> Result<(), Failure> {
     info!(addr = %args.metrics_addr, max_connections = cap, descriptor_limit = nofile, "serving /metrics and /healthz");
     tokio::spawn(metrics::serve(listener, registry, shared.clone(), cap));
 
-    // Audit log.
-    let mut sink = match &args.audit_log {
-        Some(p) => Some(audit::Sink::open(p).map_err(|e| {
-            fail(
-                Exit::Failed,
-                format!("opening the audit log {}: {e}", p.display()),
-            )
-        })?),
-        None => None,
-    };
-    let audit_shared = shared.clone();
-    // A full disk fails every line: one warning per 10 s, with the count.
-    let mut write_failures = throttle::Throttle::new(Duration::from_secs(10));
+    Ok(())
+}
+
+/// Moves the kernel's learn records into the learn dir every `--learn-interval`, off the
+/// runtime thread.
+fn learn_every(args: &Config, l: &Arc<Mutex<learn::Learner>>, shared: &Arc<Mutex<Shared>>) {
+    info!(dir = %args.learn_dir.as_deref().unwrap_or(Path::new("")).display(), interval_s = args.learn_interval.as_secs(), max_records = args.learn_max_records, "learning the plant for `conduit discover --learned`");
+    let (l, shared) = (l.clone(), shared.clone());
+    let every = args.learn_interval;
     tokio::spawn(async move {
-        // SAFETY: the ring buffer owns its map fd, which stays open and unchanged for as long
-        // as the AsyncFd (which owns the ring buffer) lives.
-        let Ok(mut fd) = (unsafe {
-            tokio::io::unix::AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-        }) else {
-            warn!("cannot watch the audit ring buffer: no audit events");
-            return;
-        };
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
         loop {
-            let Ok(mut guard) = fd.readable_mut().await else {
-                return;
-            };
-            let ring = guard.get_inner_mut();
-            let mut lines = Vec::new();
-            while let Some(item) = ring.next() {
-                if item.len() >= std::mem::size_of::<conduit_common::Event>() {
-                    // SAFETY: the kernel wrote a whole `Event` (repr(C), plain integers).
-                    let ev: conduit_common::Event =
-                        unsafe { std::ptr::read_unaligned(item.as_ptr().cast()) };
-                    lines.push(ev);
-                }
-            }
-            guard.clear_ready();
-            if lines.is_empty() {
-                continue;
-            }
-            let st = match audit_shared.lock() {
-                Ok(s) => s.state.clone(),
-                Err(_) => return,
-            };
-            let (mono, wall) = (monotonic_ns(), SystemTime::now());
-            let (mut written, mut failed) = (0, 0);
-            for ev in &lines {
-                let l = audit::line(ev, &st, mono, wall);
-                if let Some(sink) = &mut sink {
-                    match sink.write_line(&l) {
-                        Ok(()) => written += 1,
-                        Err(e) => {
-                            failed += 1;
-                            if let Some(lost) = write_failures.hit() {
-                                warn!(error = %e, lost, "audit events could not be written to the audit log and are lost (counted in conduit_audit_events_lost_total{{reason=\"write_error\"}}); this warning repeats at most every 10 s");
-                            }
-                        }
-                    }
-                }
-            }
-            if written > 0
-                && let Some(lost) = write_failures.settle()
-            {
-                info!(
-                    lost,
-                    "the audit log is writable again (lost: events since the last warning)"
-                );
-            }
-            if let Ok(mut s) = audit_shared.lock() {
-                s.events_written += written;
-                s.events_write_failed += failed;
-            }
+            tick.tick().await;
+            let (l, shared) = (l.clone(), shared.clone());
+            let _ = tokio::task::spawn_blocking(move || learn::drain(&l, &shared)).await;
         }
     });
+}
 
-    // Learning: the kernel's records into the learn dir, off the runtime thread.
-    if let Some(l) = &learner {
-        info!(dir = %args.learn_dir.as_deref().unwrap_or(Path::new("")).display(), interval_s = args.learn_interval.as_secs(), max_records = args.learn_max_records, "learning the plant for `conduit discover --learned`");
-        let (l, shared) = (l.clone(), shared.clone());
-        let every = args.learn_interval;
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let (l, shared) = (l.clone(), shared.clone());
-                let _ = tokio::task::spawn_blocking(move || learn::drain(&l, &shared)).await;
-            }
-        });
-    }
-
+/// Reloads on SIGHUP, when the policy file (or its signature) changes and stays so for the
+/// debounce time, and when this host's addresses change (the failsafe follows them); ends
+/// grants whose time has come; returns on SIGTERM or SIGINT.
+async fn reload_loop(
+    args: &Config,
+    signals: &mut Signals,
+    reloader: &Arc<Reloader>,
+    shared: &Arc<Mutex<Shared>>,
+    signature: Option<&Path>,
+) {
     // Reload triggers: SIGHUP, the policy file changing (debounced), this host's addresses
     // changing (the failsafe follows them).
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     // The signature too, when policies must be signed: a new POLICY.sig alone (written after
     // the policy it signs) loads the policy that was refused without it.
-    let watched = || {
-        (
-            stat_key(&args.policy),
-            signature.as_deref().and_then(stat_key),
-        )
-    };
+    let watched = || (stat_key(&args.policy), signature.and_then(stat_key));
     let mut seen = watched();
     let mut pending: Option<Instant> = None;
     let mut last_addr_check = Instant::now();
@@ -720,9 +732,9 @@ pub async fn run(args: Config) -> Result<(), Failure> {
     info!(pid = std::process::id(), "running");
     loop {
         tokio::select! {
-            _ = hup.recv() => reloader.reload("SIGHUP", false).await,
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = signals.hup.recv() => reloader.reload("SIGHUP", false).await,
+            _ = signals.term.recv() => break,
+            _ = signals.int.recv() => break,
             _ = tick.tick() => {
                 let now_key = watched();
                 if now_key != seen {
@@ -757,8 +769,17 @@ pub async fn run(args: Config) -> Result<(), Failure> {
             }
         }
     }
+}
+
+/// What the agent does on its way out: the last learn drain, then detach (unless
+/// `--keep-on-exit`).
+async fn shutdown(
+    args: &Config,
+    learner: Option<&Arc<Mutex<learn::Learner>>>,
+    shared: &Arc<Mutex<Shared>>,
+) {
     // What was learned since the last drain, before the pins may go.
-    if let Some(l) = &learner {
+    if let Some(l) = learner {
         let (l2, sh) = (l.clone(), shared.clone());
         let _ = tokio::task::spawn_blocking(move || learn::drain(&l2, &sh)).await;
         if let Ok(l) = l.lock() {
@@ -768,15 +789,14 @@ pub async fn run(args: Config) -> Result<(), Failure> {
     }
     let _ = std::fs::remove_file(grants::socket_path(&args.state_dir));
     if args.keep_on_exit {
-        info!(pin_dir = %pin_dir.display(), "exiting with the program attached and pinned (--keep-on-exit); `conduit detach` removes it");
+        info!(pin_dir = %args.pin_dir.display(), "exiting with the program attached and pinned (--keep-on-exit); `conduit detach` removes it");
     } else {
-        match links::detach_all(&pin_dir) {
+        match links::detach_all(&args.pin_dir) {
             Ok(_) => info!("detached from every interface"),
             Err(e) => error!("detaching: {e}; run `conduit detach`"),
         }
         let _ = std::fs::remove_file(state::path(&args.state_dir));
     }
-    Ok(())
 }
 
 /// The pin directory must be on the host's bpffs, or pins would not outlive the agent.
