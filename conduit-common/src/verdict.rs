@@ -682,29 +682,59 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
     };
 
     if p.kind == KIND_ARP {
-        // The sender claims an address bound to another MAC: ARP poisoning.
-        if src.flags & IDENT_MAC_BOUND != 0 && (src.mac != p.arp_sha || src.mac != p.src_mac) {
-            return j.deny(Reason::ArpSpoof);
-        }
-        // A bound device claims an address that is not its own (the gateway's, an unused
-        // one, another unbound host's): the same poisoning, seen from the MAC's side. An ARP
-        // probe (RFC 5227: sender address 0.0.0.0) claims nothing.
-        if settings.skip & SKIP_MACS == 0 && p.src[..4] != [0, 0, 0, 0] {
-            let mut i = 0;
-            while i < 2 {
-                let mac = if i == 0 { p.arp_sha } else { p.src_mac };
-                if let Some(b) = t.mac(&MacKey { slot, _pad: 0, mac })
-                    && b.family == FAMILY_V4
-                    && b.addr != p.src
-                {
-                    return j.deny(Reason::ArpSpoof);
-                }
-                i += 1;
-            }
-        }
-        return j.allow(Reason::Arp, None);
+        return arp(&j, &src, p);
     }
+    if let Some(d) = guards(&j, &src, p) {
+        return d;
+    }
+    if p.icmp_error == 1
+        && let Some(d) = icmp_error(&j, &src, &dst, p, now)
+    {
+        return d;
+    }
+    let tracked = tracked(p);
+    if tracked
+        && !no_flow
+        && let Some(d) = known_flow(&j, &src, &dst, p, now)
+    {
+        return d;
+    }
+    new_flow(&j, &src, &dst, p, now, tracked)
+}
 
+/// [`decide_with`] for ARP: a sender that claims an address bound to another MAC, or a bound
+/// MAC that claims another address, is ARP poisoning; else ARP passes.
+#[inline(always)]
+fn arp<T: Tables>(j: &Judge<'_, T>, src: &Identity, p: &Packet) -> Decision {
+    let (t, slot, settings) = (j.t, j.slot, j.settings);
+    // The sender claims an address bound to another MAC: ARP poisoning.
+    if src.flags & IDENT_MAC_BOUND != 0 && (src.mac != p.arp_sha || src.mac != p.src_mac) {
+        return j.deny(Reason::ArpSpoof);
+    }
+    // A bound device claims an address that is not its own (the gateway's, an unused
+    // one, another unbound host's): the same poisoning, seen from the MAC's side. An ARP
+    // probe (RFC 5227: sender address 0.0.0.0) claims nothing.
+    if settings.skip & SKIP_MACS == 0 && p.src[..4] != [0, 0, 0, 0] {
+        let mut i = 0;
+        while i < 2 {
+            let mac = if i == 0 { p.arp_sha } else { p.src_mac };
+            if let Some(b) = t.mac(&MacKey { slot, _pad: 0, mac })
+                && b.family == FAMILY_V4
+                && b.addr != p.src
+            {
+                return j.deny(Reason::ArpSpoof);
+            }
+            i += 1;
+        }
+    }
+    j.allow(Reason::Arp, None)
+}
+
+/// [`decide_with`]'s checks before any flow or conduit: the failsafe, MAC/IP binding,
+/// fragments, neighbour discovery. `Some` decides the frame.
+#[inline(always)]
+fn guards<T: Tables>(j: &Judge<'_, T>, src: &Identity, p: &Packet) -> Option<Decision> {
+    let (t, slot, settings) = (j.t, j.slot, j.settings);
     // The operator's way in to the gateway itself is never blocked (and its replies leave
     // through the egress path, which XDP does not see).
     if settings.skip & SKIP_FAILSAFE == 0
@@ -721,13 +751,13 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
             addr: p.dst,
         };
         if t.failsafe(&key) {
-            return j.allow(Reason::Failsafe, None);
+            return Some(j.allow(Reason::Failsafe, None));
         }
     }
 
     // MAC/IP binding, both ways (the MAC side only within the bound address's family).
     if src.flags & IDENT_MAC_BOUND != 0 && src.mac != p.src_mac {
-        return j.deny(Reason::Spoofed);
+        return Some(j.deny(Reason::Spoofed));
     }
     if settings.skip & SKIP_MACS == 0
         && let Some(b) = t.mac(&MacKey {
@@ -738,15 +768,15 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
         && b.family == p.family
         && b.addr != p.src
     {
-        return j.deny(Reason::Spoofed);
+        return Some(j.deny(Reason::Spoofed));
     }
 
     if p.fragment != 0 {
-        return j.either(
+        return Some(j.either(
             settings.fragments_allow == 1,
             Reason::Fragment,
             Reason::Fragment,
-        );
+        ));
     }
 
     // Neighbour discovery keeps working whatever the conduits say, but only as neighbour
@@ -768,127 +798,159 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
                 addr: p.dst,
             }))
     {
-        return j.allow(Reason::NeighborDiscovery, None);
+        return Some(j.allow(Reason::NeighborDiscovery, None));
     }
+    None
+}
 
-    // An ICMP error about a packet of a live flow (port unreachable, fragmentation needed,
-    // time exceeded) goes back to the flow's initiator as part of the flow: a reply.
-    if p.icmp_error == 1 {
-        let key = FlowKey {
-            family: p.family,
-            proto: p.inner_proto,
-            _pad: [0; 2],
-            sport: p.inner_sport,
-            dport: p.inner_dport,
-            src: p.dst,
-            dst: p.inner_dst,
-        };
-        if let Some(v) = t.flow(&key)
-            && alive(&v, p.inner_proto, now)
-        {
-            if v.state & FLOW_MONITOR == 0 && live_conduit(t, slot, v.conduit).is_ok() {
-                let mut d = j.allow(Reason::Reply, None);
-                d.conduit = v.conduit;
-                return d;
-            }
-            // About a flow that a monitor-mode zone let through: a reply as well (would-deny)
-            // while the zone it comes from is in monitor mode, as the flow's replies are (path
-            // MTU discovery of an observed flow keeps working).
-            let origin = Judge {
-                t,
-                slot,
-                settings,
-                src_zone: dst.zone,
-                dst_zone: src.zone,
-            };
-            if v.state & FLOW_MONITOR != 0 && origin.monitored() {
-                let mut d = j.deny(Reason::Reply);
-                d.verdict = Verdict::WouldDeny;
-                return d;
-            }
-        }
-    }
-
-    let tracked = tracked(p);
-    if tracked && !no_flow {
-        // A live flow's conduit, if it is live: its end.
-        let live = |v: &FlowVal| {
-            if alive(v, p.proto, now) && v.state & FLOW_MONITOR == 0 {
-                live_conduit(t, slot, v.conduit).ok()
-            } else {
-                None
-            }
-        };
-        // A packet of a live flow passes only while the live policy still allows the flow
-        // (its conduit, and a rule of it for the flow's protocol and port): a reload that
-        // narrows a conduit (a port out of a rule, `sources` cut) ends the open sessions it
-        // no longer allows, in both directions. The full path runs once per flow and
-        // direction after a reload; the fast path then caches the answer.
-        if let Some(v) = t.flow(&flow_key(p, false))
-            && let Some(end) = live(&v)
-            && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, flow_port(p, false))
-        {
-            // In a policy with inspection filters, the live policy's filter judges every
-            // client-to-server segment with data (so a reload that narrows a conduit to
-            // read-only applies to sessions already open).
-            let mut filter = 0;
-            if settings.inspect == 1 && p.proto == PROTO_TCP {
-                filter = hit.filter as u16;
-                if let Some(reason) = inspect(t, slot, hit.filter, p) {
-                    let mut d = j.deny_by(reason, &hit);
-                    if d.verdict == Verdict::WouldDeny {
-                        d.flow = FLOW_FWD;
-                    }
-                    return d;
-                }
-            }
-            let mut d = j.allow(Reason::Conduit, None);
+/// An ICMP error about a packet of a live flow (port unreachable, fragmentation needed,
+/// time exceeded) goes back to the flow's initiator as part of the flow: a reply.
+#[inline(always)]
+fn icmp_error<T: Tables>(
+    j: &Judge<'_, T>,
+    src: &Identity,
+    dst: &Identity,
+    p: &Packet,
+    now: u64,
+) -> Option<Decision> {
+    let (t, slot, settings) = (j.t, j.slot, j.settings);
+    let key = FlowKey {
+        family: p.family,
+        proto: p.inner_proto,
+        _pad: [0; 2],
+        sport: p.inner_sport,
+        dport: p.inner_dport,
+        src: p.dst,
+        dst: p.inner_dst,
+    };
+    if let Some(v) = t.flow(&key)
+        && alive(&v, p.inner_proto, now)
+    {
+        if v.state & FLOW_MONITOR == 0 && live_conduit(t, slot, v.conduit).is_ok() {
+            let mut d = j.allow(Reason::Reply, None);
             d.conduit = v.conduit;
-            d.flow = FLOW_FWD;
-            d.filter = filter;
-            d.expires = flow_deadline(t, end, now);
-            return d;
+            return Some(d);
         }
-        if reply_shaped(p)
-            && let Some(v) = t.flow(&flow_key(p, true))
-            && alive(&v, p.proto, now)
-        {
-            if let Some(end) = live(&v)
-                && find_conduit(t, slot, &dst, &src, p.proto, flow_port(p, true)).is_some()
-            {
-                let mut d = j.allow(Reason::Reply, None);
-                d.conduit = v.conduit;
-                d.flow = FLOW_REV;
-                d.expires = flow_deadline(t, end, now);
-                return d;
-            }
-            // The reply of a flow whose conduit has ended or lost its grant: nothing passes
-            // any more.
-            if v.state & FLOW_MONITOR == 0
-                && let Err(Some(reason)) = live_conduit(t, slot, v.conduit)
-            {
-                let mut d = j.deny(reason);
-                d.conduit = v.conduit;
-                return d;
-            }
-            // The reply of a flow that a monitor-mode zone let through: it passes as well
-            // (would-deny) while that zone, the reply's source, is still in monitor mode.
-            let origin = Judge {
-                t,
-                slot,
-                settings,
-                src_zone: dst.zone,
-                dst_zone: src.zone,
-            };
-            if v.state & FLOW_MONITOR != 0 && origin.monitored() {
-                let mut d = j.deny(Reason::Reply);
-                d.verdict = Verdict::WouldDeny;
-                d.flow = FLOW_REV;
-                return d;
-            }
+        // About a flow that a monitor-mode zone let through: a reply as well (would-deny)
+        // while the zone it comes from is in monitor mode, as the flow's replies are (path
+        // MTU discovery of an observed flow keeps working).
+        let origin = Judge {
+            t,
+            slot,
+            settings,
+            src_zone: dst.zone,
+            dst_zone: src.zone,
+        };
+        if v.state & FLOW_MONITOR != 0 && origin.monitored() {
+            let mut d = j.deny(Reason::Reply);
+            d.verdict = Verdict::WouldDeny;
+            return Some(d);
         }
     }
+    None
+}
 
+/// [`decide_with`] for a packet of a live flow (its own key) or a reply (the swapped key).
+#[inline(always)]
+fn known_flow<T: Tables>(
+    j: &Judge<'_, T>,
+    src: &Identity,
+    dst: &Identity,
+    p: &Packet,
+    now: u64,
+) -> Option<Decision> {
+    let (t, slot, settings) = (j.t, j.slot, j.settings);
+    // A live flow's conduit, if it is live: its end.
+    let live = |v: &FlowVal| {
+        if alive(v, p.proto, now) && v.state & FLOW_MONITOR == 0 {
+            live_conduit(t, slot, v.conduit).ok()
+        } else {
+            None
+        }
+    };
+    // A packet of a live flow passes only while the live policy still allows the flow
+    // (its conduit, and a rule of it for the flow's protocol and port): a reload that
+    // narrows a conduit (a port out of a rule, `sources` cut) ends the open sessions it
+    // no longer allows, in both directions. The full path runs once per flow and
+    // direction after a reload; the fast path then caches the answer.
+    if let Some(v) = t.flow(&flow_key(p, false))
+        && let Some(end) = live(&v)
+        && let Some(hit) = find_conduit(t, slot, src, dst, p.proto, flow_port(p, false))
+    {
+        // In a policy with inspection filters, the live policy's filter judges every
+        // client-to-server segment with data (so a reload that narrows a conduit to
+        // read-only applies to sessions already open).
+        let mut filter = 0;
+        if settings.inspect == 1 && p.proto == PROTO_TCP {
+            filter = hit.filter as u16;
+            if let Some(reason) = inspect(t, slot, hit.filter, p) {
+                let mut d = j.deny_by(reason, &hit);
+                if d.verdict == Verdict::WouldDeny {
+                    d.flow = FLOW_FWD;
+                }
+                return Some(d);
+            }
+        }
+        let mut d = j.allow(Reason::Conduit, None);
+        d.conduit = v.conduit;
+        d.flow = FLOW_FWD;
+        d.filter = filter;
+        d.expires = flow_deadline(t, end, now);
+        return Some(d);
+    }
+    if reply_shaped(p)
+        && let Some(v) = t.flow(&flow_key(p, true))
+        && alive(&v, p.proto, now)
+    {
+        if let Some(end) = live(&v)
+            && find_conduit(t, slot, dst, src, p.proto, flow_port(p, true)).is_some()
+        {
+            let mut d = j.allow(Reason::Reply, None);
+            d.conduit = v.conduit;
+            d.flow = FLOW_REV;
+            d.expires = flow_deadline(t, end, now);
+            return Some(d);
+        }
+        // The reply of a flow whose conduit has ended or lost its grant: nothing passes
+        // any more.
+        if v.state & FLOW_MONITOR == 0
+            && let Err(Some(reason)) = live_conduit(t, slot, v.conduit)
+        {
+            let mut d = j.deny(reason);
+            d.conduit = v.conduit;
+            return Some(d);
+        }
+        // The reply of a flow that a monitor-mode zone let through: it passes as well
+        // (would-deny) while that zone, the reply's source, is still in monitor mode.
+        let origin = Judge {
+            t,
+            slot,
+            settings,
+            src_zone: dst.zone,
+            dst_zone: src.zone,
+        };
+        if v.state & FLOW_MONITOR != 0 && origin.monitored() {
+            let mut d = j.deny(Reason::Reply);
+            d.verdict = Verdict::WouldDeny;
+            d.flow = FLOW_REV;
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// [`decide_with`] for the first packet of a flow: its conduit, else the intra-zone rule,
+/// else denied (tracked in monitor mode, so that its replies pass too).
+#[inline(always)]
+fn new_flow<T: Tables>(
+    j: &Judge<'_, T>,
+    src: &Identity,
+    dst: &Identity,
+    p: &Packet,
+    now: u64,
+    tracked: bool,
+) -> Decision {
+    let (t, slot, settings) = (j.t, j.slot, j.settings);
     // A source that no conduit leaves (the compiler marks its identity; `unknown` in the
     // settings) needs no conduit lookup: a scan or a flood from it stops here.
     let conduits_from = if src.zone == ZONE_UNKNOWN {
@@ -896,7 +958,7 @@ pub fn decide_with<T: Tables>(t: &T, slot: u8, p: &Packet, now: u64, no_flow: bo
     } else {
         src.flags & IDENT_NO_CONDUIT == 0
     };
-    if conduits_from && let Some(hit) = find_conduit(t, slot, &src, &dst, p.proto, p.dport) {
+    if conduits_from && let Some(hit) = find_conduit(t, slot, src, dst, p.proto, p.dport) {
         // A conduit that has ended, or an on-demand one without a grant, allows nothing (in
         // monitor mode its flow is tracked, as any would-deny flow is, so that its replies
         // pass too).
