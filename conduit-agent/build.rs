@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
             }
         );
         fs::write(&obj, []).context("writing the empty placeholder object")?;
+        fs::write(out.join("conduit-bench"), []).context("writing the empty placeholder object")?;
+        bench_object_env(&out);
         println!("cargo::rustc-cfg=conduit_no_ebpf");
         return Ok(());
     }
@@ -40,7 +42,26 @@ fn main() -> anyhow::Result<()> {
         .canonicalize()
         .context("conduit-ebpf not found next to conduit-agent")?;
     println!("cargo::rerun-if-changed={}", root.display());
-    build_ebpf(&root, &toolchain, &out)
+    // The production object, then the benchmarks' (the program plus its benchmark programs
+    // and their map: the feature `bench`), each copied out before the next build replaces it.
+    build_ebpf(&root, &toolchain, &[], &out.join("conduit"))?;
+    build_ebpf(
+        &root,
+        &toolchain,
+        &["--features", "bench"],
+        &out.join("conduit-bench"),
+    )?;
+    bench_object_env(&out);
+    Ok(())
+}
+
+/// Where the benchmarks' object is, for `Datapath::load_options` with `bench` (read at run
+/// time, so that the shipped binary does not carry it).
+fn bench_object_env(out: &std::path::Path) {
+    println!(
+        "cargo::rustc-env=CONDUIT_BENCH_OBJECT={}",
+        out.join("conduit-bench").display()
+    );
 }
 
 /// The program's build, as `aya_build::build_ebpf` runs it (the same cargo command, flags and
@@ -54,8 +75,10 @@ fn main() -> anyhow::Result<()> {
 fn build_ebpf(
     root: &std::path::Path,
     toolchain: &str,
-    out: &std::path::Path,
+    features: &[&str],
+    to: &std::path::Path,
 ) -> anyhow::Result<()> {
+    let out = to.parent().context("an object path without a directory")?;
     use std::process::Command;
     let target_dir = shared_target_dir(out).join("bpf");
     let arch = env::var("CARGO_CFG_TARGET_ARCH").context("CARGO_CFG_TARGET_ARCH not set")?;
@@ -79,6 +102,7 @@ fn build_ebpf(
             "conduit-ebpf",
             "--bins",
         ])
+        .args(features)
         .args([
             "--release",
             "--target",
@@ -106,8 +130,7 @@ fn build_ebpf(
         "building the XDP program (conduit-ebpf) failed: see the warnings above"
     );
     let built = target_dir.join(target).join("release").join("conduit");
-    fs::copy(&built, out.join("conduit"))
-        .with_context(|| format!("copying {} into OUT_DIR", built.display()))?;
+    fs::copy(&built, to).with_context(|| format!("copying {} into OUT_DIR", built.display()))?;
     Ok(())
 }
 

@@ -90,6 +90,7 @@ pub static CDT_DECISION: PerCpuArray<conduit_common::verdict::Decision> =
     PerCpuArray::with_max_entries(1, 0);
 
 /// Benchmarks only: the modulus and run counter of `conduit_bench_vary`.
+#[cfg(feature = "bench")]
 #[map(name = "CDT_BENCH")]
 pub static CDT_BENCH: Array<u32> = Array::with_max_entries(2, 0);
 

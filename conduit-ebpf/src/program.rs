@@ -19,9 +19,7 @@ use conduit_common::{
 
 use crate::{
     counters, events, flow, learn,
-    maps::{
-        CDT_ACTIVE, CDT_BENCH, CDT_DECISION, CDT_LEARNNOTE, CDT_SCRATCH, CDT_SETTINGS, CDT_TRACE,
-    },
+    maps::{CDT_ACTIVE, CDT_DECISION, CDT_LEARNNOTE, CDT_SCRATCH, CDT_SETTINGS, CDT_TRACE},
     tables::{KernelFib, KernelTables},
 };
 
@@ -345,47 +343,57 @@ fn judge(ctx: &XdpContext) -> u32 {
     action
 }
 
-/// An empty program that passes every frame: the floor the benchmarks measure Conduit's
-/// per-packet cost against, loaded only by them.
-#[xdp]
-pub fn conduit_pass(_ctx: XdpContext) -> u32 {
-    XDP_PASS
-}
+/// The benchmarks' programs (the object built with the feature `bench`, never the production
+/// one).
+#[cfg(feature = "bench")]
+pub mod bench {
+    use aya_ebpf::{bindings::xdp_action::XDP_PASS, macros::xdp, programs::XdpContext};
 
-/// Benchmarks only (never attached): [`conduit_xdp`] on a frame whose IPv4 source address
-/// changes with every run, so that a BPF_PROG_TEST_RUN with many repeats measures many
-/// distinct flows and identities instead of one cache-hot frame. See [`vary`].
-#[xdp]
-pub fn conduit_bench_vary(ctx: XdpContext) -> u32 {
-    vary(&ctx);
-    judge(&ctx)
-}
+    use super::judge;
+    use crate::maps::CDT_BENCH;
 
-/// Benchmarks only: the floor of [`conduit_bench_vary`] (the address change, then pass).
-#[xdp]
-pub fn conduit_bench_vary_pass(ctx: XdpContext) -> u32 {
-    vary(&ctx);
-    XDP_PASS
-}
-
-/// Sets the last two bytes of an untagged IPv4 frame's source address to the run counter
-/// modulo `CDT_BENCH[0]` (a power of two, written by the benchmark), then counts the run in
-/// `CDT_BENCH[1]`. BPF_PROG_TEST_RUN reruns the program on the same buffer, so a benchmark
-/// that starts from 10.1.0.0 cycles through 10.1.0.0 .. 10.1.(n-1).
-#[inline(always)]
-fn vary(ctx: &XdpContext) {
-    const SRC_LOW: usize = 14 + 12 + 2;
-    let (Some(n), Some(count)) = (CDT_BENCH.get_ptr_mut(0), CDT_BENCH.get_ptr_mut(1)) else {
-        return;
-    };
-    let at = ctx.data() + SRC_LOW;
-    if at + 2 > ctx.data_end() {
-        return;
+    /// An empty program that passes every frame: the floor the benchmarks measure Conduit's
+    /// per-packet cost against, loaded only by them.
+    #[xdp]
+    pub fn conduit_pass(_ctx: XdpContext) -> u32 {
+        XDP_PASS
     }
-    // SAFETY: array slots of this map; the two bytes lie within the frame (checked above).
-    unsafe {
-        let i = *count & (*n).wrapping_sub(1);
-        *count = (*count).wrapping_add(1);
-        core::ptr::write_unaligned(at as *mut [u8; 2], (i as u16).to_be_bytes());
+
+    /// Benchmarks only (never attached): [`super::conduit_xdp`] on a frame whose IPv4 source address
+    /// changes with every run, so that a BPF_PROG_TEST_RUN with many repeats measures many
+    /// distinct flows and identities instead of one cache-hot frame. See [`vary`].
+    #[xdp]
+    pub fn conduit_bench_vary(ctx: XdpContext) -> u32 {
+        vary(&ctx);
+        judge(&ctx)
+    }
+
+    /// Benchmarks only: the floor of [`conduit_bench_vary`] (the address change, then pass).
+    #[xdp]
+    pub fn conduit_bench_vary_pass(ctx: XdpContext) -> u32 {
+        vary(&ctx);
+        XDP_PASS
+    }
+
+    /// Sets the last two bytes of an untagged IPv4 frame's source address to the run counter
+    /// modulo `CDT_BENCH[0]` (a power of two, written by the benchmark), then counts the run in
+    /// `CDT_BENCH[1]`. BPF_PROG_TEST_RUN reruns the program on the same buffer, so a benchmark
+    /// that starts from 10.1.0.0 cycles through 10.1.0.0 .. 10.1.(n-1).
+    #[inline(always)]
+    fn vary(ctx: &XdpContext) {
+        const SRC_LOW: usize = 14 + 12 + 2;
+        let (Some(n), Some(count)) = (CDT_BENCH.get_ptr_mut(0), CDT_BENCH.get_ptr_mut(1)) else {
+            return;
+        };
+        let at = ctx.data() + SRC_LOW;
+        if at + 2 > ctx.data_end() {
+            return;
+        }
+        // SAFETY: array slots of this map; the two bytes lie within the frame (checked above).
+        unsafe {
+            let i = *count & (*n).wrapping_sub(1);
+            *count = (*count).wrapping_add(1);
+            core::ptr::write_unaligned(at as *mut [u8; 2], (i as u16).to_be_bytes());
+        }
     }
 }

@@ -397,7 +397,14 @@ fn against_xdp_filter(repeat: u32, rounds: usize) -> String {
     let slot = dp.next_slot().unwrap();
     dp.apply(&compile(&policy(10, 10), slot).expect("compile"))
         .expect("apply");
-    let empty = cost(dp.floor_program().unwrap(), &cases[0].1, repeat, rounds);
+    // The floor is the benchmarks' object's empty program; Conduit is the production object.
+    let mut floor_dp = bench_object();
+    let empty = cost(
+        floor_dp.floor_program().unwrap(),
+        &cases[0].1,
+        repeat,
+        rounds,
+    );
     let prog = dp.program().unwrap();
     // The established flow's handshake.
     let _ = cost(prog, &tcp(client, CLIENT_MAC, 41000, 502, 0x02), 1, 1);
@@ -533,8 +540,8 @@ fn learning_cost(repeat: u32, rounds: usize) -> String {
         .into_iter()
         .map(|learn| {
             let options = LoadOptions {
-                trace: false,
                 learn,
+                ..Default::default()
             };
             let mut dp = Datapath::load_options(options, None).expect("load");
             let slot = dp.next_slot().unwrap();
@@ -838,12 +845,14 @@ fn main() {
     let mut rows: Vec<Row> = Vec::new();
     out += "## Per-packet cost (BPF_PROG_TEST_RUN)\n\n";
     out += &format!(
-        "Machine: {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. A constant frame is cache-hot: the first table of each size gives best cases; the distinct-flows table below it changes the source address with every run (1,024 devices) inside the measured program, against that program's own floor.\n\n",
+        "Machine: {}. Method: BPF_PROG_TEST_RUN, {repeat} repeats per run, median of {rounds} runs, ns per packet as the kernel reports it; the floor is an empty XDP_PASS program measured in the same run. These tables load the benchmarks' object (the production program plus the benchmark programs, built with the feature `bench`). A constant frame is cache-hot: the first table of each size gives best cases; the distinct-flows table below it changes the source address with every run (1,024 devices) inside the measured program, against that program's own floor.\n\n",
         conduit_tests::report::machine()
     );
     for &ids in id_sizes {
         for &cds in conduit_sizes {
-            let mut dp = Datapath::load().expect("load");
+            // The benchmarks' object: the program and, for the distinct-flows rows, the
+            // programs that vary the source address, with the same maps.
+            let mut dp = bench_object();
             let p = policy(ids, cds);
             let slot = dp.next_slot().unwrap();
             let t = Instant::now();
@@ -982,4 +991,16 @@ fn main() {
         }
         std::fs::write(path, &csv).expect("write the CSV");
     }
+}
+
+/// The benchmarks' XDP object: the program plus the floor and distinct-flows programs.
+fn bench_object() -> Datapath {
+    Datapath::load_options(
+        LoadOptions {
+            bench: true,
+            ..Default::default()
+        },
+        None,
+    )
+    .expect("load the benchmarks' object")
 }

@@ -29,7 +29,11 @@ pub fn learning(yaml: &str) -> (Kernel, Reference) {
 }
 
 fn with_options(yaml: &str, learn: bool) -> (Kernel, Reference) {
-    let options = LoadOptions { trace: true, learn };
+    let options = LoadOptions {
+        trace: true,
+        learn,
+        ..Default::default()
+    };
     let dp =
         Datapath::load_options(options, None).expect("load the XDP program (root, bpffs, BTF)");
     let mut k = Kernel { dp, seq: 0 };

@@ -20,6 +20,39 @@ pub fn object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/conduit"))
 }
 
+/// The benchmarks' object (the program plus `conduit_pass`, `conduit_bench_vary(_pass)` and
+/// `CDT_BENCH`), which `build.rs` leaves next to the embedded one. Read from there when a
+/// benchmark asks for it, so that the shipped binary does not carry it.
+fn bench_object() -> Result<Aligned, DatapathError> {
+    const PATH: &str = env!("CONDUIT_BENCH_OBJECT");
+    let bytes = std::fs::read(PATH).map_err(|e| DatapathError::BenchObject(PATH, e))?;
+    Ok(Aligned::of(&bytes))
+}
+
+/// Bytes at an 8-byte aligned address, as the ELF parser needs them.
+struct Aligned {
+    buf: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn of(bytes: &[u8]) -> Self {
+        let mut buf = vec![0u8; bytes.len() + 8];
+        let at = buf.as_ptr().align_offset(8).min(8);
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        Aligned {
+            buf,
+            at,
+            len: bytes.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[self.at..self.at + self.len]
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
     #[error(
@@ -27,6 +60,10 @@ pub enum DatapathError {
          run ./xtask/bootstrap.sh and rebuild"
     )]
     NoObject,
+    #[error(
+        "the benchmarks' XDP object {0} cannot be read ({1}): it is built with conduit by cargo, for the benchmarks only"
+    )]
+    BenchObject(&'static str, #[source] std::io::Error),
     #[error("loading the XDP program into the kernel failed: {0} (are you root, with bpffs?)")]
     Load(#[source] aya::EbpfError),
     #[error(
@@ -135,6 +172,9 @@ pub struct LoadOptions {
     pub trace: bool,
     /// Record what the datapath learns for `conduit discover` (`run --learn-dir`).
     pub learn: bool,
+    /// Load the benchmarks' object instead of the production one: the same program, plus
+    /// the benchmark programs ([`Datapath::floor_program`], [`Datapath::bench_program`]).
+    pub bench: bool,
 }
 
 impl Datapath {
@@ -168,7 +208,15 @@ impl Datapath {
         options: LoadOptions,
         pin_dir: Option<&std::path::Path>,
     ) -> Result<Self, DatapathError> {
-        let obj = object();
+        let bench = if options.bench {
+            Some(bench_object()?)
+        } else {
+            None
+        };
+        let obj: &[u8] = match &bench {
+            Some(b) => b.bytes(),
+            None => object(),
+        };
         if obj.is_empty() {
             return Err(DatapathError::NoObject);
         }
@@ -256,14 +304,15 @@ impl Datapath {
             .ok_or(DatapathError::MissingMap(name))
     }
 
-    /// The empty XDP_PASS program of the object (`conduit_pass`), loaded on first use: the
-    /// benchmarks' floor.
+    /// The empty XDP_PASS program of the benchmarks' object (`conduit_pass`, loaded with
+    /// [`LoadOptions::bench`]), loaded on first use: the benchmarks' floor.
     pub fn floor_program(&mut self) -> Result<&mut Xdp, DatapathError> {
         self.bench_program("conduit_pass")
     }
 
-    /// A benchmark program of the object (`conduit_pass`, `conduit_bench_vary`,
-    /// `conduit_bench_vary_pass`), loaded on first use. Never attached.
+    /// A benchmark program of the benchmarks' object (`conduit_pass`, `conduit_bench_vary`,
+    /// `conduit_bench_vary_pass`; loaded with [`LoadOptions::bench`]), loaded on first use.
+    /// Never attached.
     pub fn bench_program(&mut self, name: &'static str) -> Result<&mut Xdp, DatapathError> {
         let ebpf = self.ebpf.as_mut().ok_or(DatapathError::MissingMap(name))?;
         let prog: &mut Xdp = ebpf
