@@ -20,19 +20,26 @@ pub struct Kernel {
 /// Loads the program (with tracing) and `yaml` into it; returns it with the reference model
 /// of the same compiled policy. Panics with the diagnostics if the policy is invalid.
 pub fn with_policy(yaml: &str) -> (Kernel, Reference) {
-    with_options(yaml, false)
+    with_load(yaml, LoadOptions::default())
 }
 
 /// [`with_policy`] with the program loaded for learning (`conduit run --learn-dir`).
 pub fn learning(yaml: &str) -> (Kernel, Reference) {
-    with_options(yaml, true)
+    with_load(
+        yaml,
+        LoadOptions {
+            learn: true,
+            ..Default::default()
+        },
+    )
 }
 
-fn with_options(yaml: &str, learn: bool) -> (Kernel, Reference) {
+/// [`with_policy`] with the program loaded as `options` say (always with tracing): e.g. the
+/// benchmarks' object, whose programs vary the source address run by run.
+pub fn with_load(yaml: &str, options: LoadOptions) -> (Kernel, Reference) {
     let options = LoadOptions {
         trace: true,
-        learn,
-        ..Default::default()
+        ..options
     };
     let dp =
         Datapath::load_options(options, None).expect("load the XDP program (root, bpffs, BTF)");

@@ -281,7 +281,13 @@ fn without_learning_nothing_is_recorded() {
 fn a_full_store_counts_what_does_not_fit() {
     require_root();
     use aya::programs::{TestRun as _, TestRunOptions};
-    let (mut k, _) = kernel::learning(&policy("enforce", true));
+    // The benchmarks' object, for its program that varies the source address.
+    let options = conduit_agent::datapath::LoadOptions {
+        learn: true,
+        bench: true,
+        ..Default::default()
+    };
+    let (mut k, _) = kernel::with_load(&policy("enforce", true), options);
     let max = conduit_common::learn::MAX_LEARN as usize;
     let extra = 1000;
     // The benchmark program varies the source's last two bytes: 10.2.x.y (unknown) →
