@@ -532,6 +532,27 @@ impl<T: Tables> Judge<'_, T> {
         }
     }
 
+    /// A packet from `src` to `dst` that answers flow `v` (a reply, or an ICMP error about
+    /// one of its packets), if `v` is a flow that a monitor-mode zone let through: it passes
+    /// as well (would-deny, reason `reply`) while that zone, the packet's source, is still in
+    /// monitor mode.
+    #[inline(always)]
+    fn monitor_reply(&self, v: &FlowVal, src: &Identity, dst: &Identity) -> Option<Decision> {
+        let origin = Judge {
+            t: self.t,
+            slot: self.slot,
+            settings: self.settings,
+            src_zone: dst.zone,
+            dst_zone: src.zone,
+        };
+        if v.state & FLOW_MONITOR == 0 || !origin.monitored() {
+            return None;
+        }
+        let mut d = self.deny(Reason::Reply);
+        d.verdict = Verdict::WouldDeny;
+        Some(d)
+    }
+
     #[inline(always)]
     fn allow(&self, reason: Reason, conduit: Option<ConduitHit>) -> Decision {
         // `log: all` logs allowed traffic too: the conduit's setting, else `defaults.log`.
@@ -813,7 +834,7 @@ fn icmp_error<T: Tables>(
     p: &Packet,
     now: u64,
 ) -> Option<Decision> {
-    let (t, slot, settings) = (j.t, j.slot, j.settings);
+    let (t, slot) = (j.t, j.slot);
     let key = FlowKey {
         family: p.family,
         proto: p.inner_proto,
@@ -831,19 +852,9 @@ fn icmp_error<T: Tables>(
             d.conduit = v.conduit;
             return Some(d);
         }
-        // About a flow that a monitor-mode zone let through: a reply as well (would-deny)
-        // while the zone it comes from is in monitor mode, as the flow's replies are (path
-        // MTU discovery of an observed flow keeps working).
-        let origin = Judge {
-            t,
-            slot,
-            settings,
-            src_zone: dst.zone,
-            dst_zone: src.zone,
-        };
-        if v.state & FLOW_MONITOR != 0 && origin.monitored() {
-            let mut d = j.deny(Reason::Reply);
-            d.verdict = Verdict::WouldDeny;
+        // About a flow that a monitor-mode zone let through: a reply as well, as the flow's
+        // replies are (path MTU discovery of an observed flow keeps working).
+        if let Some(d) = j.monitor_reply(&v, src, dst) {
             return Some(d);
         }
     }
@@ -920,18 +931,8 @@ fn known_flow<T: Tables>(
             d.conduit = v.conduit;
             return Some(d);
         }
-        // The reply of a flow that a monitor-mode zone let through: it passes as well
-        // (would-deny) while that zone, the reply's source, is still in monitor mode.
-        let origin = Judge {
-            t,
-            slot,
-            settings,
-            src_zone: dst.zone,
-            dst_zone: src.zone,
-        };
-        if v.state & FLOW_MONITOR != 0 && origin.monitored() {
-            let mut d = j.deny(Reason::Reply);
-            d.verdict = Verdict::WouldDeny;
+        // The reply of a flow that a monitor-mode zone let through.
+        if let Some(mut d) = j.monitor_reply(&v, src, dst) {
             d.flow = FLOW_REV;
             return Some(d);
         }

@@ -108,7 +108,12 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 
 /// CLOCK_MONOTONIC in ns: the clock of the kernel program (which reads its coarse variant).
 pub fn monotonic_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    clock_ns(rustix::time::ClockId::Monotonic)
+}
+
+/// A clock's time in ns.
+pub fn clock_ns(clock: rustix::time::ClockId) -> u64 {
+    let ts = rustix::time::clock_gettime(clock);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 

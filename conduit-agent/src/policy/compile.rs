@@ -690,8 +690,7 @@ pub fn tai_now_s() -> u32 {
 
 /// Now, in nanoseconds since the epoch on CLOCK_TAI (as `bpf_ktime_get_tai_ns` reads it).
 pub fn tai_now_ns() -> u64 {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::Tai);
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::agent::host::clock_ns(rustix::time::ClockId::Tai)
 }
 
 #[cfg(test)]
