@@ -359,12 +359,9 @@ fn run_bounded(args: &[&str], max_memory: u64) -> Option<Output> {
         });
     }
     let mut child = c.spawn().unwrap();
-    let t = std::time::Instant::now();
-    while t.elapsed() < std::time::Duration::from_secs(10) {
-        if child.try_wait().unwrap().is_some() {
-            return Some(child.wait_with_output().unwrap());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    let ms = std::time::Duration::from_millis;
+    if conduit_tests::poll(ms(10_000), ms(20), || child.try_wait().unwrap().is_some()).is_some() {
+        return Some(child.wait_with_output().unwrap());
     }
     let _ = child.kill();
     let _ = child.wait();

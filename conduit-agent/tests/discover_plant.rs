@@ -140,15 +140,14 @@ fn discover_a_plant_review_and_enforce_the_draft() {
             .all(|ok| !ok)
     );
     // The agent drains every second: /metrics counts the records, and nothing was dropped.
-    let t = std::time::Instant::now();
-    while agent
-        .metric(&plant.gw, "conduit_learn_records")
-        .unwrap_or(0.0)
-        < 6.0
-    {
-        assert!(t.elapsed().as_secs() < 10, "{}", agent.log_text());
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
+    let ms = std::time::Duration::from_millis;
+    let counted = conduit_tests::poll(ms(10_000), ms(200), || {
+        agent
+            .metric(&plant.gw, "conduit_learn_records")
+            .unwrap_or(0.0)
+            >= 6.0
+    });
+    assert!(counted.is_some(), "{}", agent.log_text());
     for store in ["kernel", "disk"] {
         let m = format!("conduit_learn_dropped_total{{store=\"{store}\"}}");
         assert_eq!(agent.metric(&plant.gw, &m), Some(0.0), "{m}");

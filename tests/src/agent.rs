@@ -234,14 +234,11 @@ impl Agent {
     }
 
     pub fn wait_healthy(&self, ns: &Netns) {
-        let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(20) {
-            if let Some((200, _)) = self.get(ns, "/healthz") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!(
+        let healthy = crate::poll(Duration::from_secs(20), Duration::from_millis(100), || {
+            matches!(self.get(ns, "/healthz"), Some((200, _)))
+        });
+        assert!(
+            healthy.is_some(),
             "the agent did not become healthy; its log:\n{}",
             self.log_text()
         );
