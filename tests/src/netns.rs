@@ -52,7 +52,20 @@ impl Netns {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(150));
+        // Until the listener is there (ss, iproute2's socket list), not a fixed wait.
+        let ms = std::time::Duration::from_millis;
+        let listening = crate::poll(ms(5_000), ms(10), || {
+            server
+                .command("ss")
+                .args(["-Hltn", &format!("sport = :{port}")])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        assert!(
+            listening.is_some(),
+            "nc did not listen on port {port} in {}",
+            server.name
+        );
         let ok = self
             .command("nc")
             .args(["-z", "-w", "1", addr, &port.to_string()])

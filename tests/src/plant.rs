@@ -630,6 +630,8 @@ impl Capture {
     /// Stops the capture and returns the lines it printed (one per packet).
     pub fn stop(mut self) -> Vec<String> {
         let child = self.child.take().unwrap();
+        // Frames the caller just sent may still be on their way through the namespaces: no
+        // condition says when the last one has reached tcpdump, so a moment's grace.
         std::thread::sleep(Duration::from_millis(200));
         crate::signal(child.id(), libc::SIGINT);
         let out = child.wait_with_output().expect("tcpdump output");
