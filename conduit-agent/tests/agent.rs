@@ -190,6 +190,33 @@ fn failsafe_port_passes_under_a_policy_that_allows_nothing() {
     assert!(!ping(&n, 1));
 }
 
+/// An address added to the gateway while the agent runs is in the failsafe at once (the
+/// agent follows netlink's address notifications; its 5 s check is only a backstop).
+#[test]
+fn the_failsafe_follows_a_new_address_at_once() {
+    require_root();
+    let n = net();
+    let _a = n.agent(&policy(false, false, ""), &[]);
+    assert!(
+        !n.client.tcp_connects(&n.gw, "10.202.0.3", 22),
+        "no such address yet"
+    );
+    n.gw.exec_ok(&["ip", "addr", "add", "10.202.0.3/24", "dev", &n.veth.b]);
+    let t = Instant::now();
+    let followed = poll(Duration::from_secs(3), Duration::from_millis(50), || {
+        n.client.tcp_connects(&n.gw, "10.202.0.3", 22)
+    });
+    assert!(
+        followed.is_some(),
+        "ssh to the new address was still dropped {:?} after it was added",
+        t.elapsed()
+    );
+    assert!(
+        !n.client.tcp_connects(&n.gw, "10.202.0.3", 23),
+        "other ports of the new address are not in the failsafe"
+    );
+}
+
 #[test]
 fn audit_log_has_one_line_per_denied_flow_under_a_flood() {
     require_root();

@@ -440,7 +440,8 @@ pub async fn run(args: Config) -> Result<(), Failure> {
         state_dir: args.state_dir.clone(),
         integrity: Mutex::new(integrity),
     });
-    serve(&args, &reloader, &shared, nofile)?;
+    let addresses = Arc::new(tokio::sync::Notify::new());
+    serve(&args, &reloader, &shared, nofile, &addresses)?;
     let sink = match &args.audit_log {
         Some(p) => Some(audit::Sink::open(p).map_err(|e| {
             fail(
@@ -460,6 +461,7 @@ pub async fn run(args: Config) -> Result<(), Failure> {
         &reloader,
         &shared,
         signature.as_deref(),
+        &addresses,
     )
     .await;
     shutdown(&args, learner.as_ref(), &shared).await;
@@ -639,12 +641,14 @@ fn start(args: &Config) -> Result<Started, Failure> {
 }
 
 /// The agent's servers: the control socket (`conduit grant`, `revoke`), link notifications
-/// (interfaces deleted and created again), /metrics and /healthz.
+/// (interfaces deleted and created again; addresses, which `addresses` is told of), /metrics
+/// and /healthz.
 fn serve(
     args: &Config,
     reloader: &Arc<Reloader>,
     shared: &Arc<Mutex<Shared>>,
     nofile: u64,
+    addresses: &Arc<tokio::sync::Notify>,
 ) -> Result<(), Failure> {
     // `conduit grant` and `conduit revoke`.
     let control = grants::bind(&args.state_dir).map_err(|e| {
@@ -670,6 +674,7 @@ fn serve(
         reloader.dp.clone(),
         shared.clone(),
         args.clone(),
+        addresses.clone(),
     ));
 
     // Metrics.
@@ -718,6 +723,7 @@ async fn reload_loop(
     reloader: &Arc<Reloader>,
     shared: &Arc<Mutex<Shared>>,
     signature: Option<&Path>,
+    addresses: &tokio::sync::Notify,
 ) {
     // Reload triggers: SIGHUP, the policy file changing (debounced), this host's addresses
     // changing (the failsafe follows them).
@@ -753,21 +759,37 @@ async fn reload_loop(
                     let r = reloader.clone();
                     let _ = tokio::task::spawn_blocking(move || r.end_due_grants()).await;
                 }
+                // A backstop for address notifications that were lost.
                 if last_addr_check.elapsed() >= Duration::from_secs(5) {
                     last_addr_check = Instant::now();
-                    if let Ok(addrs) = host::own_addresses() {
-                        let changed = shared.lock().map(|mut s| {
-                            let c = s.addrs != addrs;
-                            s.addrs = addrs;
-                            c
-                        }).unwrap_or(false);
-                        if changed {
-                            reloader.reload("host addresses changed", false).await;
-                        }
-                    }
+                    follow_addresses(reloader, shared).await;
                 }
             }
+            // An address came or went (netlink): the failsafe follows at once.
+            _ = addresses.notified() => {
+                last_addr_check = Instant::now();
+                follow_addresses(reloader, shared).await;
+            }
         }
+    }
+}
+
+/// Reloads when this host's addresses changed since the agent last looked (the failsafe
+/// holds them).
+async fn follow_addresses(reloader: &Arc<Reloader>, shared: &Arc<Mutex<Shared>>) {
+    let Ok(addrs) = host::own_addresses() else {
+        return;
+    };
+    let changed = shared
+        .lock()
+        .map(|mut s| {
+            let c = s.addrs != addrs;
+            s.addrs = addrs;
+            c
+        })
+        .unwrap_or(false);
+    if changed {
+        reloader.reload("host addresses changed", false).await;
     }
 }
 

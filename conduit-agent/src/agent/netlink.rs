@@ -44,6 +44,8 @@ pub struct LinkEvent {
     pub deleted: bool,
     pub index: u32,
     pub name: Option<String>,
+    /// An address of the interface came or went (not the link itself).
+    pub address: bool,
 }
 
 /// A socket subscribed to the kernel's link notifications (RTNLGRP_LINK) of the agent's
@@ -114,6 +116,7 @@ pub fn parse(mut buf: &[u8]) -> Option<Vec<LinkEvent>> {
                     deleted: false,
                     index: a.header.index,
                     name: None,
+                    address: true,
                 });
                 continue;
             }
@@ -126,6 +129,7 @@ pub fn parse(mut buf: &[u8]) -> Option<Vec<LinkEvent>> {
                 LinkAttribute::IfName(n) => Some(n),
                 _ => None,
             }),
+            address: false,
         });
     }
     Some(out)
@@ -362,6 +366,7 @@ pub async fn watch(
     dp: Arc<Mutex<Datapath>>,
     shared: Arc<Mutex<Shared>>,
     args: Config,
+    addresses: Arc<tokio::sync::Notify>,
 ) {
     // Off the runtime thread: the datapath may be held by a reload for a while.
     let run_check = || {
@@ -379,12 +384,16 @@ pub async fn watch(
                 for e in &evs {
                     debug!(deleted = e.deleted, ifindex = e.index, name = ?e.name, "link event");
                 }
+                if evs.iter().any(|e| e.address) {
+                    addresses.notify_one();
+                }
                 if !evs.is_empty() {
                     run_check().await;
                 }
             }
             Ok(None) => {
                 warn!("link notifications were lost or unreadable: checking every interface");
+                addresses.notify_one();
                 run_check().await;
             }
             Err(e) => {
@@ -544,12 +553,14 @@ mod tests {
                 LinkEvent {
                     deleted: true,
                     index: 7,
-                    name: Some("eth1".into())
+                    name: Some("eth1".into()),
+                    address: false,
                 },
                 LinkEvent {
                     deleted: false,
                     index: 9,
-                    name: Some("eth1".into())
+                    name: Some("eth1".into()),
+                    address: false,
                 },
             ])
         );

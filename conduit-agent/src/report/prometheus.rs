@@ -36,6 +36,10 @@ pub fn valid_window(w: &str) -> bool {
 struct Client {
     agent: ureq::Agent,
     base: String,
+    /// The instant every query is evaluated at (Unix seconds, as the API takes it): the
+    /// report's queries compare each other's answers (a series' samples with its gateway's),
+    /// which a scrape between two of them, each at its own "now", would set apart.
+    at: String,
 }
 
 /// One sample of an instant vector: its labels and value.
@@ -55,6 +59,7 @@ impl Client {
             .agent
             .get(&url)
             .query("query", q)
+            .query("time", &self.at)
             .call()
             .map_err(|e| unreachable(format!("cannot query it: {e}")))?;
         let status = resp.status();
@@ -182,6 +187,10 @@ pub fn from_prometheus(
     let c = Client {
         agent: ureq::Agent::new_with_config(config),
         base: base.clone(),
+        at: format!(
+            "{:.3}",
+            jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
+        ),
     };
     // The gateways: every instance that reported this site at some time in the window.
     let ran = format!(
