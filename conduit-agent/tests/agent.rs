@@ -203,7 +203,7 @@ fn the_failsafe_follows_a_new_address_at_once() {
     );
     n.gw.exec_ok(&["ip", "addr", "add", "10.202.0.3/24", "dev", &n.veth.b]);
     let t = Instant::now();
-    let followed = poll(Duration::from_secs(3), Duration::from_millis(50), || {
+    let followed = poll(Duration::from_secs(2), Duration::from_millis(50), || {
         n.client.tcp_connects(&n.gw, "10.202.0.3", 22)
     });
     assert!(
