@@ -2,13 +2,7 @@
 //! namespaces, captured with tcpdump) against a read-only conduit: for every request that
 //! tshark's Modbus dissector decodes, the verdict follows from tshark's function code and
 //! unit ID, and `conduit explain --modbus-function` agrees with replay frame by frame.
-use std::{
-    collections::BTreeMap,
-    path::Path,
-    process::Stdio,
-    thread::sleep,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, path::Path, process::Stdio, thread::sleep, time::Duration};
 
 use conduit_common::inspect::modbus::READ;
 use conduit_tests::{
@@ -43,23 +37,6 @@ fn modbus_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/modbus")
 }
 
-/// Waits until something listens on tcp/502 in `ns`.
-fn wait_listening(ns: &Netns) {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(15) {
-        let out = ns
-            .command("ss")
-            .args(["-Hltn", "sport = :502"])
-            .output()
-            .unwrap();
-        if !out.stdout.is_empty() {
-            return;
-        }
-        sleep(Duration::from_millis(100));
-    }
-    panic!("the Modbus server did not start listening");
-}
-
 #[test]
 fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
     require_root();
@@ -91,7 +68,7 @@ fn replay_of_real_modbus_traffic_agrees_with_tshark_and_explain() {
         .stderr(Stdio::null())
         .spawn()
         .expect("pymodbus server");
-    wait_listening(&server);
+    server.wait_listening("tcp", 502);
     sleep(Duration::from_millis(500));
     // No program attached: every request reaches the server and is answered, so the
     // capture holds what a read-only conduit must let through and what it must drop.

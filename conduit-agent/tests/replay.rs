@@ -77,7 +77,9 @@ fn replay_of_a_real_capture_agrees_with_explain_and_tshark() {
             .spawn()
             .unwrap(),
     );
-    sleep(Duration::from_millis(300));
+    for (proto, port) in [("tcp", 8080), ("tcp", 9090), ("udp", 5000)] {
+        server.wait_listening(proto, port);
+    }
     client.exec_ok(&["ping", "-c", "3", "-i", "0.1", "10.203.0.2"]);
     for port in ["8080", "9090"] {
         let _ = client

@@ -52,20 +52,7 @@ impl Netns {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        // Until the listener is there (ss, iproute2's socket list), not a fixed wait.
-        let ms = std::time::Duration::from_millis;
-        let listening = crate::poll(ms(5_000), ms(10), || {
-            server
-                .command("ss")
-                .args(["-Hltn", &format!("sport = :{port}")])
-                .output()
-                .is_ok_and(|o| !o.stdout.is_empty())
-        });
-        assert!(
-            listening.is_some(),
-            "nc did not listen on port {port} in {}",
-            server.name
-        );
+        server.wait_listening("tcp", port);
         let ok = self
             .command("nc")
             .args(["-z", "-w", "1", addr, &port.to_string()])
@@ -75,6 +62,29 @@ impl Netns {
         crate::signal(l.id(), libc::SIGTERM);
         let _ = l.wait();
         ok
+    }
+
+    /// Waits (at most 15 s, else panics) until a socket of `proto` (`tcp` or `udp`) is bound
+    /// to `port` in this namespace: a server started in the background is ready (`ss`,
+    /// iproute2's socket list), instead of a fixed wait.
+    pub fn wait_listening(&self, proto: &str, port: u16) {
+        let flag = match proto {
+            "tcp" => "-Hltn",
+            "udp" => "-Hlun",
+            _ => panic!("wait_listening: tcp or udp, not {proto}"),
+        };
+        let ms = std::time::Duration::from_millis;
+        let listening = crate::poll(ms(15_000), ms(10), || {
+            self.command("ss")
+                .args([flag, &format!("sport = :{port}")])
+                .output()
+                .is_ok_and(|o| !o.stdout.is_empty())
+        });
+        assert!(
+            listening.is_some(),
+            "nothing listens on {proto} port {port} in {}",
+            self.name
+        );
     }
 
     /// A command that runs inside this namespace.
