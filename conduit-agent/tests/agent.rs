@@ -619,19 +619,12 @@ fn second_agent(n: &Net, a: &Agent) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t = Instant::now();
-    let mut code = None;
-    while t.elapsed() < Duration::from_secs(5) {
-        if let Some(s) = c.try_wait().unwrap() {
-            code = s.code();
-            break;
-        }
-        sleep(Duration::from_millis(20));
-    }
-    if code.is_none() {
+    let exited = conduit_tests::exited_within(&mut c, Duration::from_secs(5));
+    if !exited {
         conduit_tests::signal(c.id(), libc::SIGTERM);
     }
     let out = c.wait_with_output().unwrap();
+    let code = if exited { out.status.code() } else { None };
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
 

@@ -359,8 +359,7 @@ fn run_bounded(args: &[&str], max_memory: u64) -> Option<Output> {
         });
     }
     let mut child = c.spawn().unwrap();
-    let ms = std::time::Duration::from_millis;
-    if conduit_tests::poll(ms(10_000), ms(20), || child.try_wait().unwrap().is_some()).is_some() {
+    if conduit_tests::exited_within(&mut child, std::time::Duration::from_secs(10)) {
         return Some(child.wait_with_output().unwrap());
     }
     let _ = child.kill();

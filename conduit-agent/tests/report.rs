@@ -12,7 +12,7 @@ use std::{
 };
 
 use conduit_agent::report::{self, Options, Source, diagram, layout::Rect};
-use conduit_tests::{Netns, VethPair, agent::Agent, require_root};
+use conduit_tests::{Netns, VethPair, agent::Agent, poll, require_root};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 
@@ -997,14 +997,10 @@ fn two_gateways_scraped_by_one_prometheus_are_summed_and_broken_down() {
     let dir = tmpdir("cdtrp");
     let prom = Prometheus::start(&gw, &dir, &[base, base + 1], base + 2);
     // An empty window first: a site no gateway runs.
-    let t = Instant::now();
-    while prom.query(&gw, "up").len() < 2 {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "Prometheus scrapes both agents"
-        );
-        sleep(Duration::from_millis(500));
-    }
+    let scraped = poll(Duration::from_secs(60), Duration::from_millis(500), || {
+        prom.query(&gw, "up").len() >= 2
+    });
+    assert!(scraped.is_some(), "Prometheus scrapes both agents");
     let url = format!("http://127.0.0.1:{}", prom.port);
     let other_site = a1.policy.with_file_name("other-site.yaml");
     std::fs::write(

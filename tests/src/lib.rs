@@ -96,6 +96,15 @@ pub fn poll(
     }
 }
 
+/// Waits up to `limit` for `child` to exit: `true` if it did (its status is then for
+/// `wait`/`wait_with_output` to collect), `false` if it still runs.
+pub fn exited_within(child: &mut std::process::Child, limit: std::time::Duration) -> bool {
+    poll(limit, std::time::Duration::from_millis(20), || {
+        child.try_wait().is_ok_and(|s| s.is_some())
+    })
+    .is_some()
+}
+
 /// Waits up to 15 s (polling every 100 ms) until `f` holds, or panics naming `what`.
 pub fn wait_for(what: &str, f: impl FnMut() -> bool) {
     let ms = std::time::Duration::from_millis;
