@@ -19,7 +19,7 @@ NIGHTLY=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 PKGS=(iproute2 iputils-ping netcat-openbsd tcpdump tshark python3-scapy nftables bpftool libxml2-utils
       prometheus jq python3-pymodbus python3-serial-asyncio curl ansible gzip iperf3
       qemu-system-x86 busybox-static xz-utils binutils xdp-tools chromium fonts-dejavu-core
-      openssh-client python3-venv)   # openssh-client: ssh-keygen, which signs and checks policies in the tests
+      openssh-client python3-venv linux-perf)   # linux-perf: the per-packet benchmark's profile; openssh-client: ssh-keygen, which signs and checks policies in the tests
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

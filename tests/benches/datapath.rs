@@ -354,7 +354,8 @@ fn cost(prog: &mut Xdp, frame: &[u8], repeat: u32, rounds: usize) -> f64 {
 
 /// Conduit and xdp-filter on the same frames, in the same run (issue #16's goals): the
 /// smallest policy, xdp-filter with its closest equivalent.
-fn against_xdp_filter(repeat: u32, rounds: usize) -> String {
+/// Also returns xdp-filter's cost on the established flow, a reference line for the plot.
+fn against_xdp_filter(repeat: u32, rounds: usize, profile_secs: f64) -> (String, Row) {
     let client = [10, 0, 0, 1];
     let server = [10, 200, 0, 1];
     let tcp = |src: [u8; 4], mac: [u8; 6], sport: u16, dport: u16, flags: u8| {
@@ -429,9 +430,12 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
         2 => "pass",
         _ => "other",
     };
+    let mut costs = Vec::new();
+    let mut reference = None;
     for (name, frame, goal) in &cases {
         let prog = dp.program().unwrap();
         let ours = cost(prog, frame, repeat, rounds);
+        costs.push(ours - empty);
         let our_action = prog
             .test_run(TestRunOptions {
                 data_in: Some(frame),
@@ -441,6 +445,13 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
             .expect("BPF_PROG_TEST_RUN")
             .return_value;
         let (theirs, their_action) = xf.cost(frame, repeat, rounds);
+        reference.get_or_insert(Row {
+            ids: 0,
+            cds: 0,
+            name: format!("xdp-filter: {name}"),
+            ns: theirs,
+            floor: empty,
+        });
         out += &format!(
             "| {name} | {ours:.1} | {theirs:.1} | {:.2}× | {goal} | {:.1}× | {} / {} |\n",
             ours / theirs,
@@ -449,7 +460,125 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
             action(their_action)
         );
     }
-    out + "\n"
+    out += "\n";
+    out += &where_the_time_goes(&mut dp, &cases, &costs, repeat, profile_secs);
+    (out, reference.expect("the first case"))
+}
+
+/// The program's functions (entry point and subprograms), as the profile table names them.
+const STAGES: [(&str, &str); 9] = [
+    (
+        "conduit_xdp",
+        "entry point (clock, per-CPU scratch, counters)",
+    ),
+    ("parse", "parse"),
+    ("fast", "fast path (flow table)"),
+    ("full", "full decision (identities, zones, conduits)"),
+    ("ingress", "interface checks"),
+    ("update", "flow table update"),
+    ("log", "audit event"),
+    ("conduit_inspect", "inspection"),
+    ("record", "learning"),
+];
+
+/// The xdp-filter cases profiled (`conduit_tests::profile`): each case's samples inside the
+/// program by function and by what the innermost frame was, as a share and as nanoseconds of
+/// the case's cost above the empty program (`above`).
+fn where_the_time_goes(
+    dp: &mut Datapath,
+    cases: &[(&str, Vec<u8>, &str)],
+    above: &[f64],
+    repeat: u32,
+    secs: f64,
+) -> String {
+    let mut profiles = Vec::new();
+    for (_, frame, _) in cases {
+        let prog = dp.program().unwrap();
+        match conduit_tests::profile::profile(secs, || {
+            prog.test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat,
+                ..Default::default()
+            })
+            .expect("BPF_PROG_TEST_RUN");
+        }) {
+            Ok(p) => profiles.push(p),
+            // perf is part of the bootstrap; a machine without it still gets the rest.
+            Err(e) => panic!("profiling the per-packet cases: {e}"),
+        }
+    }
+    let mitigations = ["spec_rstack_overflow", "retbleed", "spectre_v2"]
+        .iter()
+        .filter_map(|v| {
+            let t = std::fs::read_to_string(format!("/sys/devices/system/cpu/vulnerabilities/{v}"))
+                .ok()?;
+            Some(format!("{v}: {}", t.trim()))
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let mut out = format!(
+        "### Where the time goes (perf, the cases above)\n\n`perf record -e cpu-clock -g` on the thread that test-runs each case for {secs} s; a sample counts for the innermost program function on its call chain (the entry point or a subprogram) and for what its innermost frame was: the program's own instructions, or the kernel code of a map lookup, the clock, ... Shares are of the samples inside the program ({}); ns are the share times the case's cost above the empty program. Rows under 3% in every case are summed in the last row. Calls and returns cost more than usual on machines whose kernel mitigates return-address speculation in software; this one: {mitigations}. Samples at the instruction after a call (the return) count as the caller's own code.\n\n| function | what | {} |\n| --- | --- |{}\n",
+        profiles
+            .iter()
+            .map(|p| p.inside.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cases
+            .iter()
+            .map(|(n, _, _)| n.split(" (").next().unwrap_or(n).to_owned())
+            .collect::<Vec<_>>()
+            .join(" | "),
+        " ---: |".repeat(cases.len()),
+    );
+    let keys: std::collections::BTreeSet<(String, &'static str)> = profiles
+        .iter()
+        .flat_map(|p| p.shares.keys().cloned())
+        .collect();
+    let mut rest = vec![0.0; profiles.len()];
+    let cell = |share: f64, i: usize| format!("{:.0}% · {:.0} ns", share * 100.0, share * above[i]);
+    let mut rows = Vec::new();
+    for (f, what) in &keys {
+        let shares: Vec<f64> = profiles.iter().map(|p| p.share(f, what)).collect();
+        if shares.iter().all(|&s| s < 0.03) {
+            for (r, s) in rest.iter_mut().zip(&shares) {
+                *r += s;
+            }
+            continue;
+        }
+        let order = STAGES
+            .iter()
+            .position(|(n, _)| n == f)
+            .unwrap_or(STAGES.len());
+        let name = STAGES
+            .iter()
+            .find(|(n, _)| n == f)
+            .map_or(f.as_str(), |(_, d)| d);
+        rows.push((
+            order,
+            format!(
+                "| {name} | {what} | {} |\n",
+                shares
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &s)| cell(s, i))
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            ),
+        ));
+    }
+    rows.sort_by_key(|(o, _)| *o);
+    for (_, r) in rows {
+        out += &r;
+    }
+    out += &format!(
+        "| everything else | | {} |\n\n",
+        rest.iter()
+            .enumerate()
+            .map(|(i, &s)| cell(s, i))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    );
+    out
 }
 
 /// What a data segment costs over a bare ACK, in a policy without inspection filters (the
@@ -975,7 +1104,11 @@ fn main() {
         }
     }
     out += &scale_summary(&rows);
-    out += &against_xdp_filter(repeat, rounds.max(3));
+    let (xdp_filter, reference) =
+        against_xdp_filter(repeat, rounds.max(3), if smoke { 0.3 } else { 2.0 });
+    out += &xdp_filter;
+    // The plot draws xdp-filter's established flow as a line across its panels.
+    rows.push(reference);
     out += &learning_cost(repeat, rounds.max(5));
     out += &window_cost(repeat, rounds.max(3));
     out += &temporary_conduits_cost(repeat, rounds.max(5));

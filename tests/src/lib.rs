@@ -11,6 +11,7 @@ pub mod netns;
 pub mod peers;
 pub mod plant;
 pub mod policygen;
+pub mod profile;
 pub mod random;
 pub mod reference;
 pub mod report;

@@ -5,6 +5,10 @@
 //! conduit count, side by side and sharing the y scale; x is identities on a log10 scale, y is
 //! ns / floor_ns (the cost as a multiple of an empty XDP_PASS program measured in the same run).
 //! One line per case, coloured the same in every panel.
+//!
+//! A row with 0 identities and 0 conduits is a reference measured once rather than against
+//! policy size (xdp-filter on the same frame, in the same run): a labelled horizontal line
+//! across every panel, like the empty program's own line at 1×.
 use std::{
     collections::{BTreeMap, BTreeSet},
     fmt::Write as _,
@@ -111,8 +115,10 @@ fn parse(csv: &str) -> Result<Vec<Row>> {
         if case.len() >= 2 && case.starts_with('"') && case.ends_with('"') {
             case = case[1..case.len() - 1].replace("\"\"", "\"");
         }
-        if identities == 0 {
-            bail!("line {n}: identities must be at least 1 (the x axis is logarithmic)");
+        if identities == 0 && conduits != 0 {
+            bail!(
+                "line {n}: identities must be at least 1 (the x axis is logarithmic), or both identities and conduits 0 for a reference line"
+            );
         }
         if case.is_empty() {
             bail!("line {n}: the case name is empty");
@@ -145,7 +151,11 @@ fn parse(csv: &str) -> Result<Vec<Row>> {
 
 /// Renders the benchmark CSV (`identities,conduits,case,ns,floor_ns`) as an SVG document.
 pub fn svg(csv: &str) -> Result<String> {
-    let rows = parse(csv)?;
+    let (references, rows): (Vec<Row>, Vec<Row>) =
+        parse(csv)?.into_iter().partition(|r| r.identities == 0);
+    if rows.is_empty() {
+        bail!("the CSV has reference lines (0 identities, 0 conduits) but no measured sizes");
+    }
     // Cases in the order they first appear (the benchmark's order), one colour each.
     let mut cases: Vec<&str> = Vec::new();
     for r in &rows {
@@ -166,7 +176,12 @@ pub fn svg(csv: &str) -> Result<String> {
     }
 
     // y: linear from 0, shared by every panel, always showing the goal line, with headroom.
-    let top = 1.05 * rows.iter().map(|r| r.ns / r.floor_ns).fold(GOAL, f64::max);
+    let top = 1.05
+        * rows
+            .iter()
+            .chain(&references)
+            .map(|r| r.ns / r.floor_ns)
+            .fold(GOAL, f64::max);
     let step = nice_step(top / 5.0);
     let ticks = (top / step - 1e-9).ceil().max(1.0) as u32;
     let y_max = step * f64::from(ticks);
@@ -305,6 +320,40 @@ pub fn svg(csv: &str) -> Result<String> {
             n(y(GOAL) - 5.0),
             esc(GOAL_LABEL)
         )?;
+        // The empty program (1× by definition) and the references.
+        let lines = std::iter::once(("empty XDP program".to_owned(), 1.0, None)).chain(
+            references.iter().map(|r| {
+                let tip = format!(
+                    "{}: {:.1} ns = {:.2}× the empty program ({:.1} ns)",
+                    r.case,
+                    r.ns,
+                    r.ns / r.floor_ns,
+                    r.floor_ns
+                );
+                (r.case.clone(), r.ns / r.floor_ns, Some(tip))
+            }),
+        );
+        for (label, v, tip) in lines {
+            let ry = n(y(v));
+            writeln!(s, r#"<g class="reference">"#)?;
+            if let Some(tip) = tip {
+                writeln!(s, "<title>{}</title>", esc(&tip))?;
+            }
+            writeln!(
+                s,
+                r##"<line x1="{l}" y1="{ry}" x2="{r}" y2="{ry}" stroke="#333333" stroke-width="1" stroke-dasharray="2 3"/>"##,
+                l = n(left),
+                r = n(right)
+            )?;
+            writeln!(
+                s,
+                r##"<text x="{}" y="{}" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}: {v:.1}×</text>"##,
+                n(left + 4.0),
+                n(y(v) - 4.0),
+                esc(&label)
+            )?;
+            writeln!(s, "</g>")?;
+        }
         // One line per case.
         for (c, case) in cases.iter().enumerate() {
             let Some(points) = series.get(&(cds, c)) else {
@@ -739,6 +788,34 @@ mod tests {
         assert!(!doc.contains("NaN") && !doc.contains("inf"), "{doc}");
         // Below the goal: the y axis still reaches above 4×.
         assert!(doc.contains(">4×<") && doc.contains(">5×<") && !doc.contains(">6×<"));
+    }
+
+    #[test]
+    fn references_are_lines_across_every_panel() {
+        let csv = format!("{SAMPLE}0,0,xdp-filter: established flow (TCP ACK),56.0,28.0\n");
+        let doc = svg(&csv).unwrap();
+        balanced(&doc).unwrap();
+        // Three panels, each with the empty program's line and xdp-filter's.
+        assert_eq!(doc.matches(r#"<g class="reference">"#).count(), 6);
+        assert_eq!(
+            doc.matches(">xdp-filter: established flow (TCP ACK): 2.0×</text>")
+                .count(),
+            3
+        );
+        assert_eq!(doc.matches(">empty XDP program: 1.0×</text>").count(), 3);
+        // Not a series, and not in the legend.
+        assert_eq!(doc.matches("<polyline").count(), 4);
+        assert!(
+            !doc.split(r#"<g class="legend">"#)
+                .nth(1)
+                .unwrap()
+                .contains("xdp-filter")
+        );
+        // A reference needs both sizes 0; references alone are no plot.
+        assert!(err("identities,conduits,case,ns,floor_ns\n0,10,x,1,2\n").contains("line 2"));
+        assert!(
+            err("identities,conduits,case,ns,floor_ns\n0,0,x,1,2\n").contains("no measured sizes")
+        );
     }
 
     #[test]
