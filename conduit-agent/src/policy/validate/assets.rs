@@ -1,5 +1,7 @@
 //! The assets of a zone: a name, an address (`ip` or `cidr`) and an optional MAC, each
 //! claimed by one asset across all zones.
+use std::rc::Rc;
+
 use marked_yaml::Node;
 
 use super::{Validator, fmt_mac, pos, zones::ZonesCx};
@@ -13,13 +15,18 @@ impl Validator<'_> {
         &mut self,
         cx: &mut ZonesCx,
         node: &Node,
-        zone: &str,
+        zone: &Rc<str>,
     ) -> Option<Vec<Asset>> {
         let Some(asset_nodes) = raw::list(node, "assets", self.d) else {
             cx.ok = false;
             return None;
         };
-        let mut assets = Vec::new();
+        // Room for every asset at once (a zone may have hundreds of thousands).
+        let n = asset_nodes.len();
+        self.known.asset_zone.reserve(n);
+        cx.assets.reserve(n);
+        cx.ips.reserve(n);
+        let mut assets = Vec::with_capacity(n);
         for an in asset_nodes {
             if let Some(a) = self.asset(cx, an, zone) {
                 assets.push(a);
@@ -29,21 +36,23 @@ impl Validator<'_> {
     }
 
     /// One item of `assets`. `None` when it has an error (then `cx.ok` is cleared).
-    fn asset(&mut self, cx: &mut ZonesCx, an: &Node, zone: &str) -> Option<Asset> {
+    fn asset(&mut self, cx: &mut ZonesCx, an: &Node, zone: &Rc<str>) -> Option<Asset> {
         let Some((a, _)) = raw::item::<raw::Asset>(an, "asset", raw::ASSET_KEYS, &[], self.d)
         else {
             cx.ok = false;
             if let Some(n) = raw::name_of(an) {
-                self.known.asset_zone.insert(n, zone.to_owned());
+                self.known.asset_zone.insert(n.into(), zone.clone());
             }
             return None;
         };
         let r = &a.value;
         let name = self.name(&r.name, "asset");
-        if let Some(n) = &name {
-            self.known.asset_zone.insert(n.clone(), zone.to_owned());
+        // The name once, shared by the bookkeeping below.
+        let shared: Option<Rc<str>> = name.as_deref().map(Rc::from);
+        if let Some(n) = &shared {
+            self.known.asset_zone.insert(n.clone(), zone.clone());
         }
-        if let Some(n) = &name
+        if let Some(n) = &shared
             && let Some(first) = cx.assets.insert(n.clone(), pos(&r.name))
         {
             self.err(pos(&r.name), format!("asset \"{n}\" is defined twice (first at line {}); asset names are unique across zones", first.line));
@@ -80,7 +89,7 @@ impl Validator<'_> {
             );
             cx.ok = false;
         }
-        if let (Some((addr_ok, apos)), Some(n)) = (&addr_v, &name) {
+        if let (Some((addr_ok, apos)), Some(n)) = (&addr_v, &shared) {
             match addr_ok {
                 Addr::Ip(ip) => {
                     if let Some((other, first)) = cx.ips.insert(*ip, (n.clone(), *apos)) {
@@ -97,7 +106,7 @@ impl Validator<'_> {
                 }
             }
         }
-        if let (Some((Some(m), mpos)), Some(n)) = (&mac, &name)
+        if let (Some((Some(m), mpos)), Some(n)) = (&mac, &shared)
             && let Some((other, first)) = cx.macs.insert(*m, (n.clone(), *mpos))
         {
             self.err(*mpos, format!("MAC {} is bound by assets \"{other}\" (line {}) and \"{n}\"; a MAC binds one address", fmt_mac(m), first.line));

@@ -1,6 +1,6 @@
 //! Conduits: their names, the zones and assets they connect, their settings and time limits
 //! (`expires`, `on_demand`); their rules are read in [`super::rules`].
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt as _};
 
 use marked_yaml::{Node, Spanned};
 
@@ -209,7 +209,9 @@ impl Validator<'_> {
         for a in list.iter() {
             match asset_zone.get(a.as_str()) {
                 None => {
-                    let hint = did_you_mean(a, asset_zone.keys().map(String::as_str))
+                    // The nearest name whatever the map's order (`did_you_mean` breaks
+                    // ties by name).
+                    let hint = did_you_mean(a, asset_zone.keys().map(|k| &**k))
                         .map(|h| format!("; did you mean \"{h}\"?"))
                         .unwrap_or_default();
                     self.err(
@@ -221,7 +223,7 @@ impl Validator<'_> {
                     );
                     cx.ok = false;
                 }
-                Some(z) if !side.iter().any(|s| s == z) => {
+                Some(z) if !side.iter().any(|s| **s == **z) => {
                     self.err(pos(a), format!(
                         "asset \"{}\" in `{key}` of conduit \"{cname}\" belongs to zone \"{z}\", which is not in `{side_key}` ({})",
                         a.as_str(), side.join(", ")));

@@ -1,6 +1,8 @@
 //! Zones: each zone's settings and interfaces, and the uniqueness of names and addresses
 //! across the zones list (its assets are read in [`super::assets`]).
-use std::{collections::HashMap, net::IpAddr};
+use std::{net::IpAddr, rc::Rc};
+
+use foldhash::{HashMap, HashMapExt as _};
 
 use marked_yaml::{Node, Spanned};
 
@@ -16,10 +18,10 @@ use crate::policy::{
 pub(super) struct ZonesCx {
     pub(super) ok: bool,
     zones: HashMap<String, Pos>,
-    pub(super) assets: HashMap<String, Pos>,
-    pub(super) ips: HashMap<IpAddr, (String, Pos)>,
-    pub(super) cidrs: HashMap<(IpAddr, u8), (String, Pos)>,
-    pub(super) macs: HashMap<[u8; 6], (String, Pos)>,
+    pub(super) assets: HashMap<Rc<str>, Pos>,
+    pub(super) ips: HashMap<IpAddr, (Rc<str>, Pos)>,
+    pub(super) cidrs: HashMap<(IpAddr, u8), (Rc<str>, Pos)>,
+    pub(super) macs: HashMap<[u8; 6], (Rc<str>, Pos)>,
 }
 
 impl Validator<'_> {
@@ -76,7 +78,7 @@ impl Validator<'_> {
             // A zone without assets is legal (lint 7 warns about it).
             return zone;
         };
-        let assets = self.assets(cx, assets_node, &zone_name)?;
+        let assets = self.assets(cx, assets_node, &Rc::from(zone_name))?;
         if let Some(z) = &mut zone {
             z.assets = assets;
         }
