@@ -1,23 +1,29 @@
 //! Forwarding throughput and flood-drop rate through a gateway namespace: Conduit (a real
 //! `conduit run` process) against nftables, linear and with a set, generated from the same
-//! policy text. Prints a markdown report (and writes it to $CONDUIT_BENCH_OUT when set).
-//! Root needed.
+//! policy text, and against Debian's xdp-filter (stateless allow lists, the closest
+//! equivalent it can express). Prints a markdown report (and writes it to $CONDUIT_BENCH_OUT
+//! when set). Root needed.
 //!
 //! Topology (all namespaces and interfaces created here, unique names, removed on drop):
 //! sender ns --veth-- gateway ns (ip_forward=1, static neighbour) --veth-- receiver ns.
 //!
-//! Generator: BPF_PROG_TEST_RUN in live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES) on a
-//! two-instruction XDP program returning XDP_TX on the sender's veth (the way xdp-trafficgen
-//! works): the same 64-byte UDP frame is transmitted to the gateway as fast as one CPU can.
-//! The helper programs (XDP_TX, XDP_PASS, XDP_DROP) are loaded from raw instructions with the
-//! bpf syscall; no extra eBPF crate is built.
+//! Generator: BPF_PROG_TEST_RUN in live-frames mode (BPF_F_TEST_XDP_LIVE_FRAMES) on a small
+//! XDP program returning XDP_TX on the sender's veth (the way xdp-trafficgen works): the same
+//! 64-byte UDP frame is transmitted to the gateway as fast as one CPU can. Variants of the same
+//! program give every frame a random source address (a spoofed-source flood), and mix one
+//! frame in 16 of the allowed flow into a flood (does the allowed flow keep passing?). The
+//! helper programs (XDP_TX, XDP_PASS, XDP_DROP, counters) are loaded from raw instructions with
+//! the bpf syscall; no extra eBPF crate is built.
 //!
 //! Forwarding: packets per second counted at the receiver veth (rx_packets), which drops
 //! everything with an XDP_DROP program. Flood: packets per second that the gateway's ingress
-//! veth takes in (rx_packets) while the policy denies all of them.
+//! veth takes in (rx_packets) while the policy denies all of them; a denied frame that
+//! reaches the receiver fails the bench (after the report). Mixed: the generator counts the
+//! allowed flow's frames it sends, the receiver counts the frames it gets per destination
+//! port.
 //!
 //! Run: `cargo build --release -p conduit-agent && cargo bench -p conduit-tests --bench
-//! forwarding` (about 2 minutes). A TCP stream (iperf3) through the same gateway closes the
+//! forwarding` (about 3.5 minutes). A TCP stream (iperf3) through the same gateway closes the
 //! report. Knobs: CONDUIT_BIN (default target/release/conduit), CONDUIT_FWD_SECS (seconds per
 //! interval, default 2), CONDUIT_FWD_SIZES (nftables sizes, default "100,1000,10000"),
 //! CONDUIT_FWD_ROUNDS (intervals per contestant, default 3).
@@ -39,7 +45,10 @@ use conduit_agent::policy::{
     validate::validate_bytes,
 };
 use conduit_tests::{
-    Netns, VethPair, agent::Agent, conduit_bin, frames, in_netns, median, unique_name,
+    Netns, VethPair,
+    agent::Agent,
+    conduit_bin, frames, in_netns, median, unique_name,
+    xdp_filter::{self, XdpFilter},
 };
 
 const SENDER: [u8; 4] = [10, 10, 1, 2];
@@ -49,14 +58,36 @@ const RECEIVER: [u8; 4] = [10, 10, 2, 2];
 const ALLOWED_PORT: u16 = 5000;
 const DENIED_PORT: u16 = 6000;
 const FRAME_LEN: usize = 64;
+/// The spoofed flood's base source address. The generator replaces its low 16 bits with a
+/// random r and the IP ID (1, from `frames::ipv4`) with 0xffff - r: the two header words
+/// still add up to 0xfffe + 1 = 0xffff as integers, so the header's one's-complement sum, and
+/// with it the checksum written for the base frame, stay right without recomputing
+/// (`check_generator` verifies it on the program's own output at startup). No asset of the
+/// policy is in 10.99.0.0/16: every source is unknown, 65,536 of them.
+const SPOOF_BASE: [u8; 4] = [10, 99, 255, 254];
+/// Offsets in the frame: the IPv4 ID, the low half of the source address, the UDP
+/// destination port.
+const IP_ID: usize = 14 + 4;
+const IP_SRC_LO: usize = 14 + 12 + 2;
+const UDP_DPORT: usize = 14 + 20 + 2;
+/// In a mixed run, frames of the allowed flow are those whose random number has these bits
+/// clear: one in 16.
+const LEGIT_MASK: i32 = 15;
 
 // ---------------------------------------------------------------------------------------
 // Raw bpf syscalls: tiny XDP programs, XDP links, live-frames test runs.
 
+const BPF_MAP_CREATE: i64 = 0;
+const BPF_MAP_LOOKUP_ELEM: i64 = 1;
 const BPF_PROG_LOAD: i64 = 5;
 const BPF_PROG_TEST_RUN: i64 = 10;
 const BPF_LINK_CREATE: i64 = 28;
+const BPF_LINK_UPDATE: i64 = 29;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 const BPF_PROG_TYPE_XDP: u32 = 6;
+const BPF_PSEUDO_MAP_FD: u8 = 1;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+const BPF_FUNC_GET_PRANDOM_U32: i32 = 7;
 const BPF_XDP: u32 = 37;
 const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
 const XDP_DROP: i32 = 1;
@@ -133,6 +164,70 @@ fn attach(ns: &Netns, dev: &str, prog: &OwnedFd) -> OwnedFd {
     })
 }
 
+/// Replaces the program behind the XDP link `link` with `prog` (in place: the interface is
+/// never without a program).
+fn link_update(link: &OwnedFd, prog: &OwnedFd) {
+    let mut a: Attr = [0; 128];
+    put32(&mut a, 0, link.as_raw_fd() as u32);
+    put32(&mut a, 4, prog.as_raw_fd() as u32);
+    bpf(BPF_LINK_UPDATE, &mut a).unwrap_or_else(|e| panic!("BPF_LINK_UPDATE: {e}"));
+}
+
+/// An array of u64 counters that the raw programs add to ([`bump`]) and the bench reads.
+struct Counters {
+    fd: OwnedFd,
+    n: u32,
+}
+
+impl Counters {
+    fn new(n: u32, name: &str) -> Self {
+        let mut a: Attr = [0; 128];
+        put32(&mut a, 0, BPF_MAP_TYPE_ARRAY);
+        put32(&mut a, 4, 4); // key: u32
+        put32(&mut a, 8, 8); // value: u64
+        put32(&mut a, 12, n);
+        let k = name.len().min(15);
+        a[28..28 + k].copy_from_slice(&name.as_bytes()[..k]);
+        let fd = bpf(BPF_MAP_CREATE, &mut a).unwrap_or_else(|e| panic!("BPF_MAP_CREATE: {e}"));
+        Self {
+            // SAFETY: the kernel just returned this fd to us.
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+            n,
+        }
+    }
+
+    fn read(&self) -> Vec<u64> {
+        (0..self.n)
+            .map(|key| {
+                let mut value = 0u64;
+                let mut a: Attr = [0; 128];
+                put32(&mut a, 0, self.fd.as_raw_fd() as u32);
+                put64(&mut a, 8, &key as *const u32 as u64);
+                put64(&mut a, 16, &mut value as *mut u64 as u64);
+                bpf(BPF_MAP_LOOKUP_ELEM, &mut a)
+                    .unwrap_or_else(|e| panic!("BPF_MAP_LOOKUP_ELEM: {e}"));
+                value
+            })
+            .collect()
+    }
+}
+
+/// Instructions that add 1 to the counter of `map` whose index is `*(u32 *)(r10 - 4)`;
+/// they clobber r0-r5 (a helper call), never r6-r9.
+fn bump(map: &Counters) -> [u64; 8] {
+    [
+        // r1 = map (a two-instruction load of the map's fd, which the verifier resolves)
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map.fd.as_raw_fd()),
+        insn(0, 0, 0, 0, 0),
+        insn(0xbf, 2, 10, 0, 0),                       // r2 = r10
+        insn(0x07, 2, 0, 0, -4),                       // r2 -= 4 (&key)
+        insn(0x85, 0, 0, 0, BPF_FUNC_MAP_LOOKUP_ELEM), // r0 = lookup(map, &key)
+        insn(0x15, 0, 0, 2, 0),                        // if r0 == NULL goto out
+        insn(0xb7, 1, 0, 0, 1),                        // r1 = 1
+        insn(0xdb, 0, 1, 0, 0),                        // lock *(u64 *)(r0 + 0) += r1
+    ]
+}
+
 /// Encodes one eBPF instruction.
 fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(code)
@@ -141,40 +236,258 @@ fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
         | (u64::from(imm as u32) << 32)
 }
 
-/// The generator: writes `frame` (whole 4-byte words) over the packet on every run, then
-/// returns XDP_TX. Rewriting matters: live-frames mode recycles pages, and the gateway's
-/// stack rewrites the headers it forwards (TTL, MAC addresses) in place.
-fn xdp_tx_writer(frame: &[u8]) -> OwnedFd {
-    assert!(frame.len().is_multiple_of(4));
-    let words = frame.len() / 4;
-    let mut p = vec![
-        insn(0x61, 2, 1, 0, 0),                  // r2 = ctx->data
-        insn(0x61, 3, 1, 4, 0),                  // r3 = ctx->data_end
-        insn(0xbf, 4, 2, 0, 0),                  // r4 = r2
-        insn(0x07, 4, 0, 0, frame.len() as i32), // r4 += len
-        insn(0x2d, 4, 3, words as i16 + 2, 0),   // if r4 > r3 goto abort
-    ];
-    for (i, w) in frame.as_chunks::<4>().0.iter().enumerate() {
-        let v = i32::from_le_bytes(*w);
-        p.push(insn(0x62, 2, 0, (4 * i) as i16, v)); // *(u32 *)(r2 + 4i) = v
-    }
-    p.push(insn(0xb7, 0, 0, 0, XDP_TX)); // r0 = XDP_TX
-    p.push(insn(0x95, 0, 0, 0, 0)); // exit
-    p.push(insn(0xb7, 0, 0, 0, 0)); // abort: r0 = XDP_ABORTED
-    p.push(insn(0x95, 0, 0, 0, 0)); // exit
-    load_xdp(&p, "cdt_gen_tx")
+/// What the generator transmits.
+#[derive(Clone, Copy)]
+struct Traffic<'a> {
+    /// Written over every frame: the measured flow's or the flood's.
+    frame: &'a [u8],
+    /// Then a random source address written into it (see [`SPOOF_BASE`]).
+    spoof: bool,
+    /// A mixed run: one frame in 16, chosen at random, is this one instead (the allowed
+    /// flow during the flood), and the generator counts them.
+    legit: Option<&'a [u8]>,
 }
 
-/// Live-frames generator: runs until `stop`, logging (end of call, frames offered so far)
-/// after every call.
+impl<'a> Traffic<'a> {
+    fn fixed(frame: &'a [u8]) -> Self {
+        Self {
+            frame,
+            spoof: false,
+            legit: None,
+        }
+    }
+
+    fn spoofed(frame: &'a [u8]) -> Self {
+        Self {
+            spoof: true,
+            ..Self::fixed(frame)
+        }
+    }
+
+    fn with_legit(self, legit: &'a [u8]) -> Self {
+        Self {
+            legit: Some(legit),
+            ..self
+        }
+    }
+}
+
+/// The generator's program, and how many frames of the allowed flow it wrote (counter 0).
+struct Generator {
+    prog: OwnedFd,
+    legit: Counters,
+}
+
+/// The generator: writes the traffic's frame (whole 4-byte words) over the packet on every
+/// run, then returns XDP_TX. Rewriting matters: live-frames mode recycles pages, and the
+/// gateway's stack rewrites the headers it forwards (TTL, MAC addresses) in place. One random
+/// number per frame (`bpf_get_prandom_u32`) when it spoofs or mixes: its low 4 bits choose the
+/// allowed flow's frame (one in 16), its high 16 bits the source address, so the two are
+/// independent. The packet pointer stays in r6 (a helper call clobbers r1-r5), the random
+/// number in r7.
+fn xdp_tx_writer(tr: Traffic) -> Generator {
+    let len = tr.frame.len();
+    assert!(len.is_multiple_of(4));
+    assert!(tr.legit.is_none_or(|l| l.len() == len));
+    let legit_count = Counters::new(1, "cdt_gen_legit");
+    let write = |frame: &[u8]| -> Vec<u64> {
+        frame
+            .as_chunks::<4>()
+            .0
+            .iter()
+            .enumerate()
+            // *(u32 *)(r6 + 4i) = v
+            .map(|(i, w)| insn(0x62, 6, 0, (4 * i) as i16, i32::from_le_bytes(*w)))
+            .collect()
+    };
+    let tx = [insn(0xb7, 0, 0, 0, XDP_TX), insn(0x95, 0, 0, 0, 0)]; // return XDP_TX
+    let random = if tr.spoof || tr.legit.is_some() {
+        vec![
+            insn(0x85, 0, 0, 0, BPF_FUNC_GET_PRANDOM_U32), // r0 = bpf_get_prandom_u32()
+            insn(0xbf, 7, 0, 0, 0),                        // r7 = r0
+        ]
+    } else {
+        Vec::new()
+    };
+    let mut flood = write(tr.frame);
+    if tr.spoof {
+        let word = |at: usize| u32::from(u16::from_be_bytes([tr.frame[at], tr.frame[at + 1]]));
+        assert_eq!(
+            word(IP_SRC_LO) + word(IP_ID),
+            0xffff,
+            "the spoofed frame's source low half and IP ID must add up to 0xffff"
+        );
+        flood.extend([
+            insn(0xbf, 1, 7, 0, 0),                // r1 = r7
+            insn(0x77, 1, 0, 0, 16),               // r1 >>= 16
+            insn(0x57, 1, 0, 0, 0xffff),           // r1 &= 0xffff
+            insn(0xb7, 2, 0, 0, 0xffff),           // r2 = 0xffff
+            insn(0x1f, 2, 1, 0, 0),                // r2 -= r1
+            insn(0xdc, 1, 0, 0, 16),               // r1 = htobe16(r1)
+            insn(0xdc, 2, 0, 0, 16),               // r2 = htobe16(r2)
+            insn(0x6b, 6, 1, IP_SRC_LO as i16, 0), // source address, low half = r1
+            insn(0x6b, 6, 2, IP_ID as i16, 0),     // IP ID = r2
+        ]);
+    }
+    flood.extend(tx);
+    let (select, legit) = match tr.legit {
+        Some(l) => {
+            let mut b = write(l);
+            b.push(insn(0x62, 10, 0, -4, 0)); // key = 0
+            b.extend(bump(&legit_count));
+            b.extend(tx);
+            let select = vec![
+                insn(0xbf, 1, 7, 0, 0),                  // r1 = r7
+                insn(0x57, 1, 0, 0, LEGIT_MASK),         // r1 &= 15
+                insn(0x15, 1, 0, flood.len() as i16, 0), // if r1 == 0 goto legit
+            ];
+            (select, b)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    let body = random.len() + select.len() + flood.len() + legit.len();
+    let mut p = vec![
+        insn(0x61, 6, 1, 0, 0),           // r6 = ctx->data
+        insn(0x61, 3, 1, 4, 0),           // r3 = ctx->data_end
+        insn(0xbf, 4, 6, 0, 0),           // r4 = r6
+        insn(0x07, 4, 0, 0, len as i32),  // r4 += len
+        insn(0x2d, 4, 3, body as i16, 0), // if r4 > r3 goto abort
+    ];
+    for block in [random, select, flood, legit] {
+        p.extend(block);
+    }
+    p.push(insn(0xb7, 0, 0, 0, 0)); // abort: r0 = XDP_ABORTED
+    p.push(insn(0x95, 0, 0, 0, 0)); // exit
+    Generator {
+        prog: load_xdp(&p, "cdt_gen_tx"),
+        legit: legit_count,
+    }
+}
+
+/// The receiver's program in mixed runs: counts the frames to the allowed flow's port
+/// (counter 0) and all others (counter 1), then drops them all like `cdt_rx_drop`. Only the
+/// bench's UDP frames reach the receiver (no IPv6, a static neighbour on the gateway), so the
+/// port at its fixed offset is enough.
+fn xdp_rx_counter(c: &Counters) -> OwnedFd {
+    let port = i32::from(u16::from_le_bytes(ALLOWED_PORT.to_be_bytes()));
+    let mut p = vec![
+        insn(0x61, 6, 1, 0, 0),                    // r6 = ctx->data
+        insn(0x61, 3, 1, 4, 0),                    // r3 = ctx->data_end
+        insn(0x62, 10, 0, -4, 1),                  // key = 1
+        insn(0xbf, 4, 6, 0, 0),                    // r4 = r6
+        insn(0x07, 4, 0, 0, UDP_DPORT as i32 + 2), // r4 += end of the port
+        insn(0x2d, 4, 3, 3, 0),                    // if r4 > r3 goto count
+        insn(0x69, 1, 6, UDP_DPORT as i16, 0),     // r1 = *(u16 *)(r6 + port)
+        insn(0x55, 1, 0, 1, port),                 // if r1 != 5000 goto count
+        insn(0x62, 10, 0, -4, 0),                  // key = 0
+    ];
+    p.extend(bump(c)); // count:
+    p.push(insn(0xb7, 0, 0, 0, XDP_DROP));
+    p.push(insn(0x95, 0, 0, 0, 0));
+    load_xdp(&p, "cdt_rx_count")
+}
+
+/// One run of `prog` on `frame` (BPF_PROG_TEST_RUN, not live): the action and the frame as
+/// the program left it.
+fn run_once(prog: &OwnedFd, frame: &[u8]) -> (u32, Vec<u8>) {
+    let mut out = vec![0u8; frame.len()];
+    let mut a: Attr = [0; 128];
+    put32(&mut a, 0, prog.as_raw_fd() as u32);
+    put32(&mut a, 8, frame.len() as u32);
+    put32(&mut a, 12, out.len() as u32);
+    put64(&mut a, 16, frame.as_ptr() as u64);
+    put64(&mut a, 24, out.as_mut_ptr() as u64);
+    put32(&mut a, 32, 1);
+    bpf(BPF_PROG_TEST_RUN, &mut a).unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN: {e}"));
+    (u32::from_ne_bytes(a[4..8].try_into().unwrap()), out)
+}
+
+/// Runs each generator `runs` times on its own frame and checks what it wrote: the traffic's
+/// frame, byte for byte where nothing is random; a spoofed frame with a source in 10.99/16,
+/// the IP ID compensating and the header checksum still valid; in a mixed run the allowed
+/// flow's frame about one time in 16, each one counted. A wrong jump offset or byte order in
+/// the raw instructions shows here rather than as odd rates.
+fn check_generator(traffic: &[Traffic], runs: u32) {
+    for tr in traffic {
+        let g = xdp_tx_writer(*tr);
+        let (mut legit, mut sources) = (0u64, std::collections::HashSet::new());
+        for _ in 0..runs {
+            let (action, f) = run_once(&g.prog, tr.frame);
+            assert_eq!(action, XDP_TX as u32, "the generator must return XDP_TX");
+            if tr.legit == Some(&f[..]) {
+                legit += 1;
+                continue;
+            }
+            let ip = &f[14..34];
+            assert_eq!(
+                frames::checksum(ip),
+                0,
+                "IPv4 header checksum broken: {ip:02x?}"
+            );
+            if !tr.spoof {
+                assert_eq!(f, tr.frame, "the generator changed the frame");
+                continue;
+            }
+            let lo = u16::from_be_bytes([f[IP_SRC_LO], f[IP_SRC_LO + 1]]);
+            let id = u16::from_be_bytes([f[IP_ID], f[IP_ID + 1]]);
+            assert_eq!(u32::from(lo) + u32::from(id), 0xffff, "{f:02x?}");
+            let mut rest = f.clone();
+            rest[IP_SRC_LO..IP_SRC_LO + 2].copy_from_slice(&tr.frame[IP_SRC_LO..IP_SRC_LO + 2]);
+            rest[IP_ID..IP_ID + 2].copy_from_slice(&tr.frame[IP_ID..IP_ID + 2]);
+            assert_eq!(
+                rest, tr.frame,
+                "the spoofing changed more than the source and ID"
+            );
+            sources.insert(lo);
+        }
+        if tr.spoof {
+            // Random 16-bit values: nearly every run a new one (a constant would give 1).
+            assert!(
+                sources.len() as u32 > (runs - legit as u32) * 9 / 10,
+                "{} distinct sources in {runs} runs",
+                sources.len()
+            );
+        }
+        if tr.legit.is_some() {
+            // Binomial(runs, 1/16): far inside these bounds unless the selection is wrong.
+            let expected = u64::from(runs) / 16;
+            assert!(
+                legit > expected / 2 && legit < expected * 3 / 2,
+                "{legit} frames of the allowed flow in {runs} runs (expected about {expected})"
+            );
+            assert_eq!(
+                g.legit.read()[0],
+                legit,
+                "the generator's count of the allowed flow"
+            );
+        } else {
+            assert_eq!(legit, 0);
+        }
+    }
+}
+
+/// A generator's log entry, after one of its calls: when, frames sent so far, of which of
+/// the allowed flow, and the receiver's count of the allowed flow's frames then (mixed runs).
+#[derive(Clone, Copy)]
+struct Tick {
+    at: Instant,
+    sent: u64,
+    legit: u64,
+    legit_rx: u64,
+}
+
+/// Live-frames generator: runs until `stop`, logging a [`Tick`] after every call (`rx`: the
+/// receiver's counters in a mixed run).
 fn generate(
     ns: &Netns,
     dev: &str,
-    frame: &[u8],
+    tr: Traffic,
+    rx: Option<&Counters>,
     stop: &AtomicBool,
-    log: &Mutex<Vec<(Instant, u64)>>,
+    log: &Mutex<Vec<Tick>>,
 ) {
-    let prog = xdp_tx_writer(frame);
+    let g = xdp_tx_writer(tr);
+    let frame = tr.frame;
     in_netns(ns, || {
         // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
         // egress_ifindex.
@@ -186,7 +499,7 @@ fn generate(
         while !stop.load(Ordering::Relaxed) {
             let t = Instant::now();
             let mut a: Attr = [0; 128];
-            put32(&mut a, 0, prog.as_raw_fd() as u32);
+            put32(&mut a, 0, g.prog.as_raw_fd() as u32);
             put32(&mut a, 8, frame.len() as u32);
             put64(&mut a, 16, frame.as_ptr() as u64);
             put32(&mut a, 32, repeat);
@@ -196,7 +509,18 @@ fn generate(
             match bpf(BPF_PROG_TEST_RUN, &mut a) {
                 Ok(_) => {
                     sent += u64::from(repeat);
-                    log.lock().unwrap().push((Instant::now(), sent));
+                    let legit = if tr.legit.is_some() {
+                        g.legit.read()[0]
+                    } else {
+                        0
+                    };
+                    let legit_rx = rx.map_or(0, |c| c.read()[0]);
+                    log.lock().unwrap().push(Tick {
+                        at: Instant::now(),
+                        sent,
+                        legit,
+                        legit_rx,
+                    });
                     let rate = f64::from(repeat) / t.elapsed().as_secs_f64();
                     repeat = (rate * 0.3).clamp(4096.0, 4_000_000.0) as u32;
                 }
@@ -391,8 +715,11 @@ struct Topo {
     sg: VethPair,
     /// gateway egress (in g) / receiver end (in r).
     gr: VethPair,
-    /// The receiver's XDP_DROP counter program (frames); removed for the TCP stream.
+    /// The link of the receiver's XDP_DROP counter program (frames); removed for the TCP
+    /// stream.
     rx_drop: Option<OwnedFd>,
+    /// That program, put back after a mixed run's counting program (`RxCounting`).
+    rx_drop_prog: OwnedFd,
 }
 
 fn mac(ns: &Netns, dev: &str) -> [u8; 6] {
@@ -446,6 +773,15 @@ impl Topo {
             &format!("{}/24", dotted(RECEIVER)),
         );
         g.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        // No reverse-path filter on the gateway's ingress (a distribution may set it for new
+        // namespaces): the routing step would drop the spoofed sources (10.99/16 is not
+        // routed back through that port) before nftables could judge them.
+        g.exec_ok(&[
+            "sysctl",
+            "-qw",
+            "net.ipv4.conf.all.rp_filter=0",
+            &format!("net.ipv4.conf.{}.rp_filter=0", sg.b),
+        ]);
         let rmac = mac(&r, &gr.b);
         let rmac = rmac
             .iter()
@@ -464,8 +800,8 @@ impl Topo {
             "nud",
             "permanent",
         ]);
-        let drop = xdp_const(XDP_DROP, "cdt_rx_drop");
-        let rx_drop = attach(&r, &gr.b, &drop);
+        let rx_drop_prog = xdp_const(XDP_DROP, "cdt_rx_drop");
+        let rx_drop = attach(&r, &gr.b, &rx_drop_prog);
         Self {
             s,
             g,
@@ -473,12 +809,13 @@ impl Topo {
             sg,
             gr,
             rx_drop: Some(rx_drop),
+            rx_drop_prog,
         }
     }
 
-    /// A 64-byte Ethernet/IPv4/UDP frame from the sender to the receiver, addressed to the
-    /// gateway's MAC.
-    fn frame(&self, dport: u16) -> Vec<u8> {
+    /// A 64-byte Ethernet/IPv4/UDP frame from the sender's MAC and address `src` to the
+    /// receiver, addressed to the gateway's MAC.
+    fn frame(&self, src: [u8; 4], dport: u16) -> Vec<u8> {
         let mut udp = Vec::new();
         udp.extend_from_slice(&40000u16.to_be_bytes());
         udp.extend_from_slice(&dport.to_be_bytes());
@@ -492,7 +829,7 @@ impl Topo {
             &[],
             0x0800,
         );
-        f.extend(frames::ipv4(SENDER, RECEIVER, 17, &udp, Default::default()));
+        f.extend(frames::ipv4(src, RECEIVER, 17, &udp, Default::default()));
         assert_eq!(f.len(), FRAME_LEN);
         f
     }
@@ -510,24 +847,66 @@ enum Count {
 struct Sample {
     mpps: f64,
     offered_mpps: f64,
-    /// Packets that reached the receiver during the counted intervals.
+    /// Denied frames that reached the receiver during the counted intervals (in a mixed run,
+    /// frames to another port than the allowed flow's).
     leaked: u64,
+    /// Mixed runs: the allowed flow's frames sent and delivered per second (over the same
+    /// generator calls), and the share delivered.
+    legit_offered_mpps: f64,
+    legit_mpps: f64,
+    legit_share: f64,
 }
 
-/// Runs the generator with `frame`, waits `warmup`, then counts over `rounds` consecutive
+/// While alive, the receiver's XDP program counts frames per destination port
+/// (`xdp_rx_counter`) instead of only dropping them; the plain XDP_DROP program comes back
+/// on drop. The same BPF link is updated in place both ways.
+struct RxCounting<'t> {
+    t: &'t Topo,
+    counters: Counters,
+    _prog: OwnedFd,
+}
+
+impl<'t> RxCounting<'t> {
+    fn start(t: &'t Topo) -> Self {
+        let counters = Counters::new(2, "cdt_rx_count");
+        let prog = xdp_rx_counter(&counters);
+        link_update(t.rx_drop.as_ref().expect("the receiver's link"), &prog);
+        Self {
+            t,
+            counters,
+            _prog: prog,
+        }
+    }
+}
+
+impl Drop for RxCounting<'_> {
+    fn drop(&mut self) {
+        if let Some(link) = &self.t.rx_drop {
+            link_update(link, &self.t.rx_drop_prog);
+        }
+    }
+}
+
+/// Runs the generator with `tr`, waits `warmup`, then counts over `rounds` consecutive
 /// intervals of `secs`; returns the median rate.
-fn measure(t: &Topo, frame: &[u8], count: Count, secs: f64, rounds: usize) -> Sample {
+fn measure(t: &Topo, tr: Traffic, count: Count, secs: f64, rounds: usize) -> Sample {
     let stop = AtomicBool::new(false);
     let log = Mutex::new(Vec::new());
+    let rx = tr.legit.map(|_| RxCounting::start(t));
+    let rx_counters = rx.as_ref().map(|r| &r.counters);
     std::thread::scope(|sc| {
-        sc.spawn(|| generate(&t.s, &t.sg.a, frame, &stop, &log));
+        sc.spawn(|| generate(&t.s, &t.sg.a, tr, rx_counters, &stop, &log));
         std::thread::sleep(Duration::from_millis(500));
         let read = || match count {
             Count::Receiver => rx_packets(&t.r, &t.gr.b),
             Count::GatewayIngress => rx_packets(&t.g, &t.sg.b),
         };
+        let denied_at_receiver = || match rx_counters {
+            Some(c) => c.read()[1],
+            None => rx_packets(&t.r, &t.gr.b),
+        };
         let mut rates = Vec::new();
-        let r0 = rx_packets(&t.r, &t.gr.b);
+        let r0 = denied_at_receiver();
         let mut c0 = read();
         let mut t0 = Instant::now();
         let start = t0;
@@ -538,25 +917,44 @@ fn measure(t: &Topo, frame: &[u8], count: Count, secs: f64, rounds: usize) -> Sa
             rates.push((c1 - c0) as f64 / (t1 - t0).as_secs_f64() / 1e6);
             (c0, t0) = (c1, t1);
         }
-        let leaked = rx_packets(&t.r, &t.gr.b) - r0;
+        let leaked = denied_at_receiver() - r0;
         stop.store(true, Ordering::Relaxed);
-        // Offered rate over the generator calls that ended during the counted intervals
+        // Offered rates over the generator calls that ended during the counted intervals
         // (over all calls if fewer than two did).
-        let log = log.lock().unwrap().clone();
-        let inside: Vec<_> = log
+        let log: Vec<Tick> = log.lock().unwrap().clone();
+        let inside: Vec<Tick> = log
             .iter()
-            .filter(|(at, _)| *at >= start && *at <= t0)
+            .filter(|k| k.at >= start && k.at <= t0)
             .copied()
             .collect();
         let span = if inside.len() >= 2 { &inside } else { &log };
-        let offered_mpps = match (span.first(), span.last()) {
-            (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) as f64 / (b.0 - a.0).as_secs_f64() / 1e6,
-            _ => f64::NAN,
+        // Counts over the span (first to last call), and its length (NaN if none).
+        let (first, last) = match (span.first(), span.last()) {
+            (Some(a), Some(b)) if b.at > a.at => (*a, *b),
+            _ => {
+                let none = Tick {
+                    at: start,
+                    sent: 0,
+                    legit: 0,
+                    legit_rx: 0,
+                };
+                (none, none)
+            }
+        };
+        let span_s = (last.at - first.at).as_secs_f64();
+        let mpps = |f: fn(&Tick) -> u64| (f(&last) - f(&first)) as f64 / span_s / 1e6;
+        let (legit_offered_mpps, legit_mpps) = if tr.legit.is_some() {
+            (mpps(|k| k.legit), mpps(|k| k.legit_rx))
+        } else {
+            (f64::NAN, f64::NAN)
         };
         Sample {
             mpps: median(&mut rates),
-            offered_mpps,
+            offered_mpps: mpps(|k| k.sent),
             leaked,
+            legit_offered_mpps,
+            legit_mpps,
+            legit_share: legit_mpps / legit_offered_mpps,
         }
     })
 }
@@ -677,6 +1075,62 @@ fn table(out: &mut String, rows: &[Row], base: f64, base_name: &str, best: f64, 
     }
 }
 
+/// The mixed runs' table: the allowed flow's frames sent and delivered during a flood, and
+/// the delivered rate against `reference`'s (no filter).
+fn mixed_table(out: &mut String, rows: &[Row], reference: f64) {
+    out.push_str(
+        "| contestant | taken in, Mpps (all frames) | allowed flow sent, Mpps | allowed flow \
+         delivered, Mpps | delivered share | delivered × no filter | denied frames at the \
+         receiver |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} | {:.3} | {:.3} | {:.3} | {:.1} % | {:.2} | {} |",
+            r.name,
+            r.s.mpps,
+            r.s.legit_offered_mpps,
+            r.s.legit_mpps,
+            100.0 * r.s.legit_share,
+            r.s.legit_mpps / reference,
+            r.s.leaked
+        );
+    }
+}
+
+/// Issue #16's goal lines under a table: for each Conduit row, its rate as a multiple of each
+/// reference `(name, rate, goal)`, and whether it meets the goal (at least `goal`×).
+fn goals(out: &mut String, rows: &[Row], refs: &[(&str, f64, f64)]) {
+    let text: Vec<String> = refs
+        .iter()
+        .map(|(name, _, goal)| format!("≥ {goal}× {name}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nIssue #16's goals for Conduit: {}.\n",
+        text.join(" and ")
+    );
+    for r in rows.iter().filter(|r| r.name.starts_with("Conduit")) {
+        let parts: Vec<String> = refs
+            .iter()
+            .map(|&(name, base, goal)| {
+                let x = r.s.mpps / base;
+                let verdict = if x >= goal { "met" } else { "missed" };
+                format!("{x:.3}× {name} (goal ≥ {goal}×): {verdict}")
+            })
+            .collect();
+        let _ = writeln!(out, "- {}: {}", r.name, parts.join("; "));
+    }
+}
+
+/// The rate of the first row whose name starts with `prefix` (and contains `with`); 1 when
+/// none (so ratios stay finite).
+fn rate_of(rows: &[Row], prefix: &str, with: &str) -> f64 {
+    rows.iter()
+        .find(|r| r.name.starts_with(prefix) && r.name.contains(with))
+        .map_or(1.0, |r| r.s.mpps)
+}
+
 fn main() {
     conduit_tests::require_root();
     let secs: f64 = std::env::var("CONDUIT_FWD_SECS")
@@ -701,31 +1155,55 @@ fn main() {
     let started = Instant::now();
 
     let mut t = Topo::new();
-    let allowed = t.frame(ALLOWED_PORT);
-    let denied = t.frame(DENIED_PORT);
+    let allowed = t.frame(SENDER, ALLOWED_PORT);
+    let denied = t.frame(SENDER, DENIED_PORT);
+    let spoofed = t.frame(SPOOF_BASE, DENIED_PORT);
+    let forward = Traffic::fixed(&allowed);
+    let flood_fixed = Traffic::fixed(&denied);
+    let flood_spoofed = Traffic::spoofed(&spoofed);
+    let mixed_in = flood_spoofed.with_legit(&allowed);
+    check_generator(&[forward, flood_spoofed, mixed_in], 4096);
     let pass = xdp_const(XDP_PASS, "cdt_gw_pass");
     let gw_drop = xdp_const(XDP_DROP, "cdt_gw_drop");
-    let run = |name: String, frame: &[u8], count: Count| -> Row {
-        let s = measure(&t, frame, count, secs, rounds);
-        eprintln!(
-            "  {name}: {:.3} Mpps (offered {:.2}, reached receiver {})",
-            s.mpps, s.offered_mpps, s.leaked
-        );
+    let run = |name: String, tr: Traffic, count: Count| -> Row {
+        let s = measure(&t, tr, count, secs, rounds);
+        if tr.legit.is_some() {
+            eprintln!(
+                "  {name}: took in {:.3} Mpps, allowed flow {:.3} of {:.3} Mpps delivered \
+                 ({:.1} %), denied frames at the receiver {}",
+                s.mpps,
+                s.legit_mpps,
+                s.legit_offered_mpps,
+                100.0 * s.legit_share,
+                s.leaked
+            );
+        } else {
+            eprintln!(
+                "  {name}: {:.3} Mpps (offered {:.2}, reached receiver {})",
+                s.mpps, s.offered_mpps, s.leaked
+            );
+        }
         Row { name, s }
     };
 
-    // ---- Forwarding (allowed flow).
+    // ---- Forwarding (allowed flow), and the mixed runs' reference.
     let mut fwd = Vec::new();
+    let mut mixed = Vec::new();
     {
         let _l = attach(&t.g, &t.sg.b, &pass);
-        fwd.push(run("no filter".into(), &allowed, Count::Receiver));
+        fwd.push(run("no filter".into(), forward, Count::Receiver));
+        mixed.push(run(
+            "no filter (delivers the flood too)".into(),
+            mixed_in,
+            Count::GatewayIngress,
+        ));
         for &n in &sizes {
             let yaml = policy_yaml(n);
             {
                 let _nft = Nft::load(&t.g, &yaml, NftForm::Linear);
                 fwd.push(run(
                     format!("nftables linear, {n} rules before the match"),
-                    &allowed,
+                    forward,
                     Count::Receiver,
                 ));
             }
@@ -733,16 +1211,18 @@ fn main() {
                 let _nft = Nft::load(&t.g, &yaml, NftForm::Set);
                 fwd.push(run(
                     format!("nftables set (best form), {} entries", n + 1),
-                    &allowed,
+                    forward,
                     Count::Receiver,
                 ));
             }
         }
     }
-    // Conduit at the smallest and the largest policy size.
+    // Conduit at the smallest and the largest policy size: every table's rows from one
+    // agent; the mixed run at the largest.
     let mut conduit_sizes = vec![*sizes.iter().min().unwrap_or(&0), conduit_n];
     conduit_sizes.dedup();
     let mut flood = Vec::new();
+    let mut spoof = Vec::new();
     for (i, &n) in conduit_sizes.iter().enumerate() {
         let tl = Instant::now();
         let agent = Agent::start(&bin, &t.g, &[&t.sg.b, &t.gr.a], &policy_yaml(n), &[]);
@@ -752,35 +1232,77 @@ fn main() {
         );
         let row = run(
             format!("Conduit, {} conduits (flow allowed by the last)", n + 1),
-            &allowed,
+            forward,
             Count::Receiver,
         );
         fwd.insert(1 + i, row);
-        flood.push(run(
-            format!("Conduit drop, {} conduits", n + 1),
-            &denied,
-            Count::GatewayIngress,
-        ));
+        let name = format!("Conduit drop, {} conduits", n + 1);
+        flood.push(run(name.clone(), flood_fixed, Count::GatewayIngress));
+        spoof.push(run(name, flood_spoofed, Count::GatewayIngress));
+        if n == conduit_n {
+            mixed.push(run(
+                format!("Conduit, {} conduits", n + 1),
+                mixed_in,
+                Count::GatewayIngress,
+            ));
+        }
         drop(agent);
     }
 
     // ---- Flood drop (denied flow).
     {
         let _l = attach(&t.g, &t.sg.b, &gw_drop);
+        let name = "bare XDP_DROP (no lookup): the generator's ceiling";
+        flood.push(run(name.into(), flood_fixed, Count::GatewayIngress));
+        spoof.push(run(name.into(), flood_spoofed, Count::GatewayIngress));
+    }
+    // ---- xdp-filter on the gateway's ingress veth: deny, one allow entry (destination port
+    // 5000), its UDP-only program (the smallest that can say it). The sender's address is
+    // not allowed: its allow lists are alternatives, so that would pass the denied flood
+    // (the sender's frames to port 6000) too. Measured right after the ceiling its flood
+    // rows are compared with (the load of this shared machine drifts).
+    let xf_version = xdp_filter::version();
+    let xf_mode;
+    {
+        let port = ALLOWED_PORT.to_string();
+        let xf = XdpFilter::attach(
+            &t.g,
+            &t.sg.b,
+            &["native", "skb"],
+            &["udp"],
+            &[&["port", &port, "--mode", "dst"]],
+        );
+        xf_mode = xf.mode();
+        let name = format!("xdp-filter {xf_version}, {xf_mode} mode");
+        fwd.push(run(
+            format!("{name} (allows dst port {ALLOWED_PORT})"),
+            forward,
+            Count::Receiver,
+        ));
         flood.push(run(
-            "bare XDP_DROP (no lookup): the generator's ceiling".into(),
-            &denied,
+            format!("{name} drop"),
+            flood_fixed,
             Count::GatewayIngress,
         ));
+        spoof.push(run(
+            format!("{name} drop"),
+            flood_spoofed,
+            Count::GatewayIngress,
+        ));
+        mixed.push(run(name, mixed_in, Count::GatewayIngress));
     }
+
     {
         let _l = attach(&t.g, &t.sg.b, &pass);
         let n_best = conduit_n;
         {
             let _nft = Nft::load(&t.g, &policy_yaml(n_best), NftForm::Set);
-            flood.push(run(
-                format!("nftables set drop (best form), {} entries", n_best + 1),
-                &denied,
+            let name = format!("nftables set drop (best form), {} entries", n_best + 1);
+            flood.push(run(name.clone(), flood_fixed, Count::GatewayIngress));
+            spoof.push(run(name, flood_spoofed, Count::GatewayIngress));
+            mixed.push(run(
+                format!("nftables set (best form), {} entries", n_best + 1),
+                mixed_in,
                 Count::GatewayIngress,
             ));
         }
@@ -788,7 +1310,7 @@ fn main() {
             let _nft = Nft::load(&t.g, &policy_yaml(1000), NftForm::Linear);
             flood.push(run(
                 "nftables linear drop, 1001 rules".into(),
-                &denied,
+                flood_fixed,
                 Count::GatewayIngress,
             ));
         }
@@ -849,12 +1371,12 @@ fn main() {
     }
 
     // ---- Report.
-    let ceiling = flood
-        .iter()
-        .find(|r| r.name.starts_with("bare XDP_DROP"))
-        .map_or(1.0, |r| r.s.mpps);
+    let ceiling = rate_of(&flood, "bare XDP_DROP", "");
+    let spoof_ceiling = rate_of(&spoof, "bare XDP_DROP", "");
     let mut out = String::new();
-    out.push_str("## Forwarding throughput and flood drop (Conduit vs nftables)\n\n");
+    out.push_str(
+        "## Forwarding throughput and flood drop (Conduit vs nftables and xdp-filter)\n\n",
+    );
     let _ = writeln!(
         out,
         "Method: sender ns → gateway ns (veth, ip_forward=1, static neighbour) → receiver ns, \
@@ -865,52 +1387,88 @@ fn main() {
          self-clocked: the gateway's and the receiver's softirq work runs on the generator's \
          CPU, so a rate is the throughput of the whole path on about one CPU. Rates are the median of {rounds} \
          intervals of {secs} s. Native XDP on veth everywhere; the receiver drops everything \
-         with XDP_DROP after counting (rx_packets of its veth). Non-Conduit contestants run an \
+         with XDP_DROP after counting (rx_packets of its veth). nftables and no filter run an \
          empty XDP_PASS program on the gateway's ingress veth (a veth only accepts redirected \
          frames when it has XDP or GRO). nftables rulesets are stateless forward chains \
          (policy drop), generated from the same policy text Conduit loads; Conduit runs as \
-         `conduit run` with `log: none`. Machine: {}, shared; everything (generator, \
-         gateway, receiver) competes for them, so compare ratios within one run.\n",
+         `conduit run` with `log: none`. xdp-filter {xf_version} (Debian's xdp-tools) runs on \
+         the gateway's ingress veth in {xf_mode} mode, policy deny, its UDP-only program \
+         (`-f udp`, the smallest that can say it), one allow entry: destination port \
+         {ALLOWED_PORT}. Machine: {}, shared; everything (generator, gateway, receiver) \
+         competes for them, so compare ratios within one run.\n",
         ceiling,
         conduit_tests::report::machine(),
     );
     let base = fwd[0].s.mpps;
-    let best_fwd = fwd
-        .iter()
-        .filter(|r| {
-            r.name.starts_with("nftables set") && r.name.contains(&format!("{}", conduit_n + 1))
-        })
-        .map(|r| r.s.mpps)
-        .next()
-        .unwrap_or(base);
+    let best_name = format!("nftables set, {} entries", conduit_n + 1);
+    let best_fwd = rate_of(&fwd, "nftables set", &format!("{} entries", conduit_n + 1));
     out.push_str("### Forwarding an allowed flow (packets per second at the receiver)\n\n");
-    table(
+    table(&mut out, &fwd, base, "no filter", best_fwd, &best_name);
+    goals(
         &mut out,
         &fwd,
-        base,
-        "no filter",
-        best_fwd,
-        &format!("nftables set, {} entries", conduit_n + 1),
+        &[("no filter", base, 0.97), (&best_name, best_fwd, 1.1)],
     );
+    let flood_refs = |rows: &[Row], ceiling: f64| {
+        [
+            ("bare XDP_DROP", ceiling, 0.75),
+            ("nftables set drop", rate_of(rows, "nftables set", ""), 3.0),
+        ]
+    };
     out.push_str(
         "\n### Flood of denied frames (packets per second the gateway takes in and drops)\n\n",
     );
-    let best_flood = flood
-        .iter()
-        .find(|r| r.name.starts_with("nftables set"))
-        .map_or(1.0, |r| r.s.mpps);
+    let refs = flood_refs(&flood, ceiling);
+    table(&mut out, &flood, ceiling, refs[0].0, refs[1].1, refs[1].0);
+    goals(&mut out, &flood, &refs);
+    out.push_str(
+        "\n### Flood of denied frames from spoofed (random) source addresses\n\n\
+         The same flood, every frame from a random source address: the generator writes a \
+         random number's high 16 bits into the source's low half (10.99.0.0/16, 65,536 \
+         sources, none of them in the policy) and their complement into the IP ID, which keeps \
+         the header checksum valid (checked on the generator's output at startup). Its own bare \
+         XDP_DROP row is this table's ceiling (the random number costs the generator a \
+         little).\n\n",
+    );
+    let refs = flood_refs(&spoof, spoof_ceiling);
     table(
         &mut out,
-        &flood,
-        ceiling,
-        "bare XDP_DROP",
-        best_flood,
-        "nftables set drop",
+        &spoof,
+        spoof_ceiling,
+        refs[0].0,
+        refs[1].1,
+        refs[1].0,
     );
+    goals(&mut out, &spoof, &refs);
     let _ = writeln!(
         out,
         "\n`packets at the receiver` (summed over the counted intervals) must be 0 in the flood \
-         table: every denied frame dropped.\n"
+         tables: every denied frame dropped (the bench fails otherwise).\n"
+    );
+    out.push_str(
+        "### The allowed flow during a spoofed-source flood\n\n\
+         The spoofed flood with one frame in 16 (chosen by the same random number) replaced by \
+         the allowed flow's frame (sender → receiver udp/5000, the forwarding table's). The \
+         generator counts the allowed frames it sends; for these runs the receiver's XDP \
+         program counts the frames it gets per destination port before dropping them; sent and \
+         delivered rates are over the same generator calls. `taken in` is every frame the \
+         gateway's ingress took in (rx_packets). Bare XDP_DROP is no contestant here (it drops \
+         the allowed flow too); no filter forwards everything, the flood included, and is the \
+         reference for the delivered rate. The generator is self-clocked, so the gateway is \
+         never overrun: a filter that passes the flow delivers all of it, and what differs is \
+         how fast the whole path runs (the delivered rate). `denied frames at the receiver` \
+         must be 0 but for no filter.\n\n",
+    );
+    mixed_table(&mut out, &mixed, mixed[0].s.legit_mpps);
+    let _ = writeln!(
+        out,
+        "\nWhat xdp-filter cannot express: its allow lists are stateless alternatives (any match \
+         passes), so \"the sender to the receiver on udp/{ALLOWED_PORT}\" becomes \"anything to \
+         port {ALLOWED_PORT}\": a spoofed flood to that port would pass it, where Conduit and \
+         the nftables set drop it; allowing the sender's address as well would pass the \
+         sender's denied frames (the fixed-source flood, to port {DENIED_PORT}). Nor zones, \
+         MAC binding, flow state or inspection. Its rows measure its cost, not an equal \
+         policy.\n"
     );
     out.push_str("### A TCP stream (iperf3, sender → receiver through the gateway)\n\n");
     let _ = writeln!(
@@ -936,4 +1494,16 @@ fn main() {
         started.elapsed().as_secs_f64()
     );
     conduit_tests::report::publish(&out);
+    // Last, so that the report is out: a denied frame past the gateway fails the bench.
+    let leaks: Vec<String> = flood
+        .iter()
+        .chain(&spoof)
+        .chain(&mixed)
+        .filter(|r| !r.name.starts_with("no filter") && r.s.leaked > 0)
+        .map(|r| format!("{}: {}", r.name, r.s.leaked))
+        .collect();
+    assert!(
+        leaks.is_empty(),
+        "denied frames reached the receiver: {leaks:?}"
+    );
 }
