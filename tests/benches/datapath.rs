@@ -423,7 +423,7 @@ fn against_xdp_filter(repeat: u32, rounds: usize, profile_secs: f64) -> (String,
         "### Against xdp-filter (xdp-tools, in one run)
 
 xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and allow entries: source IP 10.0.0.1, source MAC of the client, destination port 502; measured with `bpftool prog run` ({repeat} repeats, median of {rounds} runs), Conduit with BPF_PROG_TEST_RUN through aya on the same frames, policy of 10 identities and 10 conduits; the empty XDP program: {empty:.1} ns. xdp-filter is stateless and its allow lists are alternatives (any match passes): it cannot say \"this client, to that server, on port 502\" (so it passes the known client's SYN to port 503 that Conduit denies), nor zones, MAC/IP binding, flow state, replies or Modbus inspection.\n\n| case | Conduit ns | xdp-filter ns | Conduit ÷ xdp-filter | goal | Conduit ÷ empty program | verdicts (Conduit / xdp-filter) |\n| --- | ---: | ---: | ---: | --- | ---: | --- |\n",
-        xdp_filter_version()
+        conduit_tests::xdp_filter::version()
     );
     let action = |a: u32| match a {
         1 => "drop",
@@ -463,6 +463,69 @@ xdp-filter {} (Debian's xdp-tools) loaded in skb mode with policy `deny` and all
     out += "\n";
     out += &where_the_time_goes(&mut dp, &cases, &costs, repeat, profile_secs);
     (out, reference.expect("the first case"))
+}
+
+/// Denied frames from unknown addresses as a spoofed-source flood sends them: the same frame
+/// from 1, 1,024 and 65,536 distinct sources (`conduit_bench_vary`, which changes the source's
+/// last two bytes run by run), against the varying program's own floor. The difference is
+/// what a source never seen before costs: the lookups of its address (identity, flow table)
+/// miss in buckets that are not in the CPU's caches.
+fn spoofed_sources(repeat: u32, rounds: usize) -> String {
+    let mut dp = bench_object();
+    let slot = dp.next_slot().unwrap();
+    dp.apply(&compile(&policy(10, 10), slot).expect("compile"))
+        .expect("apply");
+    let unknown_mac = [2, 0, 0, 0, 0, 0x66];
+    let from = |l4| frames::v4(unknown_mac, [192, 0, 0, 0], [10, 200, 0, 1], l4);
+    let cases = [
+        (
+            "UDP datagram to a closed port",
+            from(L4::Udp {
+                sport: 40000,
+                dport: 6000,
+            }),
+        ),
+        (
+            "TCP SYN to a closed port",
+            from(L4::Tcp {
+                sport: 40000,
+                dport: 503,
+                flags: 0x02,
+            }),
+        ),
+    ];
+    let mut out = String::from(
+        "### A spoofed-source flood, per packet (distinct unknown sources, in one run)\n\nThe frame from an unknown address (192.0.x.y, denied) with its source's last two bytes changed run by run, cycling through N sources; the policy of 10 identities and 10 conduits; ns above the varying program's floor (the change, then pass). The identity table's buckets span the map's whole capacity (two slots of a million addresses), the flow tables' theirs, so a source never seen before misses the CPU's caches in each; a UDP datagram, which may be a reply, looks up the flow table both ways.\n\n| case | 1 source ns | 1,024 sources ns | 65,536 sources ns | 65,536 ÷ 1 |\n| --- | ---: | ---: | ---: | ---: |\n",
+    );
+    let mut rows: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for n in [1, 1024, 65536] {
+        dp.set_bench_sources(n).unwrap();
+        for (i, (_, frame)) in cases.iter().enumerate() {
+            let floor = cost(
+                dp.bench_program("conduit_bench_vary_pass").unwrap(),
+                frame,
+                repeat,
+                rounds,
+            );
+            let ns = cost(
+                dp.bench_program("conduit_bench_vary").unwrap(),
+                frame,
+                repeat,
+                rounds,
+            );
+            rows[i].push(ns - floor);
+        }
+    }
+    for ((name, _), v) in cases.iter().zip(&rows) {
+        out += &format!(
+            "| {name} | {:.1} | {:.1} | {:.1} | {:.2}× |\n",
+            v[0],
+            v[1],
+            v[2],
+            v[2] / v[0]
+        );
+    }
+    out + "\n"
 }
 
 /// The program's functions (entry point and subprograms), as the profile table names them.
@@ -822,23 +885,6 @@ The policy of 10 identities and 10 conduits three times: as it is, with every co
     out + "\n"
 }
 
-/// `xdp-filter --version`'s version number.
-fn xdp_filter_version() -> String {
-    std::process::Command::new("xdp-filter")
-        .args(["load", "--version"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .find(|w| {
-                    w.starts_with('v') || w.chars().next().is_some_and(|c| c.is_ascii_digit())
-                })
-                .unwrap_or("?")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| "?".into())
-}
-
 fn main() {
     conduit_tests::require_root();
     let full = std::env::var("CONDUIT_BENCH_FULL").is_ok_and(|v| v == "1");
@@ -1109,6 +1155,7 @@ fn main() {
     out += &xdp_filter;
     // The plot draws xdp-filter's established flow as a line across its panels.
     rows.push(reference);
+    out += &spoofed_sources(repeat, rounds.max(3));
     out += &learning_cost(repeat, rounds.max(5));
     out += &window_cost(repeat, rounds.max(3));
     out += &temporary_conduits_cost(repeat, rounds.max(5));
