@@ -306,20 +306,12 @@ pub fn svg(csv: &str) -> Result<String> {
             b = n(bottom)
         )?;
         // The goal.
-        let gy = n(y(GOAL));
-        writeln!(
-            s,
-            r##"<line x1="{l}" y1="{gy}" x2="{r}" y2="{gy}" stroke="#555555" stroke-width="1.5" stroke-dasharray="6 4"/>"##,
-            l = n(left),
-            r = n(right)
-        )?;
-        writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="end" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
-            n(right - 4.0),
-            n(y(GOAL) - 5.0),
-            esc(GOAL_LABEL)
-        )?;
+        let goal = Rule {
+            stroke: "#555555",
+            width: "1.5",
+            dash: "6 4",
+        };
+        goal.draw(&mut s, left, right, y(GOAL), GOAL_LABEL, false)?;
         // The empty program (1× by definition) and the references.
         let lines = std::iter::once(("empty XDP program".to_owned(), 1.0, None)).chain(
             references.iter().map(|r| {
@@ -333,24 +325,23 @@ pub fn svg(csv: &str) -> Result<String> {
                 (r.case.clone(), r.ns / r.floor_ns, Some(tip))
             }),
         );
+        let reference = Rule {
+            stroke: "#333333",
+            width: "1",
+            dash: "2 3",
+        };
         for (label, v, tip) in lines {
-            let ry = n(y(v));
             writeln!(s, r#"<g class="reference">"#)?;
             if let Some(tip) = tip {
                 writeln!(s, "<title>{}</title>", esc(&tip))?;
             }
-            writeln!(
-                s,
-                r##"<line x1="{l}" y1="{ry}" x2="{r}" y2="{ry}" stroke="#333333" stroke-width="1" stroke-dasharray="2 3"/>"##,
-                l = n(left),
-                r = n(right)
-            )?;
-            writeln!(
-                s,
-                r##"<text x="{}" y="{}" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}: {v:.1}×</text>"##,
-                n(left + 4.0),
-                n(y(v) - 4.0),
-                esc(&label)
+            reference.draw(
+                &mut s,
+                left,
+                right,
+                y(v),
+                &format!("{label}: {v:.1}×"),
+                true,
             )?;
             writeln!(s, "</g>")?;
         }
@@ -428,6 +419,52 @@ pub fn svg(csv: &str) -> Result<String> {
 }
 
 /// Reads the benchmark CSV at `csv_path` and writes the plot to `svg_path`.
+/// A dashed horizontal line across a panel with its label just above it: the goal (label at
+/// the right end) and the reference lines (at the left end).
+struct Rule {
+    stroke: &'static str,
+    width: &'static str,
+    dash: &'static str,
+}
+
+impl Rule {
+    fn draw(
+        &self,
+        s: &mut String,
+        left: f64,
+        right: f64,
+        y: f64,
+        label: &str,
+        at_left: bool,
+    ) -> Result<()> {
+        let Rule {
+            stroke,
+            width,
+            dash,
+        } = self;
+        writeln!(
+            s,
+            r#"<line x1="{l}" y1="{yy}" x2="{r}" y2="{yy}" stroke="{stroke}" stroke-width="{width}" stroke-dasharray="{dash}"/>"#,
+            l = n(left),
+            r = n(right),
+            yy = n(y)
+        )?;
+        let (x, anchor) = if at_left {
+            (left + 4.0, "start")
+        } else {
+            (right - 4.0, "end")
+        };
+        writeln!(
+            s,
+            r##"<text x="{}" y="{}" text-anchor="{anchor}" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
+            n(x),
+            n(y - 5.0),
+            esc(label)
+        )?;
+        Ok(())
+    }
+}
+
 pub fn write(csv_path: &Path, svg_path: &Path) -> Result<()> {
     let csv = std::fs::read_to_string(csv_path)
         .with_context(|| format!("reading {}", csv_path.display()))?;
