@@ -70,6 +70,9 @@ enum Task {
         #[arg(long)]
         smoke: bool,
     },
+    /// Redraws BENCHMARKS.svg from BENCHMARKS.csv (the per-packet figures `bench` keeps next
+    /// to its report), without measuring anything.
+    Plot,
 }
 
 fn main() -> Result<()> {
@@ -118,6 +121,10 @@ fn main() -> Result<()> {
         } else {
             Mode::Quick
         }),
+        Task::Plot => {
+            let root = workspace_root();
+            plot::write(&root.join("BENCHMARKS.csv"), &root.join("BENCHMARKS.svg"))
+        }
         Task::Package => package().map(|p| println!("{}", p.display())),
         Task::VmTest {
             kernels,
@@ -253,8 +260,8 @@ fn bench(mode: Mode) -> Result<()> {
         root.clone()
     };
     std::fs::create_dir_all(&dest)?;
-    // Per packet (with the CSV the plot is drawn from).
-    let csv = std::env::temp_dir().join(format!("conduit-bench-{}.csv", std::process::id()));
+    // Per packet (with the CSV the plot is drawn from, kept: `cargo xtask plot` redraws it).
+    let csv = dest.join("BENCHMARKS.csv");
     let mut c = cargo_bench("conduit-tests", "datapath");
     c.env("CONDUIT_BENCH_CSV", &csv);
     if full {
@@ -265,7 +272,6 @@ fn bench(mode: Mode) -> Result<()> {
     }
     let datapath = section("datapath", c)?;
     plot::write(&csv, &dest.join("BENCHMARKS.svg"))?;
-    std::fs::remove_file(&csv).ok();
 
     // The compiler alone (the control-plane benchmark times it too, at 1k assets in smoke).
     let compile_report = if smoke {

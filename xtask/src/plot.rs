@@ -195,12 +195,36 @@ pub fn svg(csv: &str) -> Result<String> {
     let panels = conduits.len() as f64;
     let panel_w = (WIDTH - MARGIN_LEFT - MARGIN_RIGHT - PANEL_GAP * (panels - 1.0)) / panels;
 
-    // Legend: as many columns (up to 3) as the longest case name allows, filled column by column.
-    let longest = cases.iter().map(|c| c.chars().count()).max().unwrap_or(0) as f64;
+    // The empty program (1× by definition) and the references: dotted lines across every
+    // panel, named in the legend after the cases (inline labels collided with the goal's).
+    let lines: Vec<(String, f64, Option<String>)> =
+        std::iter::once(("empty XDP program: 1×".to_owned(), 1.0, None))
+            .chain(references.iter().map(|r| {
+                let v = r.ns / r.floor_ns;
+                let tip = format!(
+                    "{}: {:.1} ns = {v:.2}× the empty program ({:.1} ns)",
+                    r.case, r.ns, r.floor_ns
+                );
+                (
+                    format!("{}: {v:.1}× the empty program", r.case),
+                    v,
+                    Some(tip),
+                )
+            }))
+            .collect();
+    // Legend: as many columns (up to 3) as the longest entry allows, filled column by column.
+    let entries = cases.len() + lines.len();
+    let longest = cases
+        .iter()
+        .copied()
+        .chain(lines.iter().map(|(l, _, _)| l.as_str()))
+        .map(|c| c.chars().count())
+        .max()
+        .unwrap_or(0) as f64;
     let entry_w = 32.0 + longest * CHAR_WIDTH + 16.0;
     let legend_w = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let cols = ((legend_w / entry_w).floor() as usize).clamp(1, 3);
-    let legend_rows = cases.len().div_ceil(cols);
+    let legend_rows = entries.div_ceil(cols);
     let legend_top = PLOT_TOP + PLOT_HEIGHT + LEGEND_GAP;
     let height = (legend_top + LEGEND_ROW * legend_rows as f64 + 4.0).ceil();
 
@@ -311,38 +335,14 @@ pub fn svg(csv: &str) -> Result<String> {
             width: "1.5",
             dash: "6 4",
         };
-        goal.draw(&mut s, left, right, y(GOAL), GOAL_LABEL, false)?;
-        // The empty program (1× by definition) and the references.
-        let lines = std::iter::once(("empty XDP program".to_owned(), 1.0, None)).chain(
-            references.iter().map(|r| {
-                let tip = format!(
-                    "{}: {:.1} ns = {:.2}× the empty program ({:.1} ns)",
-                    r.case,
-                    r.ns,
-                    r.ns / r.floor_ns,
-                    r.floor_ns
-                );
-                (r.case.clone(), r.ns / r.floor_ns, Some(tip))
-            }),
-        );
-        let reference = Rule {
-            stroke: "#333333",
-            width: "1",
-            dash: "2 3",
-        };
-        for (label, v, tip) in lines {
+        goal.draw(&mut s, (left, right), y(GOAL), Some(GOAL_LABEL))?;
+        // The empty program and the references.
+        for (_, v, tip) in &lines {
             writeln!(s, r#"<g class="reference">"#)?;
             if let Some(tip) = tip {
-                writeln!(s, "<title>{}</title>", esc(&tip))?;
+                writeln!(s, "<title>{}</title>", esc(tip))?;
             }
-            reference.draw(
-                &mut s,
-                left,
-                right,
-                y(v),
-                &format!("{label}: {v:.1}×"),
-                true,
-            )?;
+            REFERENCE.draw(&mut s, (left, right), y(*v), None)?;
             writeln!(s, "</g>")?;
         }
         // One line per case.
@@ -413,29 +413,46 @@ pub fn svg(csv: &str) -> Result<String> {
             esc(case)
         )?;
     }
+    for (i, (label, _, _)) in lines.iter().enumerate() {
+        let e = cases.len() + i;
+        let lx = MARGIN_LEFT + (e / legend_rows) as f64 * col_w;
+        let ly = legend_top + (e % legend_rows) as f64 * LEGEND_ROW;
+        REFERENCE.draw(&mut s, (lx, lx + 24.0), ly, None)?;
+        writeln!(
+            s,
+            r#"<text x="{}" y="{}" font-size="{LEGEND_FONT}">{}</text>"#,
+            n(lx + 32.0),
+            n(ly + 4.0),
+            esc(label)
+        )?;
+    }
     writeln!(s, "</g>")?;
     writeln!(s, "</svg>")?;
     Ok(s)
 }
 
 /// Reads the benchmark CSV at `csv_path` and writes the plot to `svg_path`.
-/// A dashed horizontal line across a panel with its label just above it: the goal (label at
-/// the right end) and the reference lines (at the left end).
+/// A dashed horizontal line across a panel, with its label above its right end if it has
+/// one: the goal, and the reference lines (named in the legend).
 struct Rule {
     stroke: &'static str,
     width: &'static str,
     dash: &'static str,
 }
 
+const REFERENCE: Rule = Rule {
+    stroke: "#333333",
+    width: "1",
+    dash: "2 3",
+};
+
 impl Rule {
     fn draw(
         &self,
         s: &mut String,
-        left: f64,
-        right: f64,
+        (left, right): (f64, f64),
         y: f64,
-        label: &str,
-        at_left: bool,
+        label: Option<&str>,
     ) -> Result<()> {
         let Rule {
             stroke,
@@ -449,18 +466,15 @@ impl Rule {
             r = n(right),
             yy = n(y)
         )?;
-        let (x, anchor) = if at_left {
-            (left + 4.0, "start")
-        } else {
-            (right - 4.0, "end")
-        };
-        writeln!(
-            s,
-            r##"<text x="{}" y="{}" text-anchor="{anchor}" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
-            n(x),
-            n(y - 5.0),
-            esc(label)
-        )?;
+        if let Some(label) = label {
+            writeln!(
+                s,
+                r##"<text x="{}" y="{}" text-anchor="end" font-size="11" fill="#333333" stroke="#ffffff" stroke-width="3" stroke-linejoin="round" paint-order="stroke">{}</text>"##,
+                n(right - 4.0),
+                n(y - 5.0),
+                esc(label)
+            )?;
+        }
         Ok(())
     }
 }
@@ -789,8 +803,9 @@ mod tests {
         assert_eq!(pairs, 3 * 11 + 1);
         // Every case in the legend, once.
         let legend = doc.split(r#"<g class="legend">"#).nth(1).unwrap();
-        assert_eq!(legend.matches("<line").count(), 12);
-        assert_eq!(legend.matches("<text").count(), 12);
+        // ... and the empty program's line after them.
+        assert_eq!(legend.matches("<line").count(), 12 + 1);
+        assert_eq!(legend.matches("<text").count(), 12 + 1);
     }
 
     #[test]
@@ -834,20 +849,16 @@ mod tests {
         balanced(&doc).unwrap();
         // Three panels, each with the empty program's line and xdp-filter's.
         assert_eq!(doc.matches(r#"<g class="reference">"#).count(), 6);
-        assert_eq!(
-            doc.matches(">xdp-filter: established flow (TCP ACK): 2.0×</text>")
-                .count(),
-            3
-        );
-        assert_eq!(doc.matches(">empty XDP program: 1.0×</text>").count(), 3);
-        // Not a series, and not in the legend.
+        // Not a series; named once each in the legend, after the cases.
         assert_eq!(doc.matches("<polyline").count(), 4);
+        let legend = doc.split(r#"<g class="legend">"#).nth(1).unwrap();
+        assert_eq!(legend.matches("<text").count(), 2 + 2);
+        assert!(legend.contains(">empty XDP program: 1×</text>"));
         assert!(
-            !doc.split(r#"<g class="legend">"#)
-                .nth(1)
-                .unwrap()
-                .contains("xdp-filter")
+            legend
+                .contains(">xdp-filter: established flow (TCP ACK): 2.0× the empty program</text>")
         );
+        assert!(doc.contains("56.0 ns = 2.00× the empty program (28.0 ns)"));
         // A reference needs both sizes 0; references alone are no plot.
         assert!(err("identities,conduits,case,ns,floor_ns\n0,10,x,1,2\n").contains("line 2"));
         assert!(
