@@ -231,6 +231,10 @@ pub struct ChangeLog {
     torn: Option<Torn>,
     /// The digests of the last `policy` line: what the next one is compared with.
     last_policy: Option<Digests>,
+    /// The policy (sha256, signer) this agent last recorded: the same policy applied again
+    /// in the same run (the host's addresses changed, a SIGHUP of an unchanged file) is
+    /// no new policy and gets no line. A restart records its policy again.
+    last_live: Option<(String, Option<Signer>)>,
 }
 
 /// What [`ChangeLog::open`] found, for the agent's log.
@@ -303,6 +307,7 @@ impl ChangeLog {
                 prev,
                 torn,
                 last_policy,
+                last_live: None,
             },
             opened,
         ))
@@ -321,7 +326,17 @@ impl ChangeLog {
     /// fdatasync). On an error nothing of the line stays in the file if it can be helped (a
     /// part that cannot be taken back is a torn line for the next start), and the chain is
     /// as it was.
-    pub fn append_policy(&mut self, p: &WentLive, ts: String) -> std::io::Result<PolicyLine> {
+    ///
+    /// `None` when `p` is the policy this agent recorded last (see `last_live`).
+    pub fn append_policy(
+        &mut self,
+        p: &WentLive,
+        ts: String,
+    ) -> std::io::Result<Option<PolicyLine>> {
+        let this = (p.sha256.clone(), p.signer.clone());
+        if self.last_live.as_ref() == Some(&this) {
+            return Ok(None);
+        }
         let line = PolicyLine {
             kind: "policy".into(),
             ts,
@@ -338,7 +353,8 @@ impl ChangeLog {
         let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
         self.append(&text)?;
         self.last_policy = Some(p.digests.clone());
-        Ok(line)
+        self.last_live = Some(this);
+        Ok(Some(line))
     }
 
     /// Appends a `grant` or `revoke` line (its `torn` and `prev` are set here), durably, as
@@ -401,7 +417,10 @@ mod tests {
         let path = tmp("chain");
         let (mut log, o) = ChangeLog::open(&path).unwrap();
         assert_eq!((o.lines, o.torn, o.broken), (0, None, None));
-        let first = log.append_policy(&live(1, &["a"]), "t1".into()).unwrap();
+        let first = log
+            .append_policy(&live(1, &["a"]), "t1".into())
+            .unwrap()
+            .unwrap();
         assert_eq!(first.prev, GENESIS);
         assert_eq!(first.changes.zones.added, ["a"]);
         log.append_policy(&live(2, &["a", "b"]), "t2".into())
@@ -410,7 +429,10 @@ mod tests {
         // Reopened: the chain and the last policy carry on.
         let (mut log, o) = ChangeLog::open(&path).unwrap();
         assert_eq!((o.lines, o.torn), (2, None));
-        let third = log.append_policy(&live(3, &["b"]), "t3".into()).unwrap();
+        let third = log
+            .append_policy(&live(3, &["b"]), "t3".into())
+            .unwrap()
+            .unwrap();
         assert_eq!(third.changes.zones.removed, ["a"]);
         assert!(third.changes.zones.added.is_empty());
         let bytes = std::fs::read(&path).unwrap();
@@ -457,7 +479,10 @@ mod tests {
         );
         let (mut log, o) = ChangeLog::open(&path).unwrap();
         assert_eq!((o.torn, o.terminated, o.broken), (Some(2), true, None));
-        let l = log.append_policy(&live(2, &["a"]), "t3".into()).unwrap();
+        let l = log
+            .append_policy(&live(2, &["a"]), "t3".into())
+            .unwrap()
+            .unwrap();
         assert_eq!(l.torn.as_ref().map(|t| t.line), Some(2));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -478,6 +503,34 @@ mod tests {
         // A garbage line in the middle that nothing names.
         let inserted = format!("{}\nnot json\n{}\n", lines[0], lines[2]);
         assert_eq!(verify(inserted.as_bytes()).broken.map(|b| b.0), Some(2));
+        std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn the_same_policy_again_in_one_run_gets_no_line_but_a_restart_records_it() {
+        let path = tmp("again");
+        let (mut log, _) = ChangeLog::open(&path).unwrap();
+        assert!(
+            log.append_policy(&live(1, &["a"]), "t1".into())
+                .unwrap()
+                .is_some()
+        );
+        // Applied again (generation 2): the same sha256 and signer.
+        let mut again = live(1, &["a"]);
+        again.generation = 2;
+        assert!(log.append_policy(&again, "t2".into()).unwrap().is_none());
+        // Signed now: a new line, though the bytes are the same.
+        again.signer = Some(Signer {
+            principal: "ops".into(),
+            key: "SHA256:k".into(),
+        });
+        assert!(log.append_policy(&again, "t3".into()).unwrap().is_some());
+        drop(log);
+        // After a restart, the policy that goes live is recorded again.
+        let (mut log, _) = ChangeLog::open(&path).unwrap();
+        assert!(log.append_policy(&again, "t4".into()).unwrap().is_some());
+        let r = verify(&std::fs::read(&path).unwrap());
+        assert_eq!((r.entries, r.broken), (3, None));
         std::fs::remove_dir_all(path.parent().unwrap().parent().unwrap()).unwrap();
     }
 

@@ -159,7 +159,10 @@ impl Integrity {
         let ts = now_rfc3339();
         if let Some(log) = &mut self.change_log {
             match log.append_policy(w, ts.clone()) {
-                Ok(line) => {
+                Ok(None) => {
+                    info!(change_log = %log.path().display(), generation = w.generation, "change log: the recorded policy applied again (no new line)");
+                }
+                Ok(Some(line)) => {
                     let c = &line.changes;
                     // `head`: the new line's sha256, in the agent's own log (journald), an
                     // anchor outside the file for the last line.
