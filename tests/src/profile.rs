@@ -62,11 +62,12 @@ pub struct Profile {
 }
 
 impl Profile {
-    /// The share (0..1) of the samples inside the program.
-    pub fn share(&self, function: &str, category: &str) -> f64 {
+    /// The share (0..1) of the samples inside the program that fell in `function` with an
+    /// innermost frame of `category` (one of [`category`]'s answers).
+    pub fn share(&self, function: &str, category: &'static str) -> f64 {
         let n = self
             .shares
-            .get(&(function.to_owned(), leak(category)))
+            .get(&(function.to_owned(), category))
             .copied()
             .unwrap_or(0);
         n as f64 / self.inside.max(1) as f64
@@ -96,24 +97,6 @@ impl Profile {
         }
         p
     }
-}
-
-/// `category` returns one of a fixed set of static names; this maps a caller's name back to it.
-fn leak(c: &str) -> &'static str {
-    const ALL: [&str; 9] = [
-        "own code",
-        "LPM trie lookup",
-        "hash map lookup/update",
-        "clock",
-        "audit event ring",
-        "FIB lookup",
-        "return/indirect-call thunks",
-        "array lookup",
-        "other kernel code",
-    ];
-    ALL.into_iter()
-        .find(|a| *a == c)
-        .unwrap_or("other kernel code")
 }
 
 /// A `perf record` of this thread; stopped (SIGINT, to the child this started, by its PID)
