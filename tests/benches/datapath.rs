@@ -566,7 +566,8 @@ fn where_the_time_goes(
             .expect("BPF_PROG_TEST_RUN");
         }) {
             Ok(p) => profiles.push(p),
-            // perf is part of the bootstrap; a machine without it still gets the rest.
+            // perf is part of the bootstrap: without it the benchmark fails rather than leave
+            // the table out.
             Err(e) => panic!("profiling the per-packet cases: {e}"),
         }
     }
