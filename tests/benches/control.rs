@@ -1013,7 +1013,9 @@ fn main() {
          built. Peak heap: the most bytes live during a run above those live before it (so \
          not the text itself), counted by the bench's global allocator (the system \
          allocator with two atomic counters; the allocator's own overhead is not counted). \
-         Ratio: time and peak heap over serde_yaml's `Value`.\n"
+         The counters run for every allocation of this benchmark's process, so the other \
+         in-process times above include them too. Ratio: time and peak heap over \
+         serde_yaml's `Value`.\n"
     );
     out.push_str(
         "| assets | reader | ms | peak heap MiB | ratio to serde_yaml `Value`: time / heap |\n",
