@@ -88,6 +88,9 @@ impl Agent {
     /// The agent's directories and arguments, nothing started. `--audit-log PATH` in `extra`
     /// replaces the default audit log (in the agent's temporary directory).
     fn prepare(bin: &Path, ns: &Netns, ifaces: &[&str], yaml: &str, extra: &[&str]) -> Self {
+        // The host's addresses first: one appearing after the start makes the agent apply
+        // its policy again (a generation more than the test expects).
+        ns.settle_addresses();
         let tag = unique_name("cdtag");
         let tmp = std::env::temp_dir().join(&tag);
         std::fs::create_dir_all(&tmp).unwrap();

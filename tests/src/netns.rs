@@ -87,6 +87,48 @@ impl Netns {
         );
     }
 
+    /// Waits (at most 3 s) until this namespace's addresses are what they will stay: every
+    /// link that is up, with IPv6 on, has its link-local address, and no address is still
+    /// tentative. The kernel adds a link's IPv6 link-local address about a second after the
+    /// link comes up; an agent started before that re-applies its policy when it appears
+    /// (the failsafe follows the host's addresses), and a test that counts generations would
+    /// count one more. Not an assertion: a link whose address never comes costs the wait.
+    pub fn settle_addresses(&self) {
+        let ms = std::time::Duration::from_millis;
+        let _ = crate::poll(ms(3000), ms(20), || self.addresses_settled());
+    }
+
+    fn addresses_settled(&self) -> bool {
+        let Ok(out) = Command::new("ip")
+            .args(["-n", &self.name, "-j", "addr", "show"])
+            .output()
+        else {
+            return false;
+        };
+        let Ok(links) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+            return false;
+        };
+        let links = links.as_array().cloned().unwrap_or_default();
+        in_netns(self, || {
+            links.iter().all(|l| {
+                let addrs = l["addr_info"].as_array().cloned().unwrap_or_default();
+                if addrs.iter().any(|a| a["tentative"] == true) {
+                    return false;
+                }
+                let ipv6_on = l["ifname"].as_str().is_some_and(|n| {
+                    std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6"))
+                        .is_ok_and(|v| v.trim() == "0")
+                });
+                l["link_type"] == "loopback"
+                    || l["operstate"] != "UP"
+                    || !ipv6_on
+                    || addrs
+                        .iter()
+                        .any(|a| a["family"] == "inet6" && a["scope"] == "link")
+            })
+        })
+    }
+
     /// A command that runs inside this namespace.
     pub fn command(&self, program: &str) -> Command {
         let mut c = Command::new("ip");

@@ -62,3 +62,29 @@ fn enforces_a_policy_on_real_traffic() {
     };
     assert!(drops.get(&key).is_some_and(|c| c.packets >= 1), "{drops:?}");
 }
+
+/// The harness's settle wait (`Netns::settle_addresses`, before every test agent starts):
+/// after it, both ends of a pair just brought up have their IPv6 link-local address, no
+/// longer tentative, so an agent started then sees the addresses it will keep.
+#[test]
+fn a_settled_namespace_has_its_link_local_addresses() {
+    require_root();
+    let (a, b) = (Netns::new("cdtsa"), Netns::new("cdtsb"));
+    let pair = VethPair::new(&a, "10.78.0.1/24", &b, "10.78.0.2/24");
+    for (ns, dev) in [(&a, &pair.a), (&b, &pair.b)] {
+        ns.settle_addresses();
+        let out = std::process::Command::new("ip")
+            .args(["-n", &ns.name, "-j", "-6", "addr", "show", "dev", dev])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let addrs = v[0]["addr_info"].as_array().cloned().unwrap_or_default();
+        assert!(
+            addrs
+                .iter()
+                .any(|x| x["scope"] == "link" && x["tentative"] != true),
+            "{dev} in {}: {v}",
+            ns.name
+        );
+    }
+}
