@@ -10,7 +10,11 @@ use std::{
     time::Duration,
 };
 
-use conduit_tests::{Netns, VethPair, agent::Agent, require_root};
+use conduit_tests::{
+    Netns, VethPair,
+    agent::{Agent, find_label},
+    require_root,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_conduit");
 const NS: &str = "conduit-policy";
@@ -142,11 +146,7 @@ fn conduit(args: &[&str]) -> (i32, String, String) {
 /// its link comes up.
 fn live_sha256(a: &Agent, n: &Net) -> Option<String> {
     let (_, body) = a.get(&n.gw, "/metrics")?;
-    let info = body
-        .lines()
-        .find(|l| l.starts_with("conduit_policy_info{"))?;
-    let at = info.find("sha256=\"")? + "sha256=\"".len();
-    Some(info[at..].split('"').next()?.to_owned())
+    find_label(&body, "conduit_policy_info", "sha256")
 }
 
 fn failures(a: &Agent, n: &Net) -> f64 {
@@ -187,14 +187,8 @@ fn only_signed_policies_go_live_and_refused_reloads_keep_the_live_one() {
     assert!(ping(&n), "the policy allows ping");
     assert!(!tcp_connects(&n, 8080), "the policy denies tcp/8080");
     let (_, body) = a.get(&n.gw, "/metrics").unwrap();
-    let info = body
-        .lines()
-        .find(|l| l.starts_with("conduit_policy_info{"))
-        .unwrap();
-    assert!(
-        info.contains("signer=\"ops@plant.example SHA256:"),
-        "{info}"
-    );
+    let signer = find_label(&body, "conduit_policy_info", "signer").unwrap();
+    assert!(signer.starts_with("ops@plant.example SHA256:"), "{signer}");
     let (code, status, _) = conduit(&[
         "status",
         "--pin-dir",

@@ -320,6 +320,19 @@ fn split_sample(s: &str) -> (String, Vec<String>) {
     }
 }
 
+/// The value of label `label` on the first sample of metric `name` in a Prometheus text
+/// exposition (an info metric's `sha256`, say).
+pub fn find_label(body: &str, name: &str, label: &str) -> Option<String> {
+    let key = format!("{label}=\"");
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' ').map(|(sample, _)| split_sample(sample)))
+        .find(|(n, _)| n == name)?
+        .1
+        .iter()
+        .find_map(|l| l.strip_prefix(&key).map(str::to_owned))
+}
+
 /// The value of a sample in a Prometheus text exposition.
 pub fn find_sample(body: &str, name_and_labels: &str) -> Option<f64> {
     let want = split_sample(name_and_labels);
